@@ -1,0 +1,13 @@
+/** A channel whose worker crashes right after every connect: a crash loop for the sibling bench. */
+import { defineChannel } from '../src/index.js';
+
+export default defineChannel({
+  type: 'crasher',
+  connect() {
+    setTimeout(() => {
+      throw new Error('crash loop');
+    }, 5);
+  },
+  disconnect() {},
+  send: () => ({ externalId: 'never' }),
+});

@@ -1,0 +1,325 @@
+/**
+ * End-to-end send throughput and latency of the Runtime (`rt.send` → outbound queue → data port
+ * → instance worker → loopback channel `send` → batched acks → promise resolved), each next to a
+ * baseline measured in the same run against a bare echo worker (bench/raw-echo-worker.ts) that
+ * acknowledges the same message objects with no runtime in between:
+ * - raw single: one `postMessage` per message, one ack per message;
+ * - raw batched: arrays of 256 messages, one ack array per batch.
+ *
+ * Figures:
+ * - saturation throughput (msgs/s): enqueue N messages at once and await them all, for 1
+ *   instance and for 2 and 4 instances (messages spread round-robin), vs raw batched (target
+ *   >= 0.5x) and raw single (informational);
+ * - latency (ms): at half the measured 1-instance saturation rate, send at a steady rate
+ *   (1 ms timer pacing, catch-up) for a few seconds and record each message's enqueue →
+ *   resolve time; p99 vs the 5 ms target, with the raw single p50/p99 at the same rate.
+ *
+ * Baselines and subjects run interleaved, round by round, so drift on a noisy machine hits both
+ * alike. The instances' queues get a `queueCapacity` the runs never reach, so the burst is
+ * admitted at once (the default capacity is 1000: with it, a burst needs `waitForCapacity`,
+ * measured separately as an informational figure on an instance with the default capacity).
+ */
+import { Worker } from 'node:worker_threads';
+import { pino } from 'pino';
+import { Runtime } from '../src/index.js';
+import { compare, pct, quick, report, summary } from './lib.js';
+
+const logger = pino({ level: 'silent' });
+const N = quick ? 10_000 : 50_000;
+const ROUNDS = quick ? 3 : 5;
+const BATCH = 256;
+const MULTI = [2, 4] as const;
+const LAT_MS = quick ? 1500 : 3000;
+const LAT_ROUNDS = quick ? 1 : 2;
+const P99_TARGET_MS = 5;
+const rawWorker = new URL('./raw-echo-worker.js', import.meta.url);
+
+type Msg = { room: string; text: string; n: number };
+type Ack = { n: number; ok: true };
+
+const gc = (globalThis as { gc?: () => void }).gc;
+const settle = async (): Promise<void> => {
+  gc?.();
+  await new Promise((r) => setTimeout(r, 20));
+};
+
+const messages: Msg[] = Array.from({ length: N }, (_, n) => ({ room: 'r1', text: `hello ${n}`, n }));
+
+// ─────────────────────────────────────────────────────────── baselines
+
+async function startRaw(): Promise<Worker> {
+  const w = new Worker(rawWorker);
+  await new Promise((r) => w.once('message', r));
+  return w;
+}
+
+/** One postMessage per message, one ack per message; msgs/s. */
+async function rawSingle(w: Worker, msgs: readonly Msg[]): Promise<number> {
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let got = 0;
+    const on = (): void => {
+      if (++got === msgs.length) {
+        w.off('message', on);
+        resolve();
+      }
+    };
+    w.on('message', on);
+    for (const m of msgs) w.postMessage(m);
+  });
+  return msgs.length / ((performance.now() - t0) / 1000);
+}
+
+/** Arrays of {@link BATCH} messages, one ack array per batch; msgs/s. */
+async function rawBatched(w: Worker, msgs: readonly Msg[]): Promise<number> {
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let got = 0;
+    const on = (acks: Ack[]): void => {
+      got += acks.length;
+      if (got >= msgs.length) {
+        w.off('message', on);
+        resolve();
+      }
+    };
+    w.on('message', on);
+    for (let i = 0; i < msgs.length; i += BATCH) w.postMessage(msgs.slice(i, i + BATCH));
+  });
+  return msgs.length / ((performance.now() - t0) / 1000);
+}
+
+// ─────────────────────────────────────────────────────────── subject
+
+/** Enqueues every message at once (round-robin over `ids`) and awaits them all; msgs/s. */
+async function rtBurst(rt: Runtime, ids: readonly string[], msgs: readonly Msg[], waitForCapacity = false): Promise<number> {
+  let failed = 0;
+  let firstError: unknown;
+  const opts = waitForCapacity ? { waitForCapacity: true } : undefined;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let settled = 0;
+    const done = (): void => {
+      if (++settled === msgs.length) resolve();
+    };
+    const fail = (err: unknown): void => {
+      failed++;
+      firstError ??= err;
+      done();
+    };
+    const k = ids.length;
+    for (let i = 0; i < msgs.length; i++) rt.send(ids[i % k] as string, msgs[i], opts).then(done, fail);
+  });
+  const dt = performance.now() - t0;
+  if (failed > 0) throw new Error(`${failed} of ${msgs.length} sends failed; first: ${String(firstError)}`);
+  return msgs.length / (dt / 1000);
+}
+
+// ─────────────────────────────────────────────────────────── latency
+
+interface Paced {
+  latencies: number[];
+  sent: number;
+  /** Achieved send rate, msgs/s (pacing kept up if close to the asked one). */
+  rate: number;
+}
+
+/**
+ * Calls `sendOne(i)` at `rate` msgs/s for `ms`, paced on a 1 ms timer (what is due is sent at
+ * once, so a late tick catches up); `sendOne` calls `record(latency)` when its message is
+ * acknowledged. Resolves once every message settled. A timer, not a setImmediate spin: on a
+ * 2-core machine a spinning pacer takes a whole core from the worker threads it measures.
+ */
+async function paced(rate: number, ms: number, sendOne: (i: number, record: (latencyMs: number) => void) => void): Promise<Paced> {
+  const latencies: number[] = [];
+  let sent = 0;
+  let settled = 0;
+  let allSent = false;
+  let onAll: (() => void) | undefined;
+  const record = (latencyMs: number): void => {
+    latencies.push(latencyMs);
+    if (++settled === sent && allSent) onAll?.();
+  };
+  const start = performance.now();
+  await new Promise<void>((resolve) => {
+    const tick = (): void => {
+      const elapsed = performance.now() - start;
+      const due = Math.floor((Math.min(elapsed, ms) * rate) / 1000);
+      while (sent < due) sendOne(sent++, record);
+      if (elapsed < ms) setTimeout(tick, 1);
+      else resolve();
+    };
+    setTimeout(tick, 1);
+  });
+  const sendSpan = performance.now() - start;
+  allSent = true;
+  if (settled < sent) await new Promise<void>((resolve) => (onAll = resolve));
+  return { latencies, sent, rate: Math.round(sent / (sendSpan / 1000)) };
+}
+
+async function rtLatency(rt: Runtime, id: string, rate: number, ms = LAT_MS): Promise<Paced> {
+  let failed = 0;
+  let firstError: unknown;
+  const res = await paced(rate, ms, (i, record) => {
+    const t = performance.now();
+    rt.send(id, { room: 'r1', text: `hello ${i}`, n: i }).then(
+      () => record(performance.now() - t),
+      (err: unknown) => {
+        failed++;
+        firstError ??= err;
+        record(Number.NaN);
+      },
+    );
+  });
+  if (failed > 0) throw new Error(`${failed} of ${res.sent} paced sends failed; first: ${String(firstError)}`);
+  return res;
+}
+
+async function rawLatency(w: Worker, rate: number, ms = LAT_MS): Promise<Paced> {
+  const t0 = new Float64Array(Math.ceil((rate * ms) / 1000) + 16);
+  let rec: ((latencyMs: number) => void) | undefined;
+  const on = (a: Ack): void => rec?.(performance.now() - (t0[a.n] as number));
+  w.on('message', on);
+  try {
+    return await paced(rate, ms, (i, record) => {
+      rec = record;
+      t0[i] = performance.now();
+      w.postMessage({ room: 'r1', text: `hello ${i}`, n: i } satisfies Msg);
+    });
+  } finally {
+    w.off('message', on);
+  }
+}
+
+// ─────────────────────────────────────────────────────────── main
+
+async function startRuntime(): Promise<{ rt: Runtime; ids: string[]; waitId: string }> {
+  const ids = ['s0', 's1', 's2', 's3'];
+  const waitId = 'w0';
+  const rt = await Runtime.start({ logger });
+  const want = new Set([...ids, waitId]);
+  const up = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`instances not connected: ${[...want].join(', ')}`)), 20_000);
+    rt.on('instance:connected', (e: { instanceId: string }) => {
+      want.delete(e.instanceId);
+      if (want.size === 0) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  // A bound the burst and the paced runs never reach: below saturation the queue stays short, and
+  // a machine that falls behind shows as latency, not as queue_full.
+  for (const id of ids) await rt.startInstance({ id, name: id, channelType: 'loopback', channel: 'loopback', queueCapacity: 1_000_000 });
+  await rt.startInstance({ id: waitId, name: waitId, channelType: 'loopback', channel: 'loopback' }); // default capacity (1000)
+  await up;
+  return { rt, ids, waitId };
+}
+
+async function main(): Promise<void> {
+  const w = await startRaw();
+  const { rt, ids, waitId } = await startRuntime();
+  const s0 = ids.slice(0, 1);
+
+  const tput: Record<string, number[]> = { rawSingle: [], rawBatched: [], rt1: [], rt1Wait: [] };
+  for (const k of MULTI) tput[`rt${k}`] = [];
+  const push = (k: string, v: number): void => void tput[k]?.push(Math.round(v));
+
+  // warm-up (JIT, first-touch allocations), then interleaved rounds
+  const warm = messages.slice(0, Math.min(N, 5000));
+  await rawSingle(w, warm);
+  await rawBatched(w, warm);
+  await rtBurst(rt, s0, warm);
+  await rtBurst(rt, ids, warm);
+  await rtBurst(rt, [waitId], warm, true);
+  for (let r = 0; r < ROUNDS; r++) {
+    await settle();
+    push('rawBatched', await rawBatched(w, messages));
+    await settle();
+    push('rt1', await rtBurst(rt, s0, messages));
+    await settle();
+    push('rawSingle', await rawSingle(w, messages));
+    for (const k of MULTI) {
+      await settle();
+      push(`rt${k}`, await rtBurst(rt, ids.slice(0, k), messages));
+    }
+    await settle();
+    push('rt1Wait', await rtBurst(rt, [waitId], messages, true));
+  }
+  const med = (k: string): number => Math.round(summary(tput[k] as number[]).median);
+
+  // latency at half the measured 1-instance saturation rate, raw single at the same rate
+  const rate = Math.max(1, Math.round(med('rt1') / 2));
+  const rtLat: number[] = [];
+  const rawLat: number[] = [];
+  const achieved: Record<string, number[]> = { rt: [], raw: [] };
+  const perRound: Record<string, number[]> = { rtP99: [], rawP99: [] };
+  await rawLatency(w, rate, 300); // warm-up of the paced paths (small batches), not recorded
+  await rtLatency(rt, 's0', rate, 300);
+  for (let r = 0; r < LAT_ROUNDS; r++) {
+    await settle();
+    const a = await rawLatency(w, rate);
+    await settle();
+    const b = await rtLatency(rt, 's0', rate);
+    for (const x of a.latencies) rawLat.push(x);
+    for (const x of b.latencies) rtLat.push(x);
+    achieved.raw?.push(a.rate);
+    achieved.rt?.push(b.rate);
+    perRound.rawP99?.push(round3(pct(a.latencies, 99)));
+    perRound.rtP99?.push(round3(pct(b.latencies, 99)));
+  }
+  await rt.stop();
+  await w.terminate();
+
+  const lat = {
+    rt: { p50: round3(pct(rtLat, 50)), p99: round3(pct(rtLat, 99)), max: round3(maxOf(rtLat)), n: rtLat.length },
+    raw: { p50: round3(pct(rawLat, 50)), p99: round3(pct(rawLat, 99)), max: round3(maxOf(rawLat)), n: rawLat.length },
+  };
+  const rawB = med('rawBatched');
+  const rows = [
+    compare('send throughput, 1 instance', 'msgs/s', med('rt1'), `raw batched (${BATCH}) postMessage round trip`, rawB, { min: 0.5 }),
+    compare('send throughput, 1 instance', 'msgs/s', med('rt1'), 'raw single postMessage round trip', med('rawSingle'), { min: 0.5 }),
+    ...MULTI.map((k) => compare(`send throughput, ${k} instances`, 'msgs/s', med(`rt${k}`), `raw batched (${BATCH}) postMessage round trip`, rawB, { min: 0.5 })),
+    compare(
+      `send latency p50 at half load (${rate} msgs/s), 1 instance`,
+      'ms',
+      lat.rt.p50,
+      `target (raw single p50 at same rate: ${lat.raw.p50} ms)`,
+      P99_TARGET_MS,
+      { max: 1 },
+    ),
+    compare(
+      `send latency p99 at half load (${rate} msgs/s), 1 instance`,
+      'ms',
+      lat.rt.p99,
+      `target (raw single p99 at same rate: ${lat.raw.p99} ms)`,
+      P99_TARGET_MS,
+      { max: 1 },
+    ),
+  ];
+  console.log(
+    `1 instance with default queueCapacity + waitForCapacity: ${med('rt1Wait')} msgs/s (${round2(med('rt1Wait') / rawB)}x raw batched); ` +
+      `latency achieved rate rt ${achieved.rt?.join('/')} raw ${achieved.raw?.join('/')} msgs/s (asked ${rate})`,
+  );
+  report('send', rows, {
+    messages: N,
+    rounds: ROUNDS,
+    batch: BATCH,
+    sendWindow: 64,
+    latency: { rate, durationMs: LAT_MS, rounds: LAT_ROUNDS, achievedRate: achieved, perRound, ...lat },
+    throughput: Object.fromEntries(Object.entries(tput).map(([k, v]) => [k, { ...summary(v), runs: v }])),
+  });
+}
+
+function maxOf(xs: readonly number[]): number {
+  let m = -Infinity;
+  for (const x of xs) if (x > m) m = x;
+  return m;
+}
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+await main();

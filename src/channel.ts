@@ -1,0 +1,130 @@
+/**
+ * The channel contract: what a channel module (one platform: a chat API, a stream, a webhook
+ * source) implements. A channel module's default export is `defineChannel({...})`. It is loaded
+ * and validated inside the instance's worker thread; every callback runs there.
+ *
+ * @packageDocumentation
+ */
+import { z } from 'zod';
+import type { FailureClass } from './errors.js';
+
+/** The instance a channel serves, as its worker sees it (credentials included: they stay in this thread). */
+export interface ChannelInstance<Settings = Record<string, unknown>, Credentials = Record<string, unknown>> {
+  readonly id: string;
+  readonly name: string;
+  readonly channelType: string;
+  readonly settings: Settings;
+  readonly credentials: Credentials;
+}
+
+/** A logger whose lines are forwarded to the runtime's pino logger (redacted there). */
+export interface ChannelLogger {
+  trace(msg: string, obj?: Record<string, unknown>): void;
+  debug(msg: string, obj?: Record<string, unknown>): void;
+  info(msg: string, obj?: Record<string, unknown>): void;
+  warn(msg: string, obj?: Record<string, unknown>): void;
+  error(msg: string, obj?: Record<string, unknown>): void;
+}
+
+/** What every channel callback receives first. */
+export interface ChannelContext<Settings = Record<string, unknown>, Credentials = Record<string, unknown>> {
+  /** The instance: id, name, channelType, settings and credentials. */
+  readonly instance: ChannelInstance<Settings, Credentials>;
+  /** Forwarded to the runtime's logger. */
+  readonly logger: ChannelLogger;
+  /**
+   * Aborts when the connection this callback belongs to ends (disconnect, reconnect or stop), or
+   * when the callback's own timeout budget runs out. `listen` must return once it aborts.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * Pushes one inbound message to the runtime's `onMessage` (for `listen` channels), with the
+   * channel's cursor after it (an offset, an update id), if the channel has one.
+   */
+  emit(message: unknown, cursor?: Cursor): void;
+  /**
+   * The last cursor whose messages `onMessage` has handled, kept by the runtime across worker
+   * restarts: `connect` resumes after it, so a crash neither skips messages nor re-reads more
+   * than the batch that was in hand. `undefined` on the very first connect.
+   */
+  readonly cursor: Cursor | undefined;
+}
+
+/** A channel's inbound position: any structured-cloneable value (a number, a string, an object). */
+export type Cursor = unknown;
+
+/** What `poll` returns: a batch, or a batch with the cursor after its last message. */
+export type PollResult = unknown[] | { messages: unknown[]; cursor?: Cursor };
+
+/** What `send` learns about the delivery besides the message. */
+export interface SendInfo {
+  /** The idempotency key (the message's `id` unless the sender gave one), if any. */
+  readonly idempotencyKey?: string;
+  /** 1 on the first attempt, then 2, 3, ... on retries after a failure. */
+  readonly attempt: number;
+  /**
+   * True when the message was handed to a worker before: it was in flight when that worker died
+   * (a crash does not count as an attempt), or it is a retry. The channel may have delivered it
+   * already: an idempotent platform call (by `idempotencyKey`) makes that harmless.
+   */
+  readonly redelivery: boolean;
+}
+
+/** Outcome of a probe: `ok`, `degraded` (still running, visible in health) or `failed`. */
+export type ProbeOutcome = 'ok' | 'degraded' | 'failed';
+
+/** What `probe` may return: nothing (= ok), an outcome, or an outcome with a reason. */
+export type ProbeResult = void | ProbeOutcome | { outcome: ProbeOutcome; reason?: string };
+
+/**
+ * A channel. `connect`, `disconnect` and `send` are required; a channel has `poll` (the runtime
+ * calls it in a loop and delivers each returned batch), `listen` (it pushes with `ctx.emit` until
+ * `ctx.signal` aborts) or neither. An error a callback throws may carry
+ * `class: 'recoverable' | 'fatal' | 'degraded'` (or be a `ChannelError`); otherwise `classify`,
+ * then the runtime's classification table decides.
+ */
+export interface ChannelDefinition<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>> {
+  /** The channel type, e.g. `telegram`; must equal the instance's `channelType`. */
+  readonly type: string;
+  /** Opens the connection. May return metadata (shown in the `connected` event). */
+  connect(ctx: ChannelContext<Settings, Credentials>): Promise<void | Record<string, unknown>> | void | Record<string, unknown>;
+  /** Closes the connection. */
+  disconnect(ctx: ChannelContext<Settings, Credentials>): Promise<void> | void;
+  /**
+   * Delivers one outbound message; resolves with the platform's receipt (e.g. its message id).
+   * `info.idempotencyKey` lets a channel whose platform supports it make redelivery after a
+   * crash harmless (sends are at-least-once); `info.attempt` is 1 on the first try.
+   */
+  send(ctx: ChannelContext<Settings, Credentials>, message: Message, info: SendInfo): Promise<Receipt> | Receipt;
+  /** Fetches the next batch of inbound messages (empty when there is none), optionally with its cursor. */
+  poll?(ctx: ChannelContext<Settings, Credentials>): Promise<PollResult> | PollResult;
+  /** Pushes inbound messages with `ctx.emit` until `ctx.signal` aborts. */
+  listen?(ctx: ChannelContext<Settings, Credentials>): Promise<void> | void;
+  /** Checks the connection's health; a throw or a timeout is a failed probe. */
+  probe?(ctx: ChannelContext<Settings, Credentials>): Promise<ProbeResult> | ProbeResult;
+  /** Classifies an error this channel threw; `undefined` defers to the runtime's table. */
+  classify?(err: unknown): FailureClass | undefined;
+}
+
+/** Identity function that types a channel definition. Use it as the module's default export. */
+export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
+  definition: ChannelDefinition<Message, Receipt, Settings, Credentials>,
+): ChannelDefinition<Message, Receipt, Settings, Credentials> {
+  return definition;
+}
+
+const fn = (what: string) => z.custom<(...args: never[]) => unknown>((v) => typeof v === 'function', `expected ${what} to be a function`);
+
+/** Zod schema a channel module's default export must satisfy (checked in the worker at load). */
+export const channelDefinitionSchema = z
+  .object({
+    type: z.string().min(1),
+    connect: fn('connect'),
+    disconnect: fn('disconnect'),
+    send: fn('send'),
+    poll: fn('poll').optional(),
+    listen: fn('listen').optional(),
+    probe: fn('probe').optional(),
+    classify: fn('classify').optional(),
+  })
+  .refine((c) => !(c.poll && c.listen), { message: 'a channel has poll, listen or neither, not both', path: ['listen'] });

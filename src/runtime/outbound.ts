@@ -1,0 +1,1224 @@
+/**
+ * The outbound queue of one instance: pure main-thread logic, no threads.
+ *
+ * An {@link OutboundQueue} owns every message accepted by `send` until the channel acknowledged
+ * it, across worker deaths: a worker only ever holds *copies* of in-flight messages. The runtime
+ * plugs itself in as the dispatcher:
+ *
+ * ```
+ * enqueue ─▶ queue (FIFO ring) ─take(credit)─▶ in flight ─ack(results)─▶ resolved / retried / failed
+ *                    ▲                              │
+ *                    └──── requeueInFlight(reason) ◀┘   (worker died, hung, restarted)
+ * ```
+ *
+ * Decisions:
+ *
+ * - **Strict order.** Messages are dispatched in enqueue order, and a message that goes back to
+ *   the queue (retry, crash requeue, `unsent`) is put back *in its original place*, ahead of
+ *   every message accepted after it. A message that went back blocks the messages behind it
+ *   (head-of-line blocking) until its retry backoff has passed *and* no message accepted after
+ *   it is still in flight. Messages already dispatched behind a failed one cannot be recalled:
+ *   to keep *delivery* strictly ordered, the worker stops at the first failure and returns as
+ *   `unsent` every item it holds or later receives whose {@link Batch.epoch} is not newer than
+ *   the failed item's (a newer epoch means the batch was taken after the queue learned of the
+ *   failure, and it starts with the retried message). A worker that delivers them anyway gets
+ *   at-least-once in a slightly different order, never a loss.
+ * - **A crash is not an attempt.** `requeueInFlight` keeps each message's attempt count, so a
+ *   worker death never eats into `maxAttempts`. To stop a poison message from killing worker
+ *   after worker forever, each requeue after a crash charges the *oldest* unacknowledged
+ *   message (the one the worker was most likely working on, as workers deliver in order); at
+ *   `maxCrashes` charges (default 3) it fails with {@link DeliveryFailedError} reason `crashed`.
+ *   Planned restarts pass `{ crashed: false }` and charge nobody.
+ * - **Degraded is final for the message.** A `degraded` failure (unsupported, policy denied)
+ *   cannot succeed on retry, so it fails the message at once like `fatal`
+ *   ({@link DeliveryFailedError} reason `degraded`); the queue keeps going with the next one.
+ * - **Capacity bounds admission.** `capacity` bounds the queued messages (`depth`, including
+ *   those waiting out a retry backoff; in-flight ones are bounded by the runtime's credit
+ *   window). Messages coming back from in flight are always readmitted, so `depth` may exceed
+ *   `capacity` after a requeue: nothing accepted is dropped.
+ * - **Pressure with hysteresis.** Level = the highest threshold `depth / capacity` reached
+ *   (0.70 warn, 0.85 degraded, 0.95 shed; levels may be skipped); it steps down only once the
+ *   ratio falls below the current level's threshold minus `hysteresis` (0.05), to the highest
+ *   level whose threshold minus `hysteresis` is still reached. Pressure is a signal: the queue
+ *   itself only rejects when full.
+ * - **Signals guard admission only.** `signal` aborts a send that is not yet accepted (already
+ *   aborted, or waiting for capacity). Once accepted, a message is owned by the queue until it
+ *   settles; it may already be in flight, so it is not recalled.
+ *
+ * @packageDocumentation
+ */
+import { EventEmitter } from 'node:events';
+import { z } from 'zod';
+import {
+  AbortedError,
+  ChannelError,
+  DeliveryFailedError,
+  QueueFullError,
+  StoppedError,
+  type DeliveryFailureReason,
+  type FailureClass,
+} from '../errors.js';
+import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
+import { eventChannel, publish } from '../telemetry.js';
+import { parseOrThrow } from '../validate.js';
+import { LruCache } from './lru.js';
+
+// ───────────────────────────────────────────────────────────────────────── types
+
+/** An idempotency key: messages with the same key are delivered once. */
+export type IdempotencyKey = string | number;
+
+/** Pressure levels, in increasing order. */
+export const PRESSURE_LEVELS = ['normal', 'warn', 'degraded', 'shed'] as const;
+
+/** An instance's pressure level: `normal` → `warn` → `degraded` → `shed`. */
+export type PressureLevel = (typeof PRESSURE_LEVELS)[number];
+
+/** Retry policy of recoverable delivery failures: bounded exponential backoff with ± jitter. */
+export interface RetryOptions {
+  /** Attempts per message, the first included. Default 5. */
+  maxAttempts?: number;
+  /** Delay before the first retry, ms. Default 100. `0` retries at once. */
+  initialDelayMs?: number;
+  /** Upper bound of a retry delay, ms. Default 5000. */
+  maxDelayMs?: number;
+  /** Jitter ratio in [0, 1]. Default 0.2. */
+  jitter?: number;
+  /** Random source in [0, 1); default `Math.random`. Pass `seededRandom(n)` in tests. */
+  random?: () => number;
+}
+
+/** Pressure thresholds as fractions of `capacity`. */
+export interface PressureOptions {
+  /** `depth / capacity` at which `warn` starts. Default 0.70. */
+  warn?: number;
+  /** … `degraded` starts. Default 0.85. */
+  degraded?: number;
+  /** … `shed` starts. Default 0.95. */
+  shed?: number;
+  /** A level is left only below its threshold minus this. Default 0.05. */
+  hysteresis?: number;
+}
+
+/** Options of an {@link OutboundQueue}. */
+export interface OutboundQueueOptions {
+  /** The instance this queue belongs to (in events and errors). */
+  instanceId: string;
+  /** Maximum queued messages before `enqueue` rejects (or waits). Default 1000. */
+  capacity?: number;
+  /** Delivered idempotency keys remembered (LRU). Default 1000; `0` disables the cache. */
+  dedupeCacheSize?: number;
+  /** Retry policy of recoverable failures. */
+  retry?: RetryOptions;
+  /**
+   * Worker deaths charged to one message (the oldest unacknowledged one at each crash) before
+   * it is failed as a suspected poison message. Default 3; `Infinity` never fails one.
+   */
+  maxCrashes?: number;
+  /** Pressure thresholds. */
+  pressure?: PressureOptions;
+  /** The dispatcher's pull signal (see {@link OutboundQueue.onReady}). */
+  onReady?: () => void;
+  /** Monotonic clock, ms. Default `performance.now()`. */
+  now?: () => number;
+}
+
+/** Options of one {@link OutboundQueue.enqueue}. */
+export interface EnqueueOptions {
+  /**
+   * Deduplication key. Default: the message's `id` when the message is an object whose `id` is
+   * a string or a finite number. `null` disables deduplication for this message.
+   */
+  idempotencyKey?: IdempotencyKey | null;
+  /** Aborts the send while it is not yet accepted (see the module notes). */
+  signal?: AbortSignal;
+  /** When the queue is full, wait (FIFO) for room instead of rejecting with `QueueFullError`. */
+  waitForCapacity?: boolean;
+}
+
+/**
+ * Messages handed to the dispatcher by {@link OutboundQueue.take}, as parallel arrays (one
+ * allocation per batch, not per message; `seqs` and `messages` post as they are).
+ */
+export interface Batch<M = unknown> {
+  /** Number of messages. */
+  readonly length: number;
+  /**
+   * The queue's ordering epoch when the batch was taken. It grows every time a dispatched
+   * message goes back to the queue; see the module notes on strict order.
+   */
+  readonly epoch: number;
+  /** Delivery sequence numbers, one per dispatch (a redelivery gets a new one); acks name them. */
+  readonly seqs: readonly number[];
+  /** The messages. */
+  readonly messages: readonly M[];
+  /** Attempt number of each dispatch (1 for the first; a crash requeue keeps the number). */
+  readonly attempts: readonly number[];
+  /** Per message: it was handed to a worker before (in flight when one died, or returned unsent). */
+  readonly redelivered: readonly boolean[];
+  /** Idempotency key of each message (`undefined` when it has none), for idempotent channels. */
+  readonly keys: readonly (IdempotencyKey | undefined)[];
+}
+
+/** The batch returned when nothing can be taken (shared and frozen). */
+export const EMPTY_BATCH: Batch<never> = Object.freeze({
+  length: 0,
+  epoch: 0,
+  seqs: Object.freeze([]),
+  messages: Object.freeze([]),
+  attempts: Object.freeze([]),
+  redelivered: Object.freeze([]),
+  keys: Object.freeze([]),
+});
+
+/** A delivery failure as a worker reports it (already redacted). */
+export interface WireError {
+  /** How the failure is handled: retried (`recoverable`) or final (`fatal`, `degraded`). */
+  class: FailureClass;
+  /** The channel's own error code, if any. */
+  code?: string | undefined;
+  /** Human-readable reason. */
+  reason: string;
+}
+
+/**
+ * The outcome of one dispatch: delivered (`receipt`), failed (`error`), or returned without
+ * being attempted (`unsent`: the worker stopped at an earlier failure or is shutting down;
+ * it goes back to its place in the queue and does not count as an attempt).
+ */
+export type AckResult<R = unknown> =
+  | { seq: number; ok: true; receipt: R }
+  | { seq: number; ok: false; error: WireError }
+  | { seq: number; ok: false; unsent: true };
+
+const failureClass = z.enum(['recoverable', 'fatal', 'degraded']);
+const seqSchema = z.number().int().min(0);
+
+/**
+ * Zod schema of one {@link AckResult} as it crosses the thread boundary, for the runtime to
+ * validate worker acks before calling {@link OutboundQueue.ack}.
+ */
+export const ackResultSchema = z.union([
+  z.object({ seq: seqSchema, ok: z.literal(true), receipt: z.unknown() }),
+  z.object({ seq: seqSchema, ok: z.literal(false), unsent: z.literal(true) }),
+  z.object({
+    seq: seqSchema,
+    ok: z.literal(false),
+    error: z.object({ class: failureClass, code: z.string().max(256).optional(), reason: z.string().max(4096) }),
+  }),
+]);
+
+/** Counters of an {@link OutboundQueue} since construction. */
+export interface OutboundCounters {
+  /** Messages accepted into the queue (waiters count once admitted). */
+  enqueued: number;
+  /** Messages delivered (promise resolved with a receipt from the channel). */
+  delivered: number;
+  /** Retries scheduled after recoverable failures. */
+  retried: number;
+  /** Messages failed with {@link DeliveryFailedError}. */
+  gaveUp: number;
+  /** Sends answered from the dedupe cache or joined to a pending send with the same key. */
+  duplicatesSkipped: number;
+  /** Sends rejected with {@link QueueFullError}. */
+  rejectedFull: number;
+  /** Sends rejected with {@link AbortedError}. */
+  aborted: number;
+  /** In-flight messages put back by `requeueInFlight`. */
+  requeued: number;
+  /** Messages returned `unsent` by a worker. */
+  unsent: number;
+  /** Acks naming no in-flight dispatch (late, duplicate or unknown): ignored. */
+  staleAcks: number;
+  /** Sends rejected with {@link StoppedError} by `close` or after it. */
+  stopped: number;
+}
+
+/** A point-in-time view of an {@link OutboundQueue} (for health). */
+export interface OutboundStats extends OutboundCounters {
+  instanceId: string;
+  /** Queued messages (including those waiting out a retry backoff). */
+  depth: number;
+  /** Dispatched, unacknowledged messages. */
+  inFlight: number;
+  /** Sends waiting for capacity. */
+  waiting: number;
+  capacity: number;
+  pressure: PressureLevel;
+  /** Delivered keys currently cached. */
+  dedupeCacheSize: number;
+}
+
+// ───────────────────────────────────────────────────────────────────────── options
+
+const retrySchema = z
+  .object({
+    maxAttempts: z.number().int().min(1).default(5),
+    initialDelayMs: z.number().finite().min(0).default(100),
+    maxDelayMs: z.number().finite().min(0).default(5000),
+    jitter: z.number().min(0).max(1).default(0.2),
+    random: z.custom<() => number>((v) => typeof v === 'function', 'expected a function').optional(),
+  })
+  .strict()
+  .refine((r) => r.maxDelayMs >= r.initialDelayMs, { message: 'maxDelayMs must be >= initialDelayMs', path: ['maxDelayMs'] });
+
+const ratio = z.number().gt(0).max(1);
+
+const pressureSchema = z
+  .object({
+    warn: ratio.default(0.7),
+    degraded: ratio.default(0.85),
+    shed: ratio.default(0.95),
+    hysteresis: z.number().min(0).max(0.5).default(0.05),
+  })
+  .strict()
+  .refine((p) => p.warn < p.degraded && p.degraded < p.shed, { message: 'thresholds must increase: warn < degraded < shed', path: ['degraded'] })
+  .refine((p) => p.hysteresis < p.warn, { message: 'hysteresis must be below warn', path: ['hysteresis'] });
+
+const fn = <T>() => z.custom<T>((v) => typeof v === 'function', 'expected a function');
+
+/** Zod schema of {@link OutboundQueueOptions}. */
+export const outboundQueueOptionsSchema = z
+  .object({
+    instanceId: z.string().min(1),
+    capacity: z.number().int().min(1).default(1000),
+    dedupeCacheSize: z.number().int().min(0).default(1000),
+    retry: retrySchema.default({ maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }),
+    maxCrashes: z.union([z.number().int().min(1), z.literal(Infinity)]).default(3),
+    pressure: pressureSchema.default({ warn: 0.7, degraded: 0.85, shed: 0.95, hysteresis: 0.05 }),
+    onReady: fn<() => void>().optional(),
+    now: fn<() => number>().optional(),
+  })
+  .strict();
+
+const keySchema = z.union([z.string().min(1).max(1024), z.number().finite(), z.null()]);
+
+/** Zod schema of {@link EnqueueOptions} (unknown keys are ignored: callers may pass their own). */
+export const enqueueOptionsSchema = z.object({
+  idempotencyKey: keySchema.optional(),
+  signal: z.instanceof(AbortSignal).optional(),
+  waitForCapacity: z.boolean().optional(),
+});
+
+/** The cheap check of the hot path; anything it does not accept goes through the zod schema. */
+function quickValid(o: unknown): o is EnqueueOptions {
+  if (typeof o !== 'object' || o === null) return false;
+  const { idempotencyKey: k, signal, waitForCapacity: w } = o as EnqueueOptions;
+  return (
+    (k === undefined || k === null || (typeof k === 'string' && k.length > 0 && k.length <= 1024) || (typeof k === 'number' && Number.isFinite(k))) &&
+    (signal === undefined || signal instanceof AbortSignal) &&
+    (w === undefined || typeof w === 'boolean')
+  );
+}
+
+/** The default idempotency key of a message: its `id`, when a string or a finite number. */
+export function defaultIdempotencyKey(message: unknown): IdempotencyKey | undefined {
+  if (typeof message !== 'object' || message === null) return undefined;
+  const id = (message as { id?: unknown }).id;
+  if (typeof id === 'string') return id.length > 0 ? id : undefined;
+  if (typeof id === 'number' && Number.isFinite(id)) return id;
+  return undefined;
+}
+
+// ───────────────────────────────────────────────────────────────────────── deque
+
+/**
+ * Array-backed double-ended queue (ring buffer, power-of-two capacity, grows by doubling):
+ * O(1) `push`, `unshift`, `shift` and indexed access, where `Array.prototype.shift` is O(n).
+ */
+export class Deque<T> {
+  #buf: (T | undefined)[];
+  #mask: number;
+  #head = 0;
+  #len = 0;
+
+  /** @param initialCapacity Slots allocated up front (rounded up to a power of two). */
+  constructor(initialCapacity = 16) {
+    let cap = 4;
+    while (cap < initialCapacity) cap *= 2;
+    this.#buf = new Array<T | undefined>(cap);
+    this.#mask = cap - 1;
+  }
+
+  /** Number of items. */
+  get length(): number {
+    return this.#len;
+  }
+
+  /** Appends at the back. */
+  push(v: T): void {
+    if (this.#len === this.#buf.length) this.#grow();
+    this.#buf[(this.#head + this.#len) & this.#mask] = v;
+    this.#len++;
+  }
+
+  /** Prepends at the front. */
+  unshift(v: T): void {
+    if (this.#len === this.#buf.length) this.#grow();
+    this.#head = (this.#head - 1) & this.#mask;
+    this.#buf[this.#head] = v;
+    this.#len++;
+  }
+
+  /** Removes and returns the front item (`undefined` when empty). */
+  shift(): T | undefined {
+    if (this.#len === 0) return undefined;
+    const v = this.#buf[this.#head];
+    this.#buf[this.#head] = undefined;
+    this.#head = (this.#head + 1) & this.#mask;
+    this.#len--;
+    return v;
+  }
+
+  /** The front item without removing it (`undefined` when empty). */
+  peek(): T | undefined {
+    return this.#len === 0 ? undefined : this.#buf[this.#head];
+  }
+
+  /** The item at `i` from the front (`undefined` out of range). */
+  get(i: number): T | undefined {
+    return i >= 0 && i < this.#len ? this.#buf[(this.#head + i) & this.#mask] : undefined;
+  }
+
+  /** Replaces the item at `i` from the front (ignored out of range). */
+  set(i: number, v: T): void {
+    if (i >= 0 && i < this.#len) this.#buf[(this.#head + i) & this.#mask] = v;
+  }
+
+  /** Removes every item (the storage shrinks back to its initial size). */
+  clear(): void {
+    this.#buf = new Array<T | undefined>(16);
+    this.#mask = 15;
+    this.#head = 0;
+    this.#len = 0;
+  }
+
+  #grow(): void {
+    const old = this.#buf;
+    const next = new Array<T | undefined>(old.length * 2);
+    for (let i = 0; i < this.#len; i++) next[i] = old[(this.#head + i) & this.#mask];
+    this.#buf = next;
+    this.#mask = next.length - 1;
+    this.#head = 0;
+  }
+}
+
+// ───────────────────────────────────────────────────────────────────────── queue
+
+const WAITING = 0;
+const QUEUED = 1;
+const IN_FLIGHT = 2;
+const DONE = 3;
+
+// One shared promise executor instead of a closure per message: it parks the resolving
+// functions here and the Entry constructor picks them up synchronously.
+let parkedResolve: ((v: never) => void) | undefined;
+let parkedReject: ((e: unknown) => void) | undefined;
+function parkResolvers(resolve: (v: never) => void, reject: (e: unknown) => void): void {
+  parkedResolve = resolve;
+  parkedReject = reject;
+}
+
+/** One accepted (or waiting) send. A class so every entry has the same shape. */
+class Entry<M, R> {
+  /** Position in the queue's order (assigned on admission; also the message id without key). */
+  id = -1;
+  state = QUEUED;
+  /** Attempts that ended in a failure. */
+  attempts = 0;
+  /** Crashes charged to this message. */
+  crashes = 0;
+  /** Not dispatched before this clock value (retry backoff); 0 = at once. */
+  notBefore = 0;
+  /** Current dispatch seq while in flight. */
+  seq = -1;
+  firstDispatchAt = -1;
+  onAbort: (() => void) | undefined = undefined;
+  readonly resolve: (r: R) => void;
+  readonly reject: (e: unknown) => void;
+  readonly promise: Promise<R>;
+
+  constructor(
+    readonly message: M,
+    readonly key: IdempotencyKey | undefined,
+    readonly enqueuedAt: number,
+    readonly signal: AbortSignal | undefined,
+  ) {
+    this.promise = new Promise<R>(parkResolvers);
+    this.resolve = parkedResolve as (r: R) => void;
+    this.reject = parkedReject as (e: unknown) => void;
+  }
+
+  get messageId(): IdempotencyKey {
+    return this.key ?? this.id;
+  }
+}
+
+const CH_QUEUED = eventChannel('delivery', 'queued');
+const CH_ATTEMPT = eventChannel('delivery', 'attempt');
+const CH_RETRY = eventChannel('delivery', 'retry');
+const CH_DELIVERED = eventChannel('delivery', 'delivered');
+const CH_GAVE_UP = eventChannel('delivery', 'gave_up');
+const CH_DUPLICATE = eventChannel('delivery', 'skipped_duplicate');
+const CH_REQUEUED = eventChannel('delivery', 'requeued');
+
+const defaultNow = (): number => performance.now();
+
+/**
+ * The main-thread outbound queue of one instance. See the module notes for the ordering,
+ * retry, crash, pressure and admission decisions.
+ *
+ * Events (each also on `node:diagnostics_channel` as `threadvisor:delivery:<event>` /
+ * `threadvisor:instance:pressure`, payloads built only when someone listens):
+ *
+ * | event | payload (besides `instanceId`, `at`) |
+ * |---|---|
+ * | `delivery:queued` | `messageId`, `attempt: 0`, `depth` |
+ * | `delivery:attempt` | `messageId`, `seq`, `attempt`, `queuedMs` (enqueue → this dispatch) |
+ * | `delivery:retry` | `messageId`, `seq`, `attempt` (the failed one), `nextAttempt`, `delayMs`, `class`, `code`, `reason`, `totalMs` |
+ * | `delivery:delivered` | `messageId`, `seq`, `attempt`, `queuedMs` (enqueue → first dispatch), `totalMs` |
+ * | `delivery:gave_up` | `messageId`, `attempt`, `reason` ({@link DeliveryFailureReason}), `class`, `code`, `error`, `totalMs` |
+ * | `delivery:skipped_duplicate` | `messageId`, `attempt: 0`, `state` (`delivered` or `pending`) |
+ * | `delivery:requeued` | `count`, `reason`, `crashed` |
+ * | `instance:pressure` | `level`, `previous`, `depth`, `capacity` |
+ *
+ * `messageId` is the idempotency key, or the queue's own message number when there is none.
+ *
+ * Wiring it to a worker (sketch; `window` is the credit per worker):
+ *
+ * ```ts
+ * const q = new OutboundQueue({ instanceId, capacity: queueCapacity, onReady: pump });
+ * function pump() {
+ *   if (!live) return;                                  // no worker: messages wait, owned here
+ *   const b = q.take(window - q.inFlight);              // 1 message when idle, a window under load
+ *   if (b.length > 0) port.postMessage({ t: 'send', epoch: b.epoch, seqs: b.seqs, messages: b.messages, keys: b.keys, attempts: b.attempts });
+ * }
+ * port.on('message', (m) => { q.ack(validatedAcks(m)); pump(); });    // ackResultSchema
+ * onWorkerGone = (reason) => q.requeueInFlight(reason);               // { crashed: false } if planned
+ * onWorkerReady = () => pump();
+ * stop = async () => { await Promise.race([q.drained(), sleep(graceMs)]); q.close('instance stopped'); };
+ * ```
+ *
+ * If `postMessage` throws (a message that cannot be cloned), ack the batch's items as `fatal`
+ * failures (after isolating the culprit, if you like) so their sends settle.
+ */
+export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
+  /** The instance this queue belongs to. */
+  readonly instanceId: string;
+  /** Maximum queued messages before `enqueue` rejects (or waits). */
+  readonly capacity: number;
+  /**
+   * The dispatcher's pull signal: called (in a microtask, so synchronous enqueues coalesce into
+   * one batch) when messages become available to {@link take}: after an enqueue, when a retry
+   * backoff ends, after a requeue or an `unsent` return, after the acks a returned message was
+   * waiting for. Not called for other acks: the dispatcher pulls after handling acks anyway, as
+   * its credit came back. It means "take if you have credit"; it must not throw.
+   */
+  onReady: (() => void) | undefined;
+
+  readonly #queue = new Deque<Entry<M, R>>(64);
+  readonly #waiters = new Deque<Entry<M, R>>();
+  /** In-flight window: slot i holds the dispatch with seq `#flightBase + i` (undefined once acked). */
+  readonly #flight = new Deque<Entry<M, R> | undefined>(64);
+  #flightBase = 0;
+  #nextSeq = 0;
+  #nextId = 0;
+  #depth = 0;
+  #inFlight = 0;
+  #waiting = 0;
+  #tombstones = 0;
+  #epoch = 0;
+  #closed = false;
+  readonly #pending = new Map<IdempotencyKey, Entry<M, R>>();
+  readonly #delivered: LruCache<IdempotencyKey, R>;
+  readonly #policy: BackoffPolicy;
+  readonly #maxAttempts: number;
+  readonly #maxCrashes: number;
+  readonly #now: () => number;
+  /** Level thresholds: `#enter[k]` = min depth of level k, `#stay[k]` = min depth to remain in k. */
+  readonly #enter: number[];
+  readonly #stay: number[];
+  #level = 0;
+  #lower = 0;
+  #upper = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
+  #readyScheduled = false;
+  readonly #drainers: Array<() => void> = [];
+  readonly #counters: OutboundCounters = {
+    enqueued: 0,
+    delivered: 0,
+    retried: 0,
+    gaveUp: 0,
+    duplicatesSkipped: 0,
+    rejectedFull: 0,
+    aborted: 0,
+    requeued: 0,
+    unsent: 0,
+    staleAcks: 0,
+    stopped: 0,
+  };
+
+  /** @throws {InvalidConfigError} listing every bad option path. */
+  constructor(options: OutboundQueueOptions) {
+    super();
+    const o = parseOrThrow(outboundQueueOptionsSchema, options, 'outbound queue options');
+    this.instanceId = o.instanceId;
+    this.capacity = o.capacity;
+    this.onReady = o.onReady;
+    this.#delivered = new LruCache(o.dedupeCacheSize);
+    this.#maxAttempts = o.retry.maxAttempts;
+    this.#maxCrashes = o.maxCrashes;
+    this.#policy = resolveBackoff({ initialDelayMs: o.retry.initialDelayMs, maxDelayMs: o.retry.maxDelayMs, jitter: o.retry.jitter, random: o.retry.random });
+    this.#now = o.now ?? defaultNow;
+    const p = o.pressure;
+    const t = [0, p.warn, p.degraded, p.shed];
+    this.#enter = t.map((r) => this.#minDepth(r));
+    this.#stay = t.map((r, k) => (k === 0 ? 0 : this.#minDepth(r - p.hysteresis)));
+    this.#setBounds();
+  }
+
+  // ─────────────────────────────────────────────────────────── views
+
+  /** Queued messages (including those waiting out a retry backoff). */
+  get depth(): number {
+    return this.#depth;
+  }
+
+  /** Dispatched, unacknowledged messages. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Sends waiting for capacity. */
+  get waiting(): number {
+    return this.#waiting;
+  }
+
+  /** Current pressure level. */
+  get pressure(): PressureLevel {
+    return PRESSURE_LEVELS[this.#level] as PressureLevel;
+  }
+
+  /** The ordering epoch (see {@link Batch.epoch}). */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /** Whether {@link close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Whether {@link take} would return at least one message now. */
+  get ready(): boolean {
+    const head = this.#queue.peek();
+    if (head === undefined) return false;
+    if (head.notBefore !== 0 && head.notBefore > this.#now()) return false;
+    return head.firstDispatchAt < 0 || !this.#overtakenBy(head);
+  }
+
+  /**
+   * Whether a message accepted after `e` (which went back to the queue) is still in flight: `e`
+   * then waits for it to settle (see the module notes on strict order). O(in flight), only for
+   * messages that went back.
+   */
+  #overtakenBy(e: Entry<M, R>): boolean {
+    if (this.#inFlight === 0) return false;
+    const f = this.#flight;
+    for (let i = 0; i < f.length; i++) if ((f.get(i)?.id ?? -1) > e.id) return true;
+    return false;
+  }
+
+  /** A copy of the counters. */
+  get counters(): OutboundCounters {
+    return { ...this.#counters };
+  }
+
+  /** Depth, in flight, pressure and counters in one object (for health). */
+  stats(): OutboundStats {
+    return {
+      instanceId: this.instanceId,
+      depth: this.#depth,
+      inFlight: this.#inFlight,
+      waiting: this.#waiting,
+      capacity: this.capacity,
+      pressure: this.pressure,
+      dedupeCacheSize: this.#delivered.size,
+      ...this.#counters,
+    };
+  }
+
+  // ─────────────────────────────────────────────────────────── enqueue
+
+  /**
+   * Accepts `message` for delivery. Resolves with the channel's receipt once delivered, or
+   * rejects with a typed error:
+   * - `QueueFullError` when `depth` reached `capacity` (nothing enqueued), unless
+   *   `waitForCapacity`, which waits FIFO for room;
+   * - `AbortedError` when `signal` is already aborted, or aborts while waiting for room;
+   * - `DeliveryFailedError` after `maxAttempts` recoverable failures, at once on a `fatal` or
+   *   `degraded` one, or when charged `maxCrashes` worker deaths;
+   * - `StoppedError` when the queue is (or gets) closed before delivery;
+   * - `InvalidConfigError` for bad options.
+   *
+   * A key already delivered (and still cached) resolves at once with the first receipt and is
+   * not sent again; a key currently waiting, queued or in flight returns that send's promise
+   * (it shares its fate, including its signal).
+   */
+  enqueue(message: M, options?: EnqueueOptions): Promise<R> {
+    if (this.#closed) {
+      this.#counters.stopped++;
+      return Promise.reject(this.#stoppedError('closed'));
+    }
+    let key: IdempotencyKey | null | undefined;
+    let signal: AbortSignal | undefined;
+    let wait = false;
+    try {
+      if (options !== undefined) {
+        const o = quickValid(options) ? options : parseOrThrow(enqueueOptionsSchema, options, 'send options');
+        key = o.idempotencyKey;
+        signal = o.signal;
+        wait = o.waitForCapacity === true;
+      }
+      if (key === undefined) key = defaultIdempotencyKey(message);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (key === null) key = undefined;
+    if (signal?.aborted) {
+      this.#counters.aborted++;
+      return Promise.reject(new AbortedError(`send on instance ${this.instanceId}`, { cause: signal.reason }));
+    }
+    if (key !== undefined) {
+      const dup = this.#duplicate(key);
+      if (dup !== undefined) return dup;
+    }
+    if (this.#depth >= this.capacity || this.#waiting > 0) {
+      if (!wait) {
+        this.#counters.rejectedFull++;
+        return Promise.reject(new QueueFullError(`outbound queue of instance ${this.instanceId}`, this.capacity));
+      }
+      return this.#wait(message, key, signal);
+    }
+    const e = new Entry<M, R>(message, key, this.#now(), undefined);
+    if (key !== undefined) this.#pending.set(key, e);
+    this.#admit(e);
+    return e.promise;
+  }
+
+  #duplicate(key: IdempotencyKey): Promise<R> | undefined {
+    const cache = this.#delivered;
+    if (cache.size > 0 && cache.has(key)) {
+      const receipt = cache.get(key) as R;
+      this.#counters.duplicatesSkipped++;
+      if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
+        publish(this, 'delivery', 'skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'delivered' }), 'delivery:skipped_duplicate');
+      }
+      return Promise.resolve(receipt);
+    }
+    const pending = this.#pending.get(key);
+    if (pending === undefined) return undefined;
+    this.#counters.duplicatesSkipped++;
+    if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
+      publish(this, 'delivery', 'skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'pending' }), 'delivery:skipped_duplicate');
+    }
+    return pending.promise;
+  }
+
+  /** Appends an accepted entry at the back of the queue. */
+  #admit(e: Entry<M, R>): void {
+    e.id = this.#nextId++;
+    e.state = QUEUED;
+    this.#queue.push(e);
+    const depth = ++this.#depth;
+    this.#counters.enqueued++;
+    if (depth >= this.#upper) this.#repressure();
+    if (CH_QUEUED.hasSubscribers || this.listenerCount('delivery:queued') > 0) {
+      publish(this, 'delivery', 'queued', () => ({ instanceId: this.instanceId, messageId: e.messageId, attempt: 0, depth }), 'delivery:queued');
+    }
+    this.#scheduleReady();
+  }
+
+  #wait(message: M, key: IdempotencyKey | undefined, signal: AbortSignal | undefined): Promise<R> {
+    const e = new Entry<M, R>(message, key, this.#now(), signal);
+    e.state = WAITING;
+    if (signal !== undefined) {
+      e.onAbort = () => this.#abortWaiter(e);
+      signal.addEventListener('abort', e.onAbort, { once: true });
+    }
+    if (key !== undefined) this.#pending.set(key, e);
+    this.#waiters.push(e);
+    this.#waiting++;
+    return e.promise;
+  }
+
+  /** Called once at most: the listener is removed when the waiter is admitted or closed. */
+  #abortWaiter(e: Entry<M, R>): void {
+    e.state = DONE;
+    e.onAbort = undefined;
+    this.#waiting--;
+    this.#tombstones++;
+    if (e.key !== undefined) this.#pending.delete(e.key);
+    this.#counters.aborted++;
+    if (this.#waiting === 0) {
+      this.#waiters.clear();
+      this.#tombstones = 0;
+    } else if (this.#tombstones > 64 && this.#tombstones > this.#waiting) {
+      const n = this.#waiters.length;
+      for (let i = 0; i < n; i++) {
+        const w = this.#waiters.shift() as Entry<M, R>;
+        if (w.state === WAITING) this.#waiters.push(w);
+      }
+      this.#tombstones = 0;
+    }
+    e.reject(new AbortedError(`send on instance ${this.instanceId}`, { cause: e.signal?.reason }));
+  }
+
+  /** Moves waiters into the queue while there is room, FIFO. */
+  #admitWaiters(): void {
+    while (this.#waiting > 0 && this.#depth < this.capacity) {
+      const e = this.#waiters.shift() as Entry<M, R>;
+      if (e.state !== WAITING) {
+        this.#tombstones--;
+        continue;
+      }
+      this.#waiting--;
+      if (e.onAbort !== undefined) {
+        e.signal?.removeEventListener('abort', e.onAbort);
+        e.onAbort = undefined;
+      }
+      this.#admit(e);
+    }
+  }
+
+  // ─────────────────────────────────────────────────────────── dispatch
+
+  /**
+   * Hands up to `max` messages to the dispatcher, in queue order, moving them in flight (each
+   * with a new delivery `seq`). Stops early at a message still waiting out its retry backoff
+   * (strict order; a timer then calls {@link onReady} when it ends). Returns
+   * {@link EMPTY_BATCH} when nothing can be taken (also after `close`, or for `max < 1`).
+   *
+   * Adaptive batching comes for free: called with the free credit, it returns one message
+   * when idle and up to the whole window under load.
+   */
+  take(max: number): Batch<M> {
+    if (this.#closed || this.#depth === 0 || !(max >= 1)) return EMPTY_BATCH;
+    const q = this.#queue;
+    const now = this.#now();
+    const epoch = this.#epoch;
+    const seqs: number[] = [];
+    const messages: M[] = [];
+    const attempts: number[] = [];
+    const redelivered: boolean[] = [];
+    const keys: (IdempotencyKey | undefined)[] = [];
+    // Only when someone listens: the entries whose attempt events go out after the bookkeeping.
+    const announce: Entry<M, R>[] | undefined = CH_ATTEMPT.hasSubscribers || this.listenerCount('delivery:attempt') > 0 ? [] : undefined;
+    let n = 0;
+    while (n < max) {
+      const e = q.peek();
+      if (e === undefined) break;
+      if (e.notBefore !== 0) {
+        if (e.notBefore > now) {
+          this.#armTimer(e.notBefore, now);
+          break;
+        }
+        e.notBefore = 0;
+      }
+      if (e.firstDispatchAt >= 0 && this.#overtakenBy(e)) break;
+      q.shift();
+      const seq = this.#nextSeq++;
+      e.seq = seq;
+      e.state = IN_FLIGHT;
+      redelivered.push(e.firstDispatchAt >= 0);
+      if (e.firstDispatchAt < 0) e.firstDispatchAt = now;
+      this.#flight.push(e);
+      seqs.push(seq);
+      messages.push(e.message);
+      attempts.push(e.attempts + 1);
+      keys.push(e.key);
+      announce?.push(e);
+      n++;
+    }
+    if (n === 0) return EMPTY_BATCH;
+    this.#depth -= n;
+    this.#inFlight += n;
+    if (this.#depth < this.#lower) this.#repressure();
+    if (announce !== undefined) {
+      for (const e of announce) {
+        const attempt = e.attempts + 1;
+        const seq = e.seq;
+        publish(
+          this,
+          'delivery',
+          'attempt',
+          () => ({ instanceId: this.instanceId, messageId: e.messageId, seq, attempt, queuedMs: now - e.enqueuedAt }),
+          'delivery:attempt',
+        );
+      }
+    }
+    if (this.#waiting > 0) this.#admitWaiters();
+    return { length: n, epoch, seqs, messages, attempts, redelivered, keys };
+  }
+
+  /**
+   * Settles dispatches by `seq` (acks come in batches, in any order). Success resolves the
+   * send and caches its receipt under its key. A `recoverable` failure below `maxAttempts`
+   * puts the message back at its place in the queue after a backoff (`delivery:retry`);
+   * otherwise (or on `fatal` / `degraded`) it rejects with {@link DeliveryFailedError}
+   * (`delivery:gave_up`). `unsent` puts it back without counting an attempt. Acks naming no
+   * in-flight dispatch (late acks of a dead worker, duplicates) are ignored and counted in
+   * `staleAcks`.
+   */
+  ack(results: readonly AckResult<R>[]): void {
+    if (this.#closed) {
+      this.#counters.staleAcks += results.length;
+      return;
+    }
+    let now = -1;
+    let back: Entry<M, R>[] | undefined;
+    const announce = CH_DELIVERED.hasSubscribers || this.listenerCount('delivery:delivered') > 0;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i] as AckResult<R>;
+      const e = this.#settleFlight(r.seq);
+      if (e === undefined) {
+        this.#counters.staleAcks++;
+        continue;
+      }
+      if (now < 0) now = this.#now();
+      if (r.ok === true) {
+        this.#deliver(e, r.receipt, now, announce);
+      } else if ('unsent' in r && r.unsent === true) {
+        this.#counters.unsent++;
+        (back ??= []).push(e);
+      } else if (this.#fail(e, (r as { error?: WireError }).error, now)) {
+        (back ??= []).push(e);
+      }
+    }
+    if (back !== undefined) this.#giveBack(back, now);
+    // a message that went back may have been waiting for these acks (strict order)
+    else if (this.#depth > 0 && (this.#queue.peek() as Entry<M, R>).firstDispatchAt >= 0) this.#scheduleReady();
+    if (this.#drainers.length > 0) this.#checkDrained();
+  }
+
+  #settleFlight(seq: number): Entry<M, R> | undefined {
+    const i = seq - this.#flightBase;
+    if (!Number.isInteger(i)) return undefined;
+    const f = this.#flight;
+    const e = f.get(i);
+    if (e === undefined) return undefined;
+    f.set(i, undefined);
+    this.#inFlight--;
+    while (f.length > 0 && f.peek() === undefined) {
+      f.shift();
+      this.#flightBase++;
+    }
+    return e;
+  }
+
+  #deliver(e: Entry<M, R>, receipt: R, now: number, announce: boolean): void {
+    e.state = DONE;
+    if (e.key !== undefined) {
+      this.#pending.delete(e.key);
+      this.#delivered.set(e.key, receipt);
+    }
+    this.#counters.delivered++;
+    if (announce) {
+      publish(
+        this,
+        'delivery',
+        'delivered',
+        () => ({
+          instanceId: this.instanceId,
+          messageId: e.messageId,
+          seq: e.seq,
+          attempt: e.attempts + 1,
+          queuedMs: e.firstDispatchAt - e.enqueuedAt,
+          totalMs: now - e.enqueuedAt,
+        }),
+        'delivery:delivered',
+      );
+    }
+    e.resolve(receipt);
+  }
+
+  /** A failed attempt: returns true when the entry is to be retried (caller puts it back). */
+  #fail(e: Entry<M, R>, error: WireError | undefined, now: number): boolean {
+    const err: WireError = error ?? { class: 'recoverable', reason: 'delivery failed (no error given)' };
+    e.attempts++;
+    if (err.class === 'recoverable' && e.attempts < this.#maxAttempts) {
+      const delayMs = backoffDelay(this.#policy, e.attempts - 1);
+      e.notBefore = delayMs > 0 ? now + delayMs : 0;
+      this.#counters.retried++;
+      if (CH_RETRY.hasSubscribers || this.listenerCount('delivery:retry') > 0) {
+        publish(
+          this,
+          'delivery',
+          'retry',
+          () => ({
+            instanceId: this.instanceId,
+            messageId: e.messageId,
+            seq: e.seq,
+            attempt: e.attempts,
+            nextAttempt: e.attempts + 1,
+            delayMs,
+            class: err.class,
+            code: err.code,
+            reason: err.reason,
+            totalMs: now - e.enqueuedAt,
+          }),
+          'delivery:retry',
+        );
+      }
+      return true;
+    }
+    // An unknown class (the runtime validates acks; this is belt and braces) is final.
+    const cls: FailureClass = err.class === 'recoverable' || err.class === 'degraded' ? err.class : 'fatal';
+    const why: DeliveryFailureReason = cls === 'recoverable' ? 'max_attempts' : cls;
+    this.#giveUp(e, why, new ChannelError(String(err.reason), { class: cls, code: err.code }), now);
+    return false;
+  }
+
+  #giveUp(e: Entry<M, R>, why: DeliveryFailureReason, last: ChannelError, now: number): void {
+    e.state = DONE;
+    if (e.key !== undefined) this.#pending.delete(e.key);
+    this.#counters.gaveUp++;
+    const error = new DeliveryFailedError(`instance ${this.instanceId}`, e.messageId, e.attempts, why, last);
+    if (CH_GAVE_UP.hasSubscribers || this.listenerCount('delivery:gave_up') > 0) {
+      publish(
+        this,
+        'delivery',
+        'gave_up',
+        () => ({
+          instanceId: this.instanceId,
+          messageId: e.messageId,
+          attempt: e.attempts,
+          reason: why,
+          class: last.class,
+          code: last.channelCode,
+          error: last.message,
+          totalMs: now - e.enqueuedAt,
+        }),
+        'delivery:gave_up',
+      );
+    }
+    e.reject(error);
+  }
+
+  /**
+   * Puts dispatched entries back at their place (by id) among the front of the queue. Only
+   * entries that went back earlier can have a lower id than a returned one (every
+   * never-dispatched entry has a higher id than every dispatched one), so the merge touches at
+   * most the front of the queue, never the bulk of it.
+   */
+  #giveBack(entries: Entry<M, R>[], now: number): void {
+    if (entries.length > 1) entries.sort((a, b) => a.id - b.id);
+    const q = this.#queue;
+    const maxId = (entries[entries.length - 1] as Entry<M, R>).id;
+    let front: Entry<M, R>[] | undefined;
+    while (q.length > 0 && (q.peek() as Entry<M, R>).id < maxId) (front ??= []).push(q.shift() as Entry<M, R>);
+    let i = entries.length - 1;
+    let j = front === undefined ? -1 : front.length - 1;
+    while (i >= 0) {
+      const a = entries[i] as Entry<M, R>;
+      const b = j >= 0 ? (front as Entry<M, R>[])[j] : undefined;
+      if (b !== undefined && b.id > a.id) {
+        q.unshift(b);
+        j--;
+        continue;
+      }
+      a.state = QUEUED;
+      a.seq = -1;
+      q.unshift(a);
+      i--;
+    }
+    for (; j >= 0; j--) q.unshift((front as Entry<M, R>[])[j] as Entry<M, R>);
+    this.#depth += entries.length;
+    this.#epoch++;
+    if (this.#depth >= this.#upper) this.#repressure();
+    const head = q.peek() as Entry<M, R>;
+    if (head.notBefore === 0 || head.notBefore <= now) this.#scheduleReady();
+    else this.#armTimer(head.notBefore, now);
+  }
+
+  /**
+   * The worker holding the in-flight messages died, hung or was restarted: every
+   * unacknowledged dispatch goes back to its place at the head of the queue (before every
+   * message accepted after it), keeping its attempt count, so the next worker delivers them
+   * first. Late acks of the old dispatches are ignored afterwards (their seqs are retired).
+   *
+   * With `crashed` (default true) the oldest unacknowledged message is charged one crash and
+   * fails with {@link DeliveryFailedError} reason `crashed` at `maxCrashes`; pass
+   * `{ crashed: false }` for planned restarts. Returns the number of messages put back.
+   */
+  requeueInFlight(reason: string, options: { crashed?: boolean } = {}): number {
+    if (this.#closed || this.#inFlight === 0) return 0;
+    const entries: Entry<M, R>[] = [];
+    const f = this.#flight;
+    while (f.length > 0) {
+      const e = f.shift();
+      if (e !== undefined) entries.push(e);
+    }
+    this.#flightBase = this.#nextSeq;
+    this.#inFlight = 0;
+    const now = this.#now();
+    const crashed = options.crashed !== false;
+    if (crashed && this.#maxCrashes !== Infinity) {
+      const suspect = entries[0] as Entry<M, R>;
+      if (++suspect.crashes >= this.#maxCrashes) {
+        entries.shift();
+        this.#giveUp(
+          suspect,
+          'crashed',
+          new ChannelError(`worker died ${suspect.crashes} time(s) while delivering this message (last: ${reason})`, { class: 'fatal', code: 'worker_crashed' }),
+          now,
+        );
+      }
+    }
+    const n = entries.length;
+    this.#counters.requeued += n;
+    if (CH_REQUEUED.hasSubscribers || this.listenerCount('delivery:requeued') > 0) {
+      publish(this, 'delivery', 'requeued', () => ({ instanceId: this.instanceId, count: n, reason, crashed }), 'delivery:requeued');
+    }
+    if (n > 0) this.#giveBack(entries, now);
+    if (this.#drainers.length > 0) this.#checkDrained();
+    return n;
+  }
+
+  // ─────────────────────────────────────────────────────────── stop
+
+  /**
+   * Resolves once nothing is queued, in flight or waiting (at once if so already, and at
+   * `close`). For graceful stops: `await Promise.race([q.drained(), timeout]); q.close()`.
+   */
+  drained(): Promise<void> {
+    if (this.#depth + this.#inFlight + this.#waiting === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#drainers.push(resolve));
+  }
+
+  #checkDrained(): void {
+    if (this.#depth + this.#inFlight + this.#waiting !== 0) return;
+    for (const d of this.#drainers.splice(0)) d();
+  }
+
+  /**
+   * Stops the queue: every waiting, queued and in-flight send rejects with a
+   * `StoppedError` naming `reason` (an in-flight message may still have been delivered by
+   * its worker; resend with the same idempotency key if that matters), later sends reject
+   * likewise, acks are ignored and the retry timer is cleared. Idempotent. Returns the
+   * number of sends it rejected.
+   */
+  close(reason = 'stopped'): number {
+    if (this.#closed) return 0;
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const err = this.#stoppedError(reason);
+    const doomed: Entry<M, R>[] = [];
+    while (this.#flight.length > 0) {
+      const e = this.#flight.shift();
+      if (e !== undefined) doomed.push(e);
+    }
+    for (let e = this.#queue.shift(); e !== undefined; e = this.#queue.shift()) doomed.push(e);
+    for (let e = this.#waiters.shift(); e !== undefined; e = this.#waiters.shift()) {
+      if (e.state !== WAITING) continue;
+      if (e.onAbort !== undefined) e.signal?.removeEventListener('abort', e.onAbort);
+      e.onAbort = undefined;
+      doomed.push(e);
+    }
+    this.#flight.clear();
+    this.#queue.clear();
+    this.#waiters.clear();
+    this.#pending.clear();
+    this.#depth = 0;
+    this.#inFlight = 0;
+    this.#waiting = 0;
+    this.#tombstones = 0;
+    this.#counters.stopped += doomed.length;
+    for (const e of doomed) {
+      e.state = DONE;
+      e.reject(err);
+    }
+    this.#repressure();
+    this.#checkDrained();
+    return doomed.length;
+  }
+
+  #stoppedError(reason: string): StoppedError {
+    return new StoppedError(`outbound queue of instance ${this.instanceId} (${reason})`);
+  }
+
+  // ─────────────────────────────────────────────────────────── signals
+
+  #scheduleReady(): void {
+    if (this.#readyScheduled || this.onReady === undefined) return;
+    this.#readyScheduled = true;
+    queueMicrotask(this.#fireReady);
+  }
+
+  readonly #fireReady = (): void => {
+    this.#readyScheduled = false;
+    if (!this.#closed && this.ready) this.onReady?.();
+  };
+
+  #armTimer(at: number, now: number): void {
+    if (this.#timer !== undefined) {
+      if (this.#timerAt <= at) return;
+      clearTimeout(this.#timer);
+    }
+    this.#timerAt = at;
+    this.#timer = setTimeout(this.#onTimer, Math.max(1, Math.ceil(at - now)));
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    this.#scheduleReady();
+  };
+
+  /** Smallest depth d with d / capacity >= r (the exact comparison the levels are defined by). */
+  #minDepth(r: number): number {
+    const cap = this.capacity;
+    let d = Math.max(0, Math.ceil(r * cap));
+    while (d > 0 && (d - 1) / cap >= r) d--;
+    while (d / cap < r) d++;
+    return d;
+  }
+
+  #setBounds(): void {
+    const k = this.#level;
+    this.#lower = this.#stay[k] as number;
+    this.#upper = k === 3 ? Infinity : (this.#enter[k + 1] as number);
+  }
+
+  /** Recomputes the level after `depth` left `[#lower, #upper)`; emits on change. */
+  #repressure(): void {
+    const d = this.#depth;
+    const previous = this.#level;
+    let level = previous;
+    if (d >= this.#upper) {
+      level = 3;
+      while (d < (this.#enter[level] as number)) level--;
+    } else if (d < this.#lower) {
+      level = previous - 1;
+      while (level > 0 && d < (this.#stay[level] as number)) level--;
+    }
+    if (level === previous) return;
+    this.#level = level;
+    this.#setBounds();
+    publish(
+      this,
+      'instance',
+      'pressure',
+      () => ({
+        instanceId: this.instanceId,
+        level: PRESSURE_LEVELS[level],
+        previous: PRESSURE_LEVELS[previous],
+        depth: d,
+        capacity: this.capacity,
+      }),
+      'instance:pressure',
+    );
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * What crosses the boundary between the runtime (main thread) and an instance worker, besides
+ * the WorkerHost's own heartbeat and control ports: the boot configuration (in `workerData`)
+ * and the notices the worker posts on its data port. Notices are validated with zod on the main
+ * thread; a malformed one is classified, logged and counted, never a crash.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import { z } from 'zod';
+import { ackResultSchema, type AckResult } from './outbound.js';
+
+/** Exit code with which an instance worker ends after its reconnect attempts are exhausted. */
+export const EXIT_RECONNECT_EXHAUSTED = 75;
+
+/** Reconnect policy of the worker's connect loop. */
+export interface ReconnectPolicy {
+  /** Attempts after the first failed connect before the worker gives up (and is restarted). */
+  maxAttempts: number;
+  /** Delay before the first reconnect attempt, ms. */
+  baseMs: number;
+  /** Upper bound of a reconnect delay, ms. */
+  maxMs: number;
+  /** ± jitter ratio. */
+  jitter: number;
+}
+
+/** Timeout budgets of the channel callbacks, ms. */
+export interface CallbackTimeouts {
+  connectMs: number;
+  disconnectMs: number;
+  sendMs: number;
+  pollMs: number;
+  probeMs: number;
+}
+
+/** The boot configuration an instance worker receives in its `workerData`. */
+export interface InstanceBoot {
+  instance: { id: string; name: string; channelType: string; settings: Record<string, unknown>; credentials: Record<string, unknown> };
+  /** URL (href) of the channel module. */
+  channel: string;
+  reconnect: ReconnectPolicy;
+  /** Probe schedule: every `intervalMs` (0 = never), the first right after connect. */
+  probe: { intervalMs: number };
+  timeouts: CallbackTimeouts;
+  /** Pause after an empty poll batch, ms. */
+  pollIdleMs: number;
+  /** The worker's end of the data channel (notices flow worker → main). */
+  data: MessagePort;
+  /** The last inbound cursor `onMessage` handled (given to the channel as `ctx.cursor`). */
+  cursor?: unknown;
+  /** Inbound batches the worker may have posted and not yet seen acknowledged (flow control); 0 or absent = no limit. */
+  inboundWindow?: number;
+}
+
+/** Main → worker: inbound batches up to `upTo` (their `n`) were handled by `onMessage`. */
+export interface InboundAck {
+  t: 'inbound_ack';
+  upTo: number;
+}
+
+const failureClass = z.enum(['recoverable', 'fatal', 'degraded']);
+const reason = z.string().max(4096);
+
+/** Zod schema of one notice from an instance worker. */
+export const noticeSchema = z.discriminatedUnion('t', [
+  z.object({
+    t: z.literal('status'),
+    status: z.enum(['connecting', 'connected', 'disconnected']),
+    reason: reason.optional(),
+    meta: z.record(z.string(), z.unknown()).optional(),
+  }),
+  z.object({
+    t: z.literal('reconnect'),
+    phase: z.enum(['scheduled', 'attempt', 'failed', 'exhausted']),
+    attempt: z.number().int().min(0),
+    reason: reason.optional(),
+    delayMs: z.number().min(0).optional(),
+    class: failureClass.optional(),
+  }),
+  z.object({
+    t: z.literal('probe'),
+    outcome: z.enum(['ok', 'degraded', 'failed']),
+    latencyMs: z.number().min(0),
+    reason: reason.optional(),
+    class: failureClass.optional(),
+  }),
+  z.object({ t: z.literal('failure'), op: z.string(), reason, class: failureClass }),
+  z.object({ t: z.literal('success'), op: z.string() }),
+  z.object({ t: z.literal('fatal'), reason, code: z.string().optional() }),
+  z.object({ t: z.literal('inbound'), messages: z.array(z.unknown()), n: z.number().int().min(0).optional(), cursor: z.unknown().optional() }),
+  z.object({
+    t: z.literal('log'),
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error']),
+    msg: z.string(),
+    obj: z.record(z.string(), z.unknown()).optional(),
+  }),
+]);
+
+/** One notice from an instance worker. */
+export type Notice = z.infer<typeof noticeSchema> | AcksNotice;
+
+/** One message handed to a worker for delivery (main → worker, batched in a {@link SendBatch}). */
+export interface SendItem {
+  /** Delivery sequence number, unique per instance; the ack names it. */
+  seq: number;
+  message: unknown;
+  /** Idempotency key, passed to the channel's `send` so an idempotent channel can dedupe. */
+  key?: string;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** Handed to a worker before (e.g. in flight when one died). */
+  redelivery?: true;
+}
+
+/** A batch of sends, posted main → worker on the data port. */
+export interface SendBatch {
+  t: 'send';
+  /** The queue's epoch when the batch was taken (see {@link OutboundQueue}): after a failed send the worker returns, unsent, every held item of an epoch not newer than the failed one's. */
+  epoch: number;
+  items: SendItem[];
+}
+
+/** The result of one send, as acknowledged by the worker. */
+export type SendResult = AckResult;
+
+/** Acks of delivered (or failed, or returned) sends, batched worker → main on the data port. */
+export interface AcksNotice {
+  t: 'acks';
+  results: SendResult[];
+}
+
+/** Zod schema of an {@link AcksNotice} (checked apart from {@link noticeSchema}: it is the hot path). */
+export const acksSchema = z.object({ t: z.literal('acks'), results: z.array(ackResultSchema) });
+
+/** The control-plane API an instance worker serves (through the WorkerHost's comlink port). */
+export interface InstanceWorkerApi {
+  /**
+   * Starts connecting (then the inbound loop) in the background. The channel module was loaded
+   * and validated before the worker reported ready; a module that failed was reported as a
+   * `fatal` notice, and then this does nothing.
+   */
+  start(): Promise<void>;
+  /** Delivers one message through the channel; resolves with its receipt. */
+  send(message: unknown): Promise<unknown>;
+}

@@ -1,0 +1,900 @@
+import { EventEmitter } from 'node:events';
+import { availableParallelism } from 'node:os';
+import { Piscina } from 'piscina';
+import { isAbsolute, resolve as resolvePath } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { AlreadyStartedError, ChannelInvalidError, InstanceNotFoundError, NotRunningError, StoppedError, type ThreadvisorError } from '../errors.js';
+import { collectSecrets, parseInstance, scrubValue } from '../instance/record.js';
+import { INSTANCE_EVENTS, InstanceServer, instanceCredentials, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
+import { backoffOptionsSchema, type BackoffOptions } from '../supervisor/backoff.js';
+import { Supervisor } from '../supervisor/supervisor.js';
+import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/types.js';
+import { defaultLogger, publish } from '../telemetry.js';
+import { loggerSchema, parseOrThrow } from '../validate.js';
+import { WorkerHost } from '../worker/host.js';
+import { OutboundQueue, type AckResult, type EnqueueOptions, type OutboundStats, type PressureLevel } from './outbound.js';
+import {
+  EXIT_RECONNECT_EXHAUSTED,
+  acksSchema,
+  noticeSchema,
+  type InboundAck,
+  type InstanceBoot,
+  type InstanceWorkerApi,
+  type Notice,
+  type SendBatch,
+  type SendItem,
+} from './protocol.js';
+
+/** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
+const INBOUND_WINDOW = 8;
+
+/** Where the runtime's own worker entry points live, from `src/` (tests) or `dist/src/` (package). */
+function builtinUrl(path: string): URL {
+  const here = import.meta.url;
+  return here.endsWith('.ts') ? new URL(`../../dist/workers/${path}`, here) : new URL(`../../workers/${path}`, here);
+}
+
+/** Built-in channels, usable by name as `channel`. */
+export const BUILTIN_CHANNELS: Readonly<Record<string, URL>> = Object.freeze({ loopback: builtinUrl('channels/loopback.js') });
+
+const positive = z.number().positive();
+const ms = z.number().int().min(0);
+
+const restartSchema = z
+  .object({
+    maxRestarts: z.number().int().min(0).default(5),
+    periodMs: positive.default(30_000),
+    backoff: backoffOptionsSchema.default({ initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }),
+    recoverAfterMs: z.union([z.number().min(0), z.literal(Infinity)]).default(60_000),
+  })
+  .strict();
+
+/** Per-instance supervision policy (see {@link RuntimeOptions.restart}). */
+export interface RestartPolicy {
+  /** More worker restarts than this within `periodMs` puts the instance in `error`. Default 5. */
+  maxRestarts?: number;
+  /** Intensity window, ms. Default 30000. */
+  periodMs?: number;
+  /** Delay before a worker restart. Default `{ initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }`. */
+  backoff?: BackoffOptions;
+  /** Fresh start this long after the intensity was exceeded; `Infinity` = never. Default 60000. */
+  recoverAfterMs?: number;
+}
+
+const runtimeOptionsSchema = z
+  .object({
+    logger: loggerSchema.optional(),
+    restart: restartSchema.default({ maxRestarts: 5, periodMs: 30_000, backoff: { initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }, recoverAfterMs: 60_000 }),
+    reconnect: z
+      .object({
+        maxAttempts: z.number().int().min(0).default(5),
+        baseMs: ms.default(250),
+        maxMs: ms.default(5000),
+        jitter: z.number().min(0).max(1).default(0.2),
+      })
+      .strict()
+      .refine((r) => r.maxMs >= r.baseMs, { message: 'maxMs must be >= baseMs', path: ['maxMs'] })
+      .default({ maxAttempts: 5, baseMs: 250, maxMs: 5000, jitter: 0.2 }),
+    heartbeat: z
+      .object({ intervalMs: ms.default(1000), maxMissed: z.number().int().min(1).default(3) })
+      .strict()
+      .default({ intervalMs: 1000, maxMissed: 3 }),
+    probe: z
+      .object({ intervalMs: ms.default(30_000), timeoutMs: positive.default(5000) })
+      .strict()
+      .default({ intervalMs: 30_000, timeoutMs: 5000 }),
+    timeouts: z
+      .object({
+        connectMs: positive.default(10_000),
+        disconnectMs: positive.default(5000),
+        sendMs: positive.default(10_000),
+        pollMs: positive.default(30_000),
+      })
+      .strict()
+      .default({ connectMs: 10_000, disconnectMs: 5000, sendMs: 10_000, pollMs: 30_000 }),
+    pollIdleMs: ms.default(50),
+    maxConsecutiveFailures: z.number().int().min(1).default(10),
+    queueCapacity: z.number().int().min(1).default(1000),
+    dedupeCacheSize: z.number().int().min(0).default(1000),
+    delivery: z
+      .object({
+        maxAttempts: z.number().int().min(1).default(5),
+        initialDelayMs: ms.default(100),
+        maxDelayMs: ms.default(5000),
+        jitter: z.number().min(0).max(1).default(0.2),
+      })
+      .strict()
+      .default({ maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }),
+    sendWindow: z.number().int().min(1).max(4096).default(256),
+    shutdownMs: ms.default(5000),
+    readyTimeoutMs: positive.default(10_000),
+    resourceLimits: z.record(z.string(), z.number()).optional(),
+    onMessage: z.custom<OnMessage>((v) => typeof v === 'function', 'expected a function').optional(),
+    pool: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict();
+
+/** Receives every inbound message, in order per instance. A throw or rejection is counted and emitted as `message:failed`. */
+export type OnMessage = (message: unknown, meta: { instanceId: string; channelType: string }) => void | Promise<void>;
+
+/** Options of {@link Runtime.start}. Every field has a default; see the README's option table. */
+export interface RuntimeOptions {
+  /** pino logger for the runtime and, forwarded, for every worker. Default: pino at `warn`, redacted. */
+  logger?: Logger;
+  /** Per-instance supervision: more than `maxRestarts` worker restarts in `periodMs` → `error`. */
+  restart?: RestartPolicy;
+  /** The worker's reconnect loop after a recoverable connection failure. */
+  reconnect?: { maxAttempts?: number; baseMs?: number; maxMs?: number; jitter?: number };
+  /** Heartbeats between the runtime and each worker. `intervalMs: 0` disables them. */
+  heartbeat?: { intervalMs?: number; maxMissed?: number };
+  /** Probe schedule (`intervalMs: 0` = never) and the budget of one probe. */
+  probe?: { intervalMs?: number; timeoutMs?: number };
+  /** Budgets of the channel callbacks. */
+  timeouts?: { connectMs?: number; disconnectMs?: number; sendMs?: number; pollMs?: number };
+  /** Pause after an empty poll batch, ms. Default 50. */
+  pollIdleMs?: number;
+  /** Consecutive failures (sends, probes) that move an instance to `error`. Default 10. */
+  maxConsecutiveFailures?: number;
+  /** Outbound queue bound per instance (default 1000); `startInstance` may set its own. */
+  queueCapacity?: number;
+  /** Delivered idempotency keys remembered per instance (LRU). Default 1000. */
+  dedupeCacheSize?: number;
+  /** Retries of a send that failed recoverably: attempts, backoff and jitter. */
+  delivery?: { maxAttempts?: number; initialDelayMs?: number; maxDelayMs?: number; jitter?: number };
+  /** Sends in flight to one worker at a time (the credit window). Default 256. */
+  sendWindow?: number;
+  /** Graceful stop budget of an instance worker, ms. Default 5000. */
+  shutdownMs?: number;
+  /** Budget of a worker to report ready, ms. Default 10000. */
+  readyTimeoutMs?: number;
+  /** Default `resourceLimits` of every instance worker. */
+  resourceLimits?: ResourceLimits;
+  /** Receives inbound messages. */
+  onMessage?: OnMessage;
+  /**
+   * Options of the shared compute pool `rt.pool` (passed to piscina as they are; default
+   * `maxThreads`: the CPU count). The pool is created on first use and destroyed by `rt.stop()`.
+   */
+  pool?: ConstructorParameters<typeof Piscina>[0];
+}
+
+/** Options of {@link Runtime.startInstance}. */
+export interface StartInstanceOptions {
+  /** Instance id; generated when absent. */
+  id?: string;
+  /** Human-readable name. */
+  name: string;
+  /** Channel type; must equal the channel module's `type`. */
+  channelType: string;
+  /**
+   * The channel module: a built-in name (`'loopback'`), a `file:` URL, an absolute path, a path
+   * relative to the working directory (`./channels/x.js`), or a package specifier.
+   */
+  channel: string | URL;
+  /** Credentials: sent only to this instance's worker; never in logs, events, status or health. */
+  credentials?: Record<string, unknown>;
+  /** Channel settings. */
+  settings?: Record<string, unknown>;
+  /** `resourceLimits` of this instance's worker (default: the runtime's). */
+  resourceLimits?: ResourceLimits;
+  /** This instance's supervision policy; fields not given come from the runtime's `restart`. */
+  restart?: RestartPolicy;
+  /** This instance's outbound queue bound (default: the runtime's `queueCapacity`). */
+  queueCapacity?: number;
+}
+
+const startInstanceSchema = z
+  .object({
+    id: z.string().min(1).optional(),
+    name: z.string().min(1),
+    channelType: z.string().min(1),
+    channel: z.union([z.string().min(1), z.instanceof(URL)]),
+    credentials: z.record(z.string(), z.unknown()).optional(),
+    settings: z.record(z.string(), z.unknown()).optional(),
+    resourceLimits: z.record(z.string(), z.number()).optional(),
+    restart: z.record(z.string(), z.unknown()).optional(),
+    queueCapacity: z.number().int().min(1).optional(),
+  })
+  .strict();
+
+type Resolved = z.output<typeof runtimeOptionsSchema>;
+
+/** Runtime-level counters, from {@link Runtime.stats}. */
+export interface RuntimeStats {
+  readonly instances: number;
+  /** Notices from workers that failed their schema (logged, counted, dropped). */
+  readonly malformedMessages: number;
+  /** Inbound messages delivered to `onMessage`. */
+  readonly inboundDelivered: number;
+  /** `onMessage` calls that threw or rejected. */
+  readonly handlerErrors: number;
+}
+
+interface Entry {
+  readonly id: string;
+  readonly server: InstanceServer;
+  /** Credential values, for scrubbing what the worker sends back (log objects). */
+  readonly secrets: readonly string[];
+  /** Serialises this instance's start, stop, restart and fatal stop (instances never wait on each other). */
+  ops: Promise<unknown>;
+  readonly channel: string;
+  readonly resourceLimits: ResourceLimits | undefined;
+  readonly restart: Resolved['restart'];
+  readonly log: Logger;
+  state: 'running' | 'restarting' | 'error' | 'stopping';
+  sup: Supervisor | undefined;
+  host: WorkerHost<InstanceWorkerApi> | undefined;
+  recoverTimer: NodeJS.Timeout | undefined;
+  inbound: Promise<void>;
+  /** The outbound queue: authoritative, survives worker restarts (replaced only after a fatal error closed it). */
+  queue: OutboundQueue;
+  /** The current worker's data port, once it can take sends. */
+  dataPort: MessagePort | undefined;
+  readonly capacity: number;
+  /** The last inbound cursor whose batch `onMessage` finished; handed to the next worker. */
+  cursor: unknown;
+  /** Why the instance is in error after a fatal failure (sends reject with it). */
+  failure: ThreadvisorError | undefined;
+  /** The settings as given (the server's copy has credential values scrubbed out). */
+  readonly settings: Record<string, unknown>;
+}
+
+/** A health snapshot with the data plane's figures. */
+export type InstanceHealth = HealthSnapshot & {
+  /** Sends handed to the worker and not yet acknowledged. */
+  readonly inFlight: number;
+  /** Queue pressure level: `normal`, `warn` (≥ 70% full), `degraded` (≥ 85%), `shed` (≥ 95%). */
+  readonly pressure: PressureLevel;
+  /** The outbound queue's counters. */
+  readonly delivery: OutboundStats;
+};
+
+function resolveChannel(channel: string | URL): string {
+  if (channel instanceof URL) return channel.href;
+  const builtin = BUILTIN_CHANNELS[channel];
+  if (builtin) return builtin.href;
+  if (channel.startsWith('file:')) return channel;
+  if (isAbsolute(channel)) return pathToFileURL(channel).href;
+  if (channel.startsWith('./') || channel.startsWith('../')) return pathToFileURL(resolvePath(channel)).href;
+  return channel; // a package specifier, resolved by the worker
+}
+
+function exitKind(exit: Pick<ChildExit, 'class' | 'code'>): string {
+  return exit.class === 'exit' && exit.code === EXIT_RECONNECT_EXHAUSTED ? 'reconnect_exhausted' : exit.class;
+}
+
+/**
+ * The instance runtime: a registry of channel instances, each running its channel's poller and
+ * sender in its own worker thread under its own supervisor. The runtime's {@link InstanceServer}s
+ * are the single source of truth for status, counters and lifecycle events.
+ *
+ * Events (also on diagnostics_channel `threadvisor:instance:<event>`): `instance:started`,
+ * `instance:connecting`, `instance:connected`, `instance:disconnected`, `instance:error`,
+ * `instance:stopped`, `instance:restart`, `instance:reconnect`, `instance:probe`,
+ * `instance:invalid_transition`; and `message:failed` when `onMessage` throws.
+ */
+export class Runtime extends EventEmitter {
+  readonly #opts: Resolved;
+  readonly #log: Logger;
+  readonly #entries = new Map<string, Entry>();
+  #state: 'running' | 'stopping' | 'stopped' = 'running';
+  #stopping: Promise<void> | undefined;
+  /** `delivery:*` events someone listens to on the runtime; forwarded from every queue. */
+  readonly #deliveryForwarded = new Set<string>();
+  #pool: Piscina | undefined;
+  #malformed = 0;
+  #delivered = 0;
+  #handlerErrors = 0;
+
+  private constructor(opts: Resolved, log: Logger) {
+    super();
+    this.#opts = opts;
+    this.#log = log;
+    // Delivery events are on the hot path: a queue builds them only once someone listens here.
+    this.on('newListener', (event: string | symbol) => {
+      if (typeof event !== 'string' || !event.startsWith('delivery:') || this.#deliveryForwarded.has(event)) return;
+      this.#deliveryForwarded.add(event);
+      for (const e of this.#entries.values()) e.queue.on(event, (p: unknown) => this.emit(event, p));
+    });
+  }
+
+  /** Validates the options and starts an empty runtime. Bad options reject with `invalid_config`. */
+  static async start(options: RuntimeOptions = {}): Promise<Runtime> {
+    const opts = parseOrThrow(runtimeOptionsSchema, options, 'runtime options');
+    const log = (opts.logger ?? defaultLogger()).child({ component: 'runtime' });
+    // Each instance's supervisor is the top of its own tree: the runtime is their root, and it
+    // never restarts an escalated instance tree itself (error, then recoverAfterMs). So no root
+    // Supervisor serialises one instance's start or stop behind another's.
+    return new Runtime(opts, log);
+  }
+
+  /**
+   * Starts an instance: registers its {@link InstanceServer}, spawns its worker under a per-instance
+   * supervisor and resolves with the server once the worker has loaded its channel (connecting
+   * continues in the background; watch `instance:connected`). Rejects with `invalid_config`
+   * (listing bad fields), `already_started` (the id runs), `start_failure` or `stopped`.
+   */
+  async startInstance(options: StartInstanceOptions): Promise<InstanceServer> {
+    if (this.#state !== 'running') throw new StoppedError('runtime');
+    const o = parseOrThrow(startInstanceSchema, options, 'instance options');
+    const record = parseInstance({ id: o.id, name: o.name, channelType: o.channelType, credentials: o.credentials ?? {}, settings: o.settings ?? {} });
+    if (this.#entries.has(record.id)) throw new AlreadyStartedError(record.id);
+    const restart = o.restart ? parseOrThrow(restartSchema, { ...this.#opts.restart, ...o.restart }, 'instance options.restart') : this.#opts.restart;
+    const capacity = o.queueCapacity ?? this.#opts.queueCapacity;
+    // The queue and the server are built before the entry that ties them together.
+    const ref: { entry?: Entry } = {};
+    const pump = () => {
+      if (ref.entry) this.#pump(ref.entry);
+    };
+    const queue = this.#newQueue(record.id, capacity, pump);
+    const server = new InstanceServer(record, {
+      logger: this.#log,
+      maxConsecutiveFailures: this.#opts.maxConsecutiveFailures,
+      queueDepth: () => ref.entry?.queue.depth ?? queue.depth,
+    });
+    for (const event of INSTANCE_EVENTS) {
+      const name = `instance:${event}`;
+      server.on(name, (payload: unknown) => this.emit(name, payload));
+    }
+    const entry: Entry = {
+      id: record.id,
+      server,
+      secrets: collectSecrets(record.credentials),
+      ops: Promise.resolve(),
+      channel: resolveChannel(o.channel),
+      resourceLimits: (o.resourceLimits ?? this.#opts.resourceLimits) as ResourceLimits | undefined,
+      restart,
+      log: this.#log.child({ instanceId: record.id, channelType: record.channelType }),
+      state: 'running',
+      sup: undefined,
+      host: undefined,
+      recoverTimer: undefined,
+      inbound: Promise.resolve(),
+      capacity,
+      cursor: undefined,
+      failure: undefined,
+      settings: record.settings,
+      queue,
+      dataPort: undefined,
+    };
+    ref.entry = entry;
+    this.#entries.set(record.id, entry);
+    server.markStarted();
+    try {
+      await this.#op(entry, () => this.#startTree(entry));
+    } catch (err) {
+      if (this.#entries.get(record.id) === entry) this.#entries.delete(record.id);
+      server.stop(server.redactReason(err) ?? 'start failed');
+      throw err;
+    }
+    return server;
+  }
+
+  /** The status map of an instance. Unknown id: {@link NotFoundError} (`not_found`). */
+  async status(id: string): Promise<InstanceStatusInfo> {
+    return this.#get(id).server.status();
+  }
+
+  /** The health snapshot of an instance, worker liveness included. Unknown id: `not_found`. */
+  async health(id: string): Promise<InstanceHealth> {
+    return this.#health(this.#get(id));
+  }
+
+  /** Health snapshots of every instance. */
+  async listHealth(): Promise<InstanceHealth[]> {
+    return [...this.#entries.values()].map((e) => this.#health(e));
+  }
+
+  /**
+   * Queues one message for the instance's channel; resolves with the channel's receipt once
+   * delivered (at least once: what a dying worker did not acknowledge is delivered again by the
+   * next one, in order). Options: `idempotencyKey` (default: the message's `id`; a delivered key
+   * resolves with its first receipt without sending again), `waitForCapacity` (wait for room
+   * instead of rejecting with `queue_full`) and `signal` (abandon the wait: `aborted`). Rejects
+   * with `not_found`, `not_running` (the instance is in error with no recovery scheduled),
+   * `queue_full`, `aborted`, `delivery_failed` (retries exhausted, or a fatal/degraded failure;
+   * `lastError` is a `ChannelError` with the class and code), `channel_invalid` (the instance's
+   * channel module is unusable) or `stopped`.
+   */
+  async send(id: string, message: unknown, options: EnqueueOptions = {}): Promise<unknown> {
+    const entry = this.#get(id);
+    if (entry.state === 'error' && !entry.recoverTimer) throw entry.failure ?? new NotRunningError(`instance ${id} (in error)`);
+    return entry.queue.enqueue(message, options);
+  }
+
+  /**
+   * The runtime's shared compute pool (piscina) for CPU-heavy stateless work that channels'
+   * callers and `onMessage` handlers offload: `await rt.pool.run(data, { filename })`. One pool
+   * for the whole runtime, sized from the CPU count, created on first use, destroyed by
+   * `rt.stop()`. Instance workers are long-lived and never run in it.
+   */
+  get pool(): Piscina {
+    if (this.#state !== 'running') throw new StoppedError('runtime');
+    this.#pool ??= new Piscina({ maxThreads: availableParallelism(), ...this.#opts.pool });
+    return this.#pool;
+  }
+
+  /** The instance's {@link InstanceServer}, or undefined. */
+  whereis(id: string): InstanceServer | undefined {
+    return this.#entries.get(id)?.server;
+  }
+
+  /** Status maps of every instance, in start order. */
+  listInstances(): InstanceStatusInfo[] {
+    return [...this.#entries.values()].map((e) => e.server.status());
+  }
+
+  /** How many instances are registered (running, restarting or in error). */
+  countInstances(): number {
+    return this.#entries.size;
+  }
+
+  /** Runtime counters. */
+  stats(): RuntimeStats {
+    return { instances: this.#entries.size, malformedMessages: this.#malformed, inboundDelivered: this.#delivered, handlerErrors: this.#handlerErrors };
+  }
+
+  /**
+   * Gives an instance a fresh start now: a running one is stopped and started again; one in
+   * `error` leaves it at once (without waiting for `recoverAfterMs`). Unknown id: `not_found`.
+   */
+  async restartInstance(id: string): Promise<void> {
+    const entry = this.#get(id);
+    if (this.#state !== 'running') throw new StoppedError('runtime');
+    await this.#op(entry, async () => {
+      if (entry.state === 'stopping') throw new StoppedError(`instance ${id}`);
+      this.#clearRecover(entry);
+      entry.state = 'restarting';
+      await this.#stopTree(entry);
+      if (entry.queue.closed) entry.queue = this.#newQueue(entry.id, entry.capacity, () => this.#pump(entry));
+      entry.failure = undefined;
+      entry.server.notifyRestartMarker('recoverable', 'restart requested', { kind: 'manual' });
+      entry.server.notifyStarting('restart requested');
+      entry.state = 'running';
+      try {
+        await this.#startTree(entry);
+      } catch (err) {
+        this.#toError(entry, `restart failed: ${entry.server.redactReason(err) ?? 'unknown'}`, true);
+        throw err;
+      }
+    });
+  }
+
+  /** Stops an instance (its worker disconnects within `shutdownMs`) and removes it. Emits `instance:stopped` once. */
+  async stopInstance(id: string): Promise<void> {
+    const entry = this.#get(id);
+    entry.state = 'stopping';
+    this.#clearRecover(entry);
+    this.#entries.delete(id);
+    await this.#drainOutbound(entry);
+    await this.#op(entry, () => this.#stopTree(entry));
+    entry.queue.close(`instance ${id} stopped`);
+    await this.#drainInbound(entry);
+    entry.server.stop('stopped');
+  }
+
+  /**
+   * Stops every instance (workers disconnect within their budgets), then the runtime. Every
+   * instance emits `instance:stopped` exactly once. Leaves no worker, timer or port. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#state = 'stopping';
+      const entries = [...this.#entries.values()];
+      this.#entries.clear();
+      // Instances are independent: they stop in parallel, each within its own budget.
+      await Promise.all(
+        entries.map(async (e) => {
+          e.state = 'stopping';
+          this.#clearRecover(e);
+          await this.#drainOutbound(e);
+          await this.#op(e, () => this.#stopTree(e)).catch((err: unknown) => e.log.warn({ reason: e.server.redactReason(err) }, 'stop failed'));
+          e.queue.close('runtime stopped');
+          await this.#drainInbound(e);
+          e.server.stop('runtime stopped');
+        }),
+      );
+      await this.#pool?.destroy();
+      this.#pool = undefined;
+      this.#state = 'stopped';
+    })();
+    return this.#stopping;
+  }
+
+  // --- internals -------------------------------------------------------------------------
+
+  /** Runs `fn` after this instance's previous operation settled. */
+  #op<T>(entry: Entry, fn: () => Promise<T>): Promise<T> {
+    const run = entry.ops.then(fn, fn);
+    entry.ops = run.catch(() => undefined);
+    return run;
+  }
+
+  /** A fresh outbound queue for an instance; `pump` is called when it has sends to hand out. */
+  #newQueue(instanceId: string, capacity: number, pump: () => void): OutboundQueue {
+    const queue = new OutboundQueue({
+      instanceId,
+      capacity,
+      dedupeCacheSize: this.#opts.dedupeCacheSize,
+      retry: this.#opts.delivery,
+      onReady: pump,
+    });
+    queue.on('instance:pressure', (p: unknown) => this.emit('instance:pressure', p));
+    for (const event of this.#deliveryForwarded) queue.on(event, (p: unknown) => this.emit(event, p));
+    return queue;
+  }
+
+  /** Lets a live worker deliver what is queued, at most `shutdownMs`. */
+  async #drainOutbound(entry: Entry): Promise<void> {
+    if (!entry.dataPort || (entry.queue.depth === 0 && entry.queue.inFlight === 0)) return;
+    let timer: NodeJS.Timeout | undefined;
+    const budget = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#opts.shutdownMs);
+    });
+    await Promise.race([entry.queue.drained(), budget]);
+    clearTimeout(timer);
+  }
+
+  /** Hands the worker as many queued sends as its credit window allows, in one batch. */
+  #pump(entry: Entry): void {
+    const port = entry.dataPort;
+    // Sends wait on the main thread until the channel is connected: depth and pressure then tell
+    // the truth, and a worker that dies while reconnecting holds nothing.
+    if (!port || entry.server.currentStatus !== 'connected') return;
+    const { queue } = entry;
+    const room = this.#opts.sendWindow - queue.inFlight;
+    if (room <= 0) return;
+    const batch = queue.take(Math.min(room, 256));
+    if (batch.length === 0) return;
+    const items: SendItem[] = new Array<SendItem>(batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const key = batch.keys[i];
+      items[i] = {
+        seq: batch.seqs[i] as number,
+        message: batch.messages[i],
+        attempt: batch.attempts[i] as number,
+        ...(key === undefined ? {} : { key: String(key) }),
+        ...(batch.redelivered[i] ? { redelivery: true as const } : {}),
+      };
+    }
+    try {
+      port.postMessage({ t: 'send', epoch: batch.epoch, items } satisfies SendBatch);
+    } catch (err) {
+      // A message that cannot be cloned: those sends fail (fatal), the rest of the queue goes on.
+      const reason = entry.server.redactReason(err) ?? 'message could not be cloned';
+      queue.ack(items.map((it) => ({ seq: it.seq, ok: false as const, error: { class: 'fatal' as const, code: 'DataCloneError', reason } })));
+    }
+  }
+
+  #onAcks(entry: Entry, raw: unknown): void {
+    // The hot path: a batch of successes is checked by hand; anything else goes through zod.
+    const maybe = (raw as { results?: unknown }).results;
+    let results: AckResult[];
+    if (Array.isArray(maybe) && maybe.every((r: { seq?: unknown; ok?: unknown }) => r !== null && typeof r === 'object' && r.ok === true && Number.isInteger(r.seq) && (r.seq as number) >= 0)) {
+      results = maybe as AckResult[];
+    } else {
+      const parsed = acksSchema.safeParse(raw);
+      if (!parsed.success) {
+        this.#malformed++;
+        entry.log.warn({ malformedMessages: this.#malformed }, 'malformed acks from instance worker');
+        return;
+      }
+      results = parsed.data.results as AckResult[];
+    }
+    const { server } = entry;
+    let ok = false;
+    for (const r of results) {
+      if (r.ok) ok = true;
+      else if ('error' in r) {
+        server.notifyFailure(r.error.reason);
+        if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${r.error.reason}`, true);
+      }
+    }
+    if (ok) server.notifySuccess();
+    entry.queue.ack(results);
+    this.#pump(entry);
+  }
+
+  /** Waits for `onMessage` to finish what was delivered, at most `shutdownMs`. */
+  async #drainInbound(entry: Entry): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const budget = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#opts.shutdownMs);
+    });
+    await Promise.race([entry.inbound, budget]);
+    clearTimeout(timer);
+  }
+
+  #get(id: string): Entry {
+    const e = this.#entries.get(id);
+    if (!e) throw new InstanceNotFoundError(id);
+    return e;
+  }
+
+  #health(e: Entry): InstanceHealth {
+    const h = e.host?.health();
+    let state: WorkerHealth['state'] = 'down';
+    if (h?.state === 'up') state = 'up';
+    else if (e.state === 'running' || e.state === 'restarting') state = 'restarting';
+    const worker: WorkerHealth = {
+      state,
+      lastHeartbeatAgeMs: h?.state === 'up' ? h.lastPongAgeMs : null,
+      elu: h?.elu ?? null,
+      heapUsed: h?.heapUsed ?? null,
+    };
+    const delivery = e.queue.stats();
+    return { ...e.server.healthSnapshot({ worker }), inFlight: delivery.inFlight, pressure: delivery.pressure, delivery };
+  }
+
+  #clearRecover(e: Entry): void {
+    if (e.recoverTimer) clearTimeout(e.recoverTimer);
+    e.recoverTimer = undefined;
+  }
+
+  async #startTree(entry: Entry): Promise<void> {
+    const { restart, server } = entry;
+    const sup = await Supervisor.start({
+      name: `instance:${entry.id}`,
+      logger: entry.log,
+      maxRestarts: restart.maxRestarts,
+      periodMs: restart.periodMs,
+      backoff: restart.backoff,
+      redact: (text) => server.redactReason(text) ?? '',
+      children: [{ id: 'worker', shutdown: this.#opts.shutdownMs, start: (ctx) => this.#startWorker(entry, ctx) }],
+    });
+    if (entry.state === 'running') {
+      this.#watchTree(entry, sup);
+      return;
+    }
+    // A fatal error while the tree was starting (the instance stays, in error), or a stop.
+    await sup.stop();
+    if (entry.state !== 'error') throw new StoppedError(`instance ${entry.id}`);
+  }
+
+  async #stopTree(entry: Entry): Promise<void> {
+    const sup = entry.sup;
+    entry.sup = undefined;
+    entry.host = undefined;
+    if (sup) await sup.stop();
+  }
+
+  #watchTree(entry: Entry, sup: Supervisor): void {
+    entry.sup = sup;
+    const { server } = entry;
+    const current = () => entry.sup === sup && entry.state === 'running';
+    sup.on('child_exited', (e: { class: ChildExit['class']; reason: string; code?: number }) => {
+      if (isNormalExit(e) || !current()) return;
+      if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') {
+        server.notifyDisconnected(`worker ${exitKind(e)}: ${e.reason}`);
+      }
+    });
+    sup.on('child_restarting', (e: { class: ChildExit['class']; reason: string; code?: number; attempt: number; delayMs: number }) => {
+      if (!current()) return;
+      server.notifyRestartMarker('recoverable', e.reason, { kind: exitKind(e), attempt: e.attempt + 1, delayMs: Math.round(e.delayMs) });
+    });
+    void sup.exited.then((exit) => {
+      if (exit.class !== 'escalated' || !current()) return;
+      entry.sup = undefined;
+      entry.host = undefined;
+      server.notifyRestartMarker('fatal', exit.reason, { kind: 'intensity_exceeded' });
+      this.#toError(entry, exit.reason, true);
+    });
+  }
+
+  #scheduleRecover(entry: Entry): void {
+    const after = entry.restart.recoverAfterMs;
+    if (!Number.isFinite(after) || this.#state !== 'running') return;
+    entry.recoverTimer = setTimeout(() => {
+      entry.recoverTimer = undefined;
+      void this.#op(entry, async () => {
+        if (entry.state !== 'error' || this.#state !== 'running' || this.#entries.get(entry.id) !== entry) return;
+        entry.server.notifyStarting(`recovering after ${after} ms in error`);
+        entry.state = 'running';
+        try {
+          await this.#startTree(entry);
+        } catch (err) {
+          if (entry.state === 'running') this.#toError(entry, entry.server.redactReason(err) ?? 'recovery failed', true);
+        }
+      });
+    }, after);
+    entry.recoverTimer.unref();
+  }
+
+  /** Fatal: the instance goes to `error` and its worker is stopped; no restart loop. */
+  #fatal(entry: Entry, reason: string): void {
+    if (entry.state !== 'running') return;
+    entry.server.notifyRestartMarker('fatal', reason, { kind: 'fatal' });
+    this.#toError(entry, reason, false);
+  }
+
+  /**
+   * The instance goes to `error`: its tree is stopped (in its own queue) and, when `recover`,
+   * a fresh start is scheduled after `recoverAfterMs`.
+   */
+  #toError(entry: Entry, reason: string, recover: boolean): void {
+    if (entry.state === 'stopping' || entry.state === 'error') return;
+    entry.state = 'error';
+    entry.server.notifyError(reason);
+    if (entry.sup) {
+      void this.#op(entry, () => this.#stopTree(entry)).catch((err: unknown) =>
+        entry.log.warn({ reason: entry.server.redactReason(err) }, 'stopping a failed instance'),
+      );
+    }
+    if (recover) this.#scheduleRecover(entry);
+    if (!entry.recoverTimer) {
+      // No recovery is scheduled: what is queued would wait for a restartInstance that may never
+      // come, so those sends settle now.
+      entry.queue.requeueInFlight('instance failed', { crashed: false });
+      entry.queue.close(`instance ${entry.id} failed: ${entry.server.redactReason(reason) ?? 'error'}`);
+    }
+  }
+
+  async #startWorker(entry: Entry, ctx: StartContext): Promise<WorkerHost<InstanceWorkerApi>> {
+    const { server } = entry;
+    if (entry.state !== 'running') throw new StoppedError(`instance ${entry.id}`);
+    if (ctx.attempt > 0) server.notifyStarting(server.lastRestartReason ?? 'worker restart');
+    const data = new MessageChannel();
+    const o = this.#opts;
+    const boot: InstanceBoot = {
+      instance: {
+        id: entry.id,
+        name: server.name,
+        channelType: server.channelType,
+        settings: entry.settings,
+        credentials: server[instanceCredentials](),
+      },
+      channel: entry.channel,
+      reconnect: o.reconnect,
+      probe: { intervalMs: o.probe.intervalMs },
+      timeouts: { ...o.timeouts, probeMs: o.probe.timeoutMs },
+      pollIdleMs: o.pollIdleMs,
+      data: data.port2,
+      inboundWindow: INBOUND_WINDOW,
+      ...(entry.cursor === undefined ? {} : { cursor: entry.cursor }),
+    };
+    let host: WorkerHost<InstanceWorkerApi>;
+    try {
+      host = await WorkerHost.start<InstanceWorkerApi>(
+        {
+          filename: builtinUrl('instance-worker.js'),
+          name: `threadvisor:${entry.id}`,
+          workerData: boot,
+          transferList: [data.port2],
+          heartbeat: o.heartbeat,
+          readyTimeoutMs: o.readyTimeoutMs,
+          callTimeoutMs: o.timeouts.sendMs + 1000,
+          ...(entry.resourceLimits ? { resourceLimits: entry.resourceLimits } : {}),
+        },
+        ctx,
+      );
+    } catch (err) {
+      data.port1.close();
+      throw err;
+    }
+    this.#listen(entry, host, data.port1);
+    entry.host = host;
+    void host.exited.then((exit) => {
+      if (entry.host === host) entry.host = undefined;
+      if (entry.dataPort === data.port1) {
+        entry.dataPort = undefined;
+        // Everything this worker did not acknowledge goes back to the head of the queue, in
+        // order, for the next worker. A planned stop charges no message with a crash.
+        entry.queue.requeueInFlight(`worker ${exitKind(exit)}: ${exit.reason}`, { crashed: exit.class !== 'shutdown' });
+      }
+    });
+    try {
+      // Loading zod and the channel module is part of getting ready: same budget as the spawn.
+      await host.callWithTimeout(o.readyTimeoutMs, 'start');
+    } catch (err) {
+      await host.shutdown('brutal_kill');
+      throw err;
+    }
+    if (host.state === 'up') {
+      entry.dataPort = data.port1;
+      this.#pump(entry);
+    }
+    return host;
+  }
+
+  #listen(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort): void {
+    port.on('message', (raw: unknown) => {
+      if ((raw as { t?: unknown } | null)?.t === 'acks') return this.#onAcks(entry, raw);
+      const parsed = noticeSchema.safeParse(raw);
+      if (!parsed.success) {
+        this.#malformed++;
+        const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+        entry.log.warn({ issues, malformedMessages: this.#malformed }, 'malformed notice from instance worker');
+        return;
+      }
+      try {
+        this.#onNotice(entry, host, port, parsed.data);
+      } catch (err) {
+        // Never let one worker's notice take the main thread down.
+        this.#malformed++;
+        entry.log.warn({ reason: entry.server.redactReason(err) }, 'notice from instance worker could not be handled');
+      }
+    });
+    // The port closes when the worker is gone; nothing else holds it.
+    port.once('close', () => port.removeAllListeners());
+  }
+
+  #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: Notice): void {
+    const { server } = entry;
+    if (n.t === 'inbound') return this.#deliver(entry, port, n.messages, n.n, n.cursor);
+    if (n.t === 'log') {
+      const obj = n.obj ? (scrubValue(n.obj, entry.secrets) as Record<string, unknown>) : {};
+      entry.log[n.level]({ ...obj, source: 'channel' }, server.redactReason(n.msg) ?? '');
+      return;
+    }
+    // Lifecycle notices from a worker that is no longer the instance's current one are stale.
+    if (entry.host !== host || entry.state !== 'running') return;
+    switch (n.t) {
+      case 'status':
+        if (n.status === 'connecting') server.notifyConnecting();
+        else if (n.status === 'connected') {
+          server.notifyConnected(n.meta ?? {});
+          this.#pump(entry);
+        }
+        else server.notifyDisconnected(n.reason ?? 'unknown');
+        return;
+      case 'reconnect':
+        if (n.phase === 'attempt') server.notifyReconnectAttempt(n.attempt, n.reason);
+        else server.notifyReconnect(n.phase, n.attempt, n.reason, n.delayMs, n.class);
+        return;
+      case 'probe':
+        server.notifyProbe(n.outcome, n.latencyMs, n.reason, n.class);
+        if (n.outcome === 'failed') {
+          server.notifyFailure(n.reason ?? 'probe failed');
+          if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${n.reason ?? 'probe failed'}`, true);
+        } else if (n.outcome === 'ok') server.notifySuccess();
+        return;
+      case 'failure':
+        server.notifyFailure(n.reason);
+        if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${n.reason}`, true);
+        return;
+      case 'success':
+        server.notifySuccess();
+        return;
+      case 'fatal':
+        if (n.code === 'channel_invalid') entry.failure = new ChannelInvalidError(entry.id, server.redactReason(n.reason) ?? 'invalid channel');
+        this.#fatal(entry, n.reason);
+        return;
+    }
+  }
+
+  /**
+   * Hands an inbound batch to `onMessage`, in order per instance. Once the whole batch is handled
+   * its cursor becomes the instance's (the next worker resumes after it) and the worker gets
+   * its credit back.
+   */
+  #deliver(entry: Entry, port: MessagePort, messages: unknown[], n: number | undefined, cursor: unknown): void {
+    const onMessage = this.#opts.onMessage;
+    const meta = { instanceId: entry.id, channelType: entry.server.channelType };
+    entry.inbound = entry.inbound.then(async () => {
+      if (onMessage) {
+        for (const message of messages) {
+          try {
+            await onMessage(message, meta);
+            this.#delivered++;
+          } catch (err) {
+            this.#handlerErrors++;
+            const reason = entry.server.redactReason(err);
+            entry.log.warn({ reason }, 'onMessage failed');
+            publish(this, 'message', 'failed', () => ({ ...meta, reason }), 'message:failed');
+          }
+        }
+      }
+      if (cursor !== undefined) entry.cursor = cursor;
+      if (n !== undefined) {
+        try {
+          port.postMessage({ t: 'inbound_ack', upTo: n } satisfies InboundAck);
+        } catch {
+          // the worker is gone; its successor starts from entry.cursor
+        }
+      }
+    });
+  }
+}

@@ -1,0 +1,72 @@
+import diagnostics_channel from 'node:diagnostics_channel';
+import type { EventEmitter } from 'node:events';
+import { pino, type Logger } from 'pino';
+
+/**
+ * Every event threadvisor emits is published on `node:diagnostics_channel` under
+ * `threadvisor:<scope>:<event>` (for example `threadvisor:supervisor:child_exited`) and emitted on
+ * the owning object (`supervisor.on('child_exited', ...)`). The payload is the same object in both.
+ * Channels cost nothing while nobody subscribes.
+ */
+export type EventPayload = Record<string, unknown> & { readonly at: number };
+
+const channels = new Map<string, diagnostics_channel.Channel>();
+
+/** The diagnostics channel for `threadvisor:<scope>:<event>` (cached). */
+export function eventChannel(scope: string, event: string): diagnostics_channel.Channel {
+  const name = `threadvisor:${scope}:${event}`;
+  let ch = channels.get(name);
+  if (!ch) {
+    ch = diagnostics_channel.channel(name);
+    channels.set(name, ch);
+  }
+  return ch;
+}
+
+/**
+ * Publishes one event on the diagnostics channel and on `emitter`. The payload is built lazily:
+ * when nobody listens on either side, `build` is not called at all.
+ *
+ * `emitName` is the event name used on `emitter` (default: `event`). Objects whose events are
+ * forwarded under a prefixed name pass it, e.g. `publish(server, 'instance', 'connected', build,
+ * 'instance:connected')` publishes on `threadvisor:instance:connected` and emits
+ * `instance:connected`.
+ */
+export function publish(
+  emitter: EventEmitter,
+  scope: string,
+  event: string,
+  build: () => Record<string, unknown>,
+  emitName: string = event,
+): void {
+  const ch = eventChannel(scope, event);
+  const local = emitter.listenerCount(emitName) > 0;
+  if (!local && !ch.hasSubscribers) return;
+  const payload: EventPayload = { ...build(), at: Date.now() };
+  if (ch.hasSubscribers) ch.publish(payload);
+  if (local) emitter.emit(emitName, payload);
+}
+
+/** Paths redacted from every log line of the library (credentials never reach a log). */
+export const REDACT_PATHS = [
+  'credentials',
+  '*.credentials',
+  'instance.credentials',
+  'token',
+  '*.token',
+  'password',
+  '*.password',
+  'secret',
+  '*.secret',
+  'apiKey',
+  '*.apiKey',
+];
+
+/** The logger used when none is given: JSON to stdout at `warn` (or `THREADVISOR_LOG_LEVEL`). */
+export function defaultLogger(): Logger {
+  return pino({
+    name: 'threadvisor',
+    level: process.env.THREADVISOR_LOG_LEVEL ?? 'warn',
+    redact: { paths: REDACT_PATHS, censor: '[Redacted]' },
+  });
+}

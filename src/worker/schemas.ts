@@ -1,0 +1,134 @@
+/**
+ * zod schemas at the edges of the worker host: the options a user passes to
+ * {@link WorkerHost.start}, and the heartbeat messages a worker sends back to the main thread.
+ * Messages from a worker are untrusted input: they are parsed with `safeParse` and a bad one is
+ * counted, never thrown.
+ *
+ * @packageDocumentation
+ */
+import { SHARE_ENV } from 'node:worker_threads';
+import { z } from 'zod';
+import { loggerSchema } from '../validate.js';
+import { InvalidConfigError } from '../errors.js';
+import type { WorkerHeartbeatMessage } from './protocol.js';
+
+const nonNegativeInt = z.number().int().nonnegative().max(2 ** 31 - 1);
+const positiveInt = z.number().int().positive().max(2 ** 31 - 1);
+const sizeMb = z.number().positive().finite();
+
+/** Schema of `resourceLimits` (passed through to `new Worker`). */
+export const resourceLimitsSchema = z.strictObject({
+  maxOldGenerationSizeMb: sizeMb.optional(),
+  maxYoungGenerationSizeMb: sizeMb.optional(),
+  codeRangeSizeMb: sizeMb.optional(),
+  stackSizeMb: sizeMb.optional(),
+});
+
+/** Schema of the `heartbeat` option: `false`, or interval and tolerance. */
+export const heartbeatOptionsSchema = z.union([
+  z.literal(false),
+  z.strictObject({
+    intervalMs: nonNegativeInt.optional(),
+    maxMissed: positiveInt.optional(),
+  }),
+]);
+
+
+const filenameSchema = z.union([z.string().min(1), z.instanceof(URL)], {
+  error: 'expected a non-empty path or a URL',
+});
+
+const envSchema = z.union([
+  z.custom<typeof SHARE_ENV>((value) => value === SHARE_ENV),
+  z.record(z.string(), z.string()),
+]);
+
+/** Schema of {@link WorkerHostOptions}. Unknown keys are rejected (they are usually typos). */
+export const workerHostOptionsSchema = z.strictObject({
+  filename: filenameSchema,
+  workerData: z.unknown().optional(),
+  transferList: z.array(z.unknown()).optional(),
+  resourceLimits: resourceLimitsSchema.optional(),
+  heartbeat: heartbeatOptionsSchema.optional(),
+  readyTimeoutMs: positiveInt.optional(),
+  callTimeoutMs: positiveInt.optional(),
+  name: z.string().min(1).optional(),
+  logger: loggerSchema.optional(),
+  env: envSchema.optional(),
+  execArgv: z.array(z.string()).optional(),
+  stdout: z.boolean().optional(),
+  stderr: z.boolean().optional(),
+});
+
+/** Schema of a shutdown budget (`Shutdown` in `src/supervisor/types.ts`). */
+export const shutdownSchema = z.union([nonNegativeInt, z.literal('brutal_kill'), z.literal('infinity')], {
+  error: "expected a non-negative integer of milliseconds, 'brutal_kill' or 'infinity'",
+});
+
+/** Schema of a `ready` message from a worker. */
+export const readyMessageSchema = z.strictObject({
+  type: z.literal('ready'),
+  version: positiveInt,
+});
+
+/** Schema of a `pong` message from a worker. */
+export const pongMessageSchema = z.strictObject({
+  type: z.literal('pong'),
+  seq: positiveInt,
+  elu: z.number().min(0).max(1),
+  heapUsed: z.number().nonnegative().finite(),
+});
+
+/** Schema of every message a worker may send on the heartbeat port. */
+export const workerHeartbeatMessageSchema = z.discriminatedUnion('type', [readyMessageSchema, pongMessageSchema]);
+
+// The schemas and the protocol's hand-written types must agree.
+type _PongAgrees = z.infer<typeof workerHeartbeatMessageSchema> extends WorkerHeartbeatMessage ? true : never;
+const _pongAgrees: _PongAgrees = true;
+void _pongAgrees;
+
+/** One bad field: its dotted path and what is wrong with it. */
+export interface ConfigIssue {
+  path: string;
+  message: string;
+}
+
+function joinPath(prefix: string, path: ReadonlyArray<PropertyKey>): string {
+  const parts = path.map((p) => String(p));
+  return [prefix, ...parts].filter((p) => p.length > 0).join('.');
+}
+
+/**
+ * Flattens zod issues into `{ path, message }` pairs. Unions are resolved to the branch whose type
+ * matched (so `heartbeat: { intervalMs: -1 }` reports `heartbeat.intervalMs`, not just `heartbeat`),
+ * and unknown keys are reported one path each.
+ */
+export function flattenIssues(issues: ReadonlyArray<z.core.$ZodIssue>, prefix = ''): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const issue of issues) {
+    const here = joinPath(prefix, issue.path);
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) out.push({ path: joinPath(here, [key]), message: 'unknown option' });
+    } else if (issue.code === 'invalid_union') {
+      // A branch "matched the type" when none of its issues is a type mismatch at its own root.
+      const matched = issue.errors.filter(
+        (branch) =>
+          branch.length > 0 &&
+          !branch.some((i) => i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value')),
+      );
+      const first = matched[0];
+      if (matched.length === 1 && first) out.push(...flattenIssues(first, here));
+      else out.push({ path: here, message: issue.message });
+    } else {
+      out.push({ path: here, message: issue.message });
+    }
+  }
+  return out;
+}
+
+/** Parses `value` with `schema`, throwing {@link InvalidConfigError} that lists every bad path. */
+export function parseConfig<S extends z.ZodType>(what: string, schema: S, value: unknown): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  throw new InvalidConfigError(what, flattenIssues(result.error.issues));
+}

@@ -1,0 +1,158 @@
+/**
+ * Test helpers for the instance worker (`workers/instance-worker.ts`) driven directly through a
+ * `WorkerHost`, without a `Runtime`: builds an {@link InstanceBoot}, wires the data port, and
+ * collects the worker's notices (each validated with `noticeSchema`).
+ */
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { pino } from 'pino';
+import type { InstanceBoot, InstanceWorkerApi, Notice } from '../../src/runtime/protocol.js';
+import { noticeSchema } from '../../src/runtime/protocol.js';
+import { WorkerHost, type WorkerHostOptions } from '../../src/worker/host.js';
+import { fixtureUrl, waitFor } from './fixtures.js';
+
+/** URL of the compiled instance worker. */
+export const instanceWorkerUrl = new URL('../../dist/workers/instance-worker.js', import.meta.url);
+/** URL of the compiled built-in loopback channel. */
+export const loopbackUrl = new URL('../../dist/workers/channels/loopback.js', import.meta.url);
+
+/** URL of the compiled test channel `test/fixtures/channels/<name>.ts`. */
+export function channelFixtureUrl(name: string): URL {
+  return fixtureUrl(`channels/${name}`);
+}
+
+/** The notice of kind `T`. */
+export type NoticeOf<T extends Notice['t']> = Extract<Notice, { t: T }>;
+
+/** What a test may override in the boot configuration. */
+export interface BootOverrides {
+  id?: string;
+  name?: string;
+  channelType?: string;
+  channel?: string | URL;
+  settings?: Record<string, unknown>;
+  credentials?: Record<string, unknown>;
+  reconnect?: Partial<InstanceBoot['reconnect']>;
+  probeIntervalMs?: number;
+  timeouts?: Partial<InstanceBoot['timeouts']>;
+  pollIdleMs?: number;
+}
+
+/** A running instance worker and what it has posted so far. */
+export interface InstanceHarness {
+  readonly host: WorkerHost<InstanceWorkerApi>;
+  /** Valid notices, in arrival order. */
+  readonly notices: Notice[];
+  /** Messages that failed `noticeSchema` (should stay empty). */
+  readonly invalid: unknown[];
+  /** The main side's end of the data channel. */
+  readonly port: MessagePort;
+  /** Resolves with the first notice of kind `t` (from index `from` on) matching `pred`. */
+  waitForNotice<T extends Notice['t']>(
+    t: T,
+    pred?: (n: NoticeOf<T>) => boolean,
+    opts?: { timeoutMs?: number; from?: number },
+  ): Promise<NoticeOf<T>>;
+  /** Brutal kill (if still running) and port cleanup. Idempotent. */
+  dispose(): Promise<void>;
+}
+
+const quiet = pino({ level: 'silent' });
+
+/** Every harness started and not yet disposed (for `afterEach` cleanup). */
+export const harnesses = new Set<InstanceHarness>();
+
+/** Builds a boot configuration with fast test defaults (no `data` port yet). */
+export function bootConfig(o: BootOverrides = {}): Omit<InstanceBoot, 'data'> {
+  return {
+    instance: {
+      id: o.id ?? 'i1',
+      name: o.name ?? 'test instance',
+      channelType: o.channelType ?? 'loopback',
+      settings: o.settings ?? {},
+      credentials: o.credentials ?? {},
+    },
+    channel: String(o.channel ?? loopbackUrl),
+    reconnect: { maxAttempts: 5, baseMs: 10, maxMs: 50, jitter: 0.2, ...o.reconnect },
+    probe: { intervalMs: o.probeIntervalMs ?? 0 },
+    timeouts: { connectMs: 2000, disconnectMs: 1000, sendMs: 2000, pollMs: 2000, probeMs: 1000, ...o.timeouts },
+    pollIdleMs: o.pollIdleMs ?? 5,
+  };
+}
+
+/**
+ * Spawns the instance worker with `overrides`, and (unless `start: false`) calls `start`.
+ * `host` options are passed to `WorkerHost.start` (heartbeat, resourceLimits, …).
+ */
+export async function startInstanceWorker(
+  overrides: BootOverrides = {},
+  options: { host?: Partial<WorkerHostOptions>; start?: boolean } = {},
+): Promise<InstanceHarness> {
+  const { port1, port2 } = new MessageChannel();
+  const notices: Notice[] = [];
+  const invalid: unknown[] = [];
+  port1.on('message', (message: unknown) => {
+    const parsed = noticeSchema.safeParse(message);
+    if (parsed.success) notices.push(parsed.data);
+    else invalid.push(message);
+  });
+  const boot: InstanceBoot = { ...bootConfig(overrides), data: port2 };
+  let host: WorkerHost<InstanceWorkerApi>;
+  try {
+    host = await WorkerHost.start<InstanceWorkerApi>({
+      filename: instanceWorkerUrl,
+      workerData: boot,
+      transferList: [port2],
+      logger: quiet,
+      heartbeat: { intervalMs: 200, maxMissed: 5 },
+      ...options.host,
+    });
+  } catch (err) {
+    port1.close();
+    throw err;
+  }
+  let disposed = false;
+  const harness: InstanceHarness = {
+    host,
+    notices,
+    invalid,
+    port: port1,
+    async waitForNotice<T extends Notice['t']>(
+      t: T,
+      pred: (n: NoticeOf<T>) => boolean = () => true,
+      { timeoutMs = 10_000, from = 0 }: { timeoutMs?: number; from?: number } = {},
+    ): Promise<NoticeOf<T>> {
+      let found: NoticeOf<T> | undefined;
+      await waitFor(() => {
+        found = notices.slice(from).find((n): n is NoticeOf<T> => n.t === t && pred(n as NoticeOf<T>));
+        return found !== undefined;
+      }, timeoutMs);
+      return found as NoticeOf<T>;
+    },
+    async dispose() {
+      if (disposed) return;
+      disposed = true;
+      harnesses.delete(harness);
+      await host.shutdown('brutal_kill');
+      port1.close();
+    },
+  };
+  harnesses.add(harness);
+  if (options.start !== false) await host.call('start');
+  return harness;
+}
+
+/** The lifecycle notices (`status`, `reconnect`, `fatal`) as short strings, e.g. `reconnect:failed:0:recoverable`. */
+export function lifecycle(notices: readonly Notice[]): string[] {
+  const out: string[] = [];
+  for (const n of notices) {
+    if (n.t === 'status') out.push(`status:${n.status}`);
+    else if (n.t === 'reconnect') out.push(`reconnect:${n.phase}:${n.attempt}${n.class ? `:${n.class}` : ''}`);
+    else if (n.t === 'fatal') out.push(`fatal:${n.code ?? ''}`);
+  }
+  return out;
+}
+
+/** Every message of every `inbound` notice, in order. */
+export function inboundMessages(notices: readonly Notice[]): unknown[] {
+  return notices.flatMap((n) => (n.t === 'inbound' ? n.messages : []));
+}

@@ -1,0 +1,345 @@
+/**
+ * The built-in `loopback` channel: an in-memory platform for tests, benchmarks and the demo. It
+ * talks to nothing; every behaviour is driven by the instance's `settings`, so failures, hangs and
+ * crashes can be staged on purpose. Its state (counters, sequence numbers, a pending fault) lives
+ * at module level: one instance per worker, and a restarted worker starts from zero.
+ *
+ * Settings (all optional; unknown keys are ignored, a known key of the wrong type fails `connect`
+ * with a fatal `ChannelError`, channel code `invalid_config`, naming the setting):
+ *
+ * | setting | default | effect |
+ * |---|---|---|
+ * | `latencyMs` | `0` | Delay of every `connect` and `send` (aborted by `ctx.signal`). |
+ * | `connectFailures` | `0` | The first N connects of this worker fail recoverable (`ECONNREFUSED`). |
+ * | `fatalConnect` | `false` | Every connect fails fatal, like rejected credentials (`ChannelError` class `fatal`, code `unauthorized`, HTTP 401). |
+ * | `requireToken` | none | Connect fails fatal (code `invalid_token`, HTTP 401) unless `credentials.token` equals it. The error never contains either token. |
+ * | `sendFailures` | `0` | The first N sends of this worker fail recoverable (code `temporary_unavailable`, HTTP 503). |
+ * | `inbound` | none | `{ ratePerSec, rooms?, batch?, limit? }`: `poll` returns generated messages `{ id, room, text, seq }` at `ratePerSec` (`Infinity`: a full batch on every poll), spread over `rooms` (a count, default 1, or a list of names), at most `batch` (default 100) per poll and `limit` (default unbounded) per worker. `seq` increases by one per message, across reconnects. |
+ * | `echo` | `false` | Every sent message comes back on the next poll as `{ id, room, text, seq, echo: message }`. |
+ * | `probe` | `'ok'` | What `probe` does: `ok`, `degraded` (returns degraded), `failed` (returns failed: a recoverable probe failure), `fatal` (throws a fatal error), `hang` (never settles). |
+ * | `hangOn` | none | `connect`, `disconnect`, `send`, `poll` or `probe`: that callback never settles (to exercise timeout budgets). |
+ * | `faults` | `false` | When true, `send({ fault })` injects a fault once the send has returned (not when the message is a redelivery, so a fault kills one worker, not each one the message is redelivered to): `crash` (uncaught throw on the next turn), `exit` (`process.exit(3)`), `hang` (busy loop forever), `oom` (allocates without bound), `disconnect` (the next poll throws `ECONNRESET`, recoverable), `fatal` (the next poll throws a fatal error). |
+ *
+ * `connect` returns `{ loopback: true, connects }`; `send` resolves with `{ externalId: 'lb-<n>' }`.
+ * The channel logs `loopback connected` / `loopback disconnected` (level `info`) through
+ * `ctx.logger`, so tests can see that the runtime called them.
+ *
+ * @packageDocumentation
+ */
+import { performance } from 'node:perf_hooks';
+import { defineChannel, type ChannelContext } from '../../src/channel.js';
+import { ChannelError } from '../../src/errors.js';
+
+/** The `inbound` setting of the loopback channel. */
+export interface LoopbackInbound {
+  /** Messages per second (`Infinity`: a full batch on every poll). */
+  ratePerSec: number;
+  /** A number of rooms (named `room-0` …) or the room names. Default 1. */
+  rooms?: number | string[];
+  /** At most this many messages per poll. Default 100. */
+  batch?: number;
+  /** At most this many messages per worker in total. Default unbounded. */
+  limit?: number;
+}
+
+/** A callback of the loopback channel that can be made to hang. */
+export type LoopbackHangOn = 'connect' | 'disconnect' | 'send' | 'poll' | 'probe';
+
+/** The loopback channel's settings; see the table at the top of the module. */
+export interface LoopbackSettings {
+  /** Delay of every connect and send, ms (default 0). */
+  latencyMs?: number;
+  /** The first N connects of the worker fail recoverable (default 0). */
+  connectFailures?: number;
+  /** Every connect fails fatal, like rejected credentials. */
+  fatalConnect?: boolean;
+  /** Connect fails fatal unless `credentials.token` equals this. */
+  requireToken?: string;
+  /** The first N sends of the worker fail recoverable (default 0). */
+  sendFailures?: number;
+  /** Generated inbound traffic for `poll`. */
+  inbound?: LoopbackInbound;
+  /** Sent messages come back on the next poll. */
+  echo?: boolean;
+  /** What `probe` does (default `ok`). */
+  probe?: 'ok' | 'degraded' | 'failed' | 'fatal' | 'hang';
+  /** A callback that never settles. */
+  hangOn?: LoopbackHangOn;
+  /** Lets `send({ fault })` inject faults. */
+  faults?: boolean;
+}
+
+/** A fault `send({ fault })` can inject when `faults` is on. */
+export type LoopbackFault = 'crash' | 'exit' | 'hang' | 'oom' | 'disconnect' | 'fatal';
+
+/** One generated inbound message. */
+export interface LoopbackMessage {
+  id: string;
+  room: string;
+  text: string;
+  seq: number;
+  /** The sent message, for messages that came back through `echo`. */
+  echo?: unknown;
+}
+
+/** What `send` resolves with. */
+export interface LoopbackReceipt {
+  externalId: string;
+}
+
+const FAULTS: readonly string[] = ['crash', 'exit', 'hang', 'oom', 'disconnect', 'fatal'];
+const PROBES: readonly string[] = ['ok', 'degraded', 'failed', 'fatal', 'hang'];
+const HANGS: readonly string[] = ['connect', 'disconnect', 'send', 'poll', 'probe'];
+
+interface Resolved {
+  latencyMs: number;
+  connectFailures: number;
+  fatalConnect: boolean;
+  requireToken: string | undefined;
+  sendFailures: number;
+  inbound: { ratePerSec: number; rooms: string[]; batch: number; limit: number } | undefined;
+  echo: boolean;
+  probe: string;
+  hangOn: string | undefined;
+  faults: boolean;
+}
+
+// ---- per-worker state ----------------------------------------------------------------------------
+let connects = 0;
+let sends = 0;
+let seq = 0;
+let generated = 0;
+let generatedThisConnection = 0;
+let connectedAt = 0;
+let pendingFault: 'disconnect' | 'fatal' | undefined;
+const echoes: LoopbackMessage[] = [];
+let cache: { source: unknown; settings: Resolved } | undefined;
+let spins = 0;
+
+function invalid(path: string, expected: string): ChannelError {
+  return new ChannelError(`loopback: setting ${path} must be ${expected}`, { class: 'fatal', code: 'invalid_config' });
+}
+
+function count(raw: Record<string, unknown>, key: string, fallback: number): number {
+  const v = raw[key];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !(v >= 0)) throw invalid(key, 'a number >= 0');
+  return v;
+}
+
+function flag(raw: Record<string, unknown>, key: string): boolean {
+  const v = raw[key];
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw invalid(key, 'a boolean');
+  return v;
+}
+
+function oneOf(raw: Record<string, unknown>, key: string, allowed: readonly string[]): string | undefined {
+  const v = raw[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !allowed.includes(v)) throw invalid(key, `one of ${allowed.join(', ')}`);
+  return v;
+}
+
+function resolveInbound(v: unknown): Resolved['inbound'] {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null) throw invalid('inbound', 'an object');
+  const raw = v as Record<string, unknown>;
+  const ratePerSec = count(raw, 'ratePerSec', 0);
+  const batch = count(raw, 'batch', 100);
+  const limit = count(raw, 'limit', Number.POSITIVE_INFINITY);
+  let rooms: string[];
+  if (raw.rooms === undefined) rooms = ['room-0'];
+  else if (typeof raw.rooms === 'number' && Number.isInteger(raw.rooms) && raw.rooms >= 1) {
+    rooms = Array.from({ length: raw.rooms }, (_, i) => `room-${i}`);
+  } else if (Array.isArray(raw.rooms) && raw.rooms.length > 0 && raw.rooms.every((r) => typeof r === 'string')) {
+    rooms = raw.rooms as string[];
+  } else throw invalid('inbound.rooms', 'an integer >= 1 or a non-empty list of names');
+  return { ratePerSec, rooms, batch: Math.floor(batch), limit };
+}
+
+/** The resolved settings, parsed once per settings object. */
+function settingsOf(ctx: ChannelContext): Resolved {
+  const source = ctx.instance.settings;
+  if (cache?.source === source) return cache.settings;
+  const raw = (typeof source === 'object' && source !== null ? source : {}) as Record<string, unknown>;
+  if (raw.requireToken !== undefined && typeof raw.requireToken !== 'string') throw invalid('requireToken', 'a string');
+  const settings: Resolved = {
+    latencyMs: count(raw, 'latencyMs', 0),
+    connectFailures: count(raw, 'connectFailures', 0),
+    fatalConnect: flag(raw, 'fatalConnect'),
+    requireToken: raw.requireToken as string | undefined,
+    sendFailures: count(raw, 'sendFailures', 0),
+    inbound: resolveInbound(raw.inbound),
+    echo: flag(raw, 'echo'),
+    probe: oneOf(raw, 'probe', PROBES) ?? 'ok',
+    hangOn: oneOf(raw, 'hangOn', HANGS),
+    faults: flag(raw, 'faults'),
+  };
+  cache = { source, settings };
+  return settings;
+}
+
+const never = (): Promise<never> => new Promise<never>(() => undefined);
+
+/** Waits `ms` (nothing when 0); rejects with the signal's reason once it aborts. */
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  if (ms <= 0) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason as Error);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function networkError(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+function inject(fault: LoopbackFault): void {
+  switch (fault) {
+    case 'disconnect':
+    case 'fatal':
+      pendingFault = fault;
+      return;
+    case 'crash':
+      setImmediate(() => {
+        throw new Error('loopback: injected crash');
+      });
+      return;
+    case 'exit':
+      setImmediate(() => process.exit(3));
+      return;
+    case 'hang':
+      setImmediate(() => {
+        for (;;) spins++;
+      });
+      return;
+    case 'oom':
+      setImmediate(() => {
+        const hoard: number[][] = [];
+        for (;;) hoard.push(new Array<number>(100_000).fill(spins++));
+      });
+      return;
+  }
+}
+
+function generate(s: NonNullable<Resolved['inbound']>): LoopbackMessage[] {
+  if (!(s.ratePerSec > 0) || generated >= s.limit) return [];
+  const due =
+    s.ratePerSec === Number.POSITIVE_INFINITY
+      ? s.batch
+      : Math.floor(((performance.now() - connectedAt) * s.ratePerSec) / 1000) - generatedThisConnection;
+  const n = Math.min(due, s.batch, s.limit - generated);
+  const out: LoopbackMessage[] = [];
+  for (let i = 0; i < n; i++) {
+    seq++;
+    const room = s.rooms[(seq - 1) % s.rooms.length] as string;
+    out.push({ id: `in-${seq}`, room, text: `message ${seq}`, seq });
+  }
+  generated += out.length;
+  generatedThisConnection += out.length;
+  return out;
+}
+
+/** The loopback channel (`type: 'loopback'`). */
+export default defineChannel<unknown, LoopbackReceipt>({
+  type: 'loopback',
+
+  async connect(ctx) {
+    const s = settingsOf(ctx);
+    if (s.hangOn === 'connect') return never();
+    await delay(s.latencyMs, ctx.signal);
+    connects++;
+    if (s.fatalConnect) {
+      throw Object.assign(new ChannelError('loopback: credentials rejected (HTTP 401)', { class: 'fatal', code: 'unauthorized' }), {
+        status: 401,
+      });
+    }
+    if (s.requireToken !== undefined && ctx.instance.credentials.token !== s.requireToken) {
+      // Neither the expected nor the given token goes into the message.
+      throw Object.assign(new ChannelError('loopback: invalid token (HTTP 401)', { class: 'fatal', code: 'invalid_token' }), {
+        status: 401,
+      });
+    }
+    if (connects <= s.connectFailures) {
+      throw networkError(`loopback: connection refused (simulated failure ${connects} of ${s.connectFailures})`, 'ECONNREFUSED');
+    }
+    // Resume after the last message the runtime handled (its cursor survives worker restarts).
+    if (typeof ctx.cursor === 'number' && ctx.cursor > seq) seq = ctx.cursor;
+    connectedAt = performance.now();
+    generatedThisConnection = 0;
+    ctx.logger.info('loopback connected', { connects });
+    return { loopback: true, connects };
+  },
+
+  async disconnect(ctx) {
+    const s = settingsOf(ctx);
+    if (s.hangOn === 'disconnect') return never();
+    ctx.logger.info('loopback disconnected');
+  },
+
+  async send(ctx, message, info) {
+    const s = settingsOf(ctx);
+    if (s.hangOn === 'send') return never();
+    if (s.latencyMs > 0) await delay(s.latencyMs, ctx.signal);
+    sends++;
+    if (sends <= s.sendFailures) {
+      throw Object.assign(networkError(`loopback: send failed (simulated failure ${sends} of ${s.sendFailures})`, 'temporary_unavailable'), {
+        status: 503,
+      });
+    }
+    const externalId = `lb-${sends}`;
+    const fault = typeof message === 'object' && message !== null ? (message as { fault?: unknown }).fault : undefined;
+    // A fault fires on first delivery only: redelivered after the worker it killed, it goes through.
+    if (s.faults && typeof fault === 'string' && FAULTS.includes(fault) && !info?.redelivery) inject(fault as LoopbackFault);
+    if (s.echo) {
+      const m = (typeof message === 'object' && message !== null ? message : {}) as { room?: unknown; text?: unknown };
+      seq++;
+      echoes.push({
+        id: `echo-${externalId}`,
+        room: typeof m.room === 'string' ? m.room : 'echo',
+        text: typeof m.text === 'string' ? m.text : typeof message === 'string' ? message : '',
+        seq,
+        echo: message,
+      });
+    }
+    return { externalId };
+  },
+
+  async poll(ctx) {
+    const s = settingsOf(ctx);
+    if (s.hangOn === 'poll') return never();
+    const fault = pendingFault;
+    pendingFault = undefined;
+    if (fault === 'disconnect') throw networkError('loopback: connection reset (injected)', 'ECONNRESET');
+    if (fault === 'fatal') {
+      throw new ChannelError('loopback: credentials revoked (injected)', { class: 'fatal', code: 'unauthorized' });
+    }
+    const out: LoopbackMessage[] = echoes.splice(0, echoes.length);
+    if (s.inbound) out.push(...generate(s.inbound));
+    return { messages: out, cursor: seq };
+  },
+
+  async probe(ctx) {
+    const s = settingsOf(ctx);
+    if (s.hangOn === 'probe' || s.probe === 'hang') return never();
+    switch (s.probe) {
+      case 'degraded':
+        return { outcome: 'degraded', reason: 'loopback: degraded (simulated)' };
+      case 'failed':
+        return { outcome: 'failed', reason: 'loopback: probe failed (simulated)' };
+      case 'fatal':
+        throw new ChannelError('loopback: credentials revoked (simulated probe)', { class: 'fatal', code: 'unauthorized' });
+      default:
+        return 'ok';
+    }
+  },
+});

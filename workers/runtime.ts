@@ -1,0 +1,135 @@
+/**
+ * The worker side of threadvisor, imported by worker scripts as `threadvisor/worker`.
+ *
+ * ```ts
+ * import { serve, workerData } from 'threadvisor/worker';
+ * serve({ echo: (x: string) => x }, { onStop: async () => flush() });
+ * ```
+ *
+ * `serve()` exposes the API to the main thread's `WorkerHost` over comlink, answers heartbeat pings
+ * on a dedicated port, and reports ready. This module loads no validation library, so it adds
+ * little to a worker's start-up time.
+ *
+ * @packageDocumentation
+ */
+import { getHeapStatistics } from 'node:v8';
+import { performance } from 'node:perf_hooks';
+import { MessagePort, isMainThread, workerData as rawWorkerData } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import { AlreadyStartedError, InvalidConfigError } from '../src/errors.js';
+import {
+  PROTOCOL_VERSION,
+  nodeEndpoint,
+  type BootstrapData,
+  type ControlRoot,
+  type PongMessage,
+  type ReadyMessage,
+} from '../src/worker/protocol.js';
+
+function readBootstrap(): BootstrapData | undefined {
+  if (isMainThread) return undefined;
+  const raw: unknown = rawWorkerData;
+  if (typeof raw !== 'object' || raw === null || !('threadvisor' in raw)) return undefined;
+  const boot: unknown = raw.threadvisor;
+  if (typeof boot !== 'object' || boot === null) return undefined;
+  const { control, heartbeat, version } = boot as Partial<Record<keyof BootstrapData, unknown>>;
+  if (!(control instanceof MessagePort) || !(heartbeat instanceof MessagePort) || typeof version !== 'number') {
+    return undefined;
+  }
+  return { control, heartbeat, version };
+}
+
+const bootstrap = readBootstrap();
+
+/**
+ * The `workerData` the user passed to `WorkerHost.start` (for a thread not started by threadvisor:
+ * Node's own `workerData`). Validate it before use: it crossed a thread boundary.
+ */
+export const workerData: unknown = bootstrap ? (rawWorkerData as { data: unknown }).data : rawWorkerData;
+
+/** True when this thread was started by a threadvisor `WorkerHost` (so `serve()` can be called). */
+export function isSupervised(): boolean {
+  return bootstrap !== undefined;
+}
+
+/** Options of {@link serve}. */
+export interface ServeOptions {
+  /**
+   * Runs when the supervisor asks for a graceful stop, before the thread exits (code 0, or 1 when
+   * the hook throws; its error is reported to the main thread's log). The supervisor terminates the
+   * thread anyway once the child's shutdown budget has passed.
+   */
+  onStop?: () => void | Promise<void>;
+}
+
+let serving = false;
+
+function isPing(message: unknown): message is { type: 'ping'; seq: number } {
+  return (
+    typeof message === 'object' &&
+    message !== null &&
+    (message as { type?: unknown }).type === 'ping' &&
+    typeof (message as { seq?: unknown }).seq === 'number'
+  );
+}
+
+/**
+ * Serves `api` to the main thread and reports ready. Call it once, after the worker's own setup.
+ * Methods may be sync or async; their results and errors cross the boundary by structured clone.
+ * From then on the thread stays alive until the supervisor stops it (or it dies).
+ *
+ * @throws {@link InvalidConfigError} when the thread was not started by a `WorkerHost`, or `api` is not an object.
+ * @throws {@link AlreadyStartedError} when called a second time.
+ */
+export function serve<API extends object>(api: API, opts: ServeOptions = {}): void {
+  if (!bootstrap) {
+    throw new InvalidConfigError('serve()', [
+      { path: 'workerData.threadvisor', message: 'this thread was not started by a threadvisor WorkerHost' },
+    ]);
+  }
+  if ((typeof api !== 'object' && typeof api !== 'function') || api === null) {
+    throw new InvalidConfigError('serve()', [{ path: 'api', message: 'expected an object' }]);
+  }
+  if (serving) throw new AlreadyStartedError('serve()');
+  serving = true;
+  const { heartbeat, control } = bootstrap;
+
+  // Heartbeats have their own port and listener: a flood of control traffic cannot starve them.
+  let lastElu = performance.eventLoopUtilization();
+  heartbeat.on('message', (message: unknown) => {
+    if (!isPing(message)) return;
+    const now = performance.eventLoopUtilization();
+    const utilization = performance.eventLoopUtilization(now, lastElu).utilization;
+    lastElu = now;
+    const pong: PongMessage = {
+      type: 'pong',
+      seq: message.seq,
+      elu: Number.isFinite(utilization) ? Math.min(1, Math.max(0, utilization)) : 0,
+      heapUsed: getHeapStatistics().used_heap_size,
+    };
+    heartbeat.postMessage(pong);
+  });
+
+  let stopping: Promise<void> | undefined;
+  const stop = async (): Promise<void> => {
+    let code = 0;
+    try {
+      await opts.onStop?.();
+    } catch (err) {
+      code = 1;
+      throw err;
+    } finally {
+      // Exit after the reply (or the hook's error) has been posted back.
+      setImmediate(() => process.exit(code));
+    }
+  };
+  const root: ControlRoot<API> = {
+    api,
+    control: {
+      stop: () => (stopping ??= stop()),
+    },
+  };
+  Comlink.expose(root, nodeEndpoint(control));
+  const ready: ReadyMessage = { type: 'ready', version: PROTOCOL_VERSION };
+  heartbeat.postMessage(ready);
+}
