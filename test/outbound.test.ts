@@ -303,6 +303,34 @@ describe('OutboundQueue: capacity', { timeout: 10_000 }, () => {
 });
 
 describe('OutboundQueue: retries and failures', { timeout: 10_000 }, () => {
+  it('a retry timer that fires before the clock reaches the retry time is armed again, never lost', async () => {
+    // libuv dates a timer from the loop's cached time, which lags the clock under load: the
+    // timer can fire while `now` is still short of the retry time. The queue must wait again.
+    vi.useFakeTimers();
+    let clock = 0;
+    const onReady = vi.fn();
+    const q = makeQueue({ retry: { maxAttempts: 3, initialDelayMs: 10, maxDelayMs: 10, jitter: 0 }, onReady, now: () => clock });
+    const p = track(q.enqueue({ n: 1 }));
+    await flush();
+    const b1 = q.take(1);
+    onReady.mockClear();
+    q.ack([fail(b1.seqs[0] as number, 'recoverable')]); // due at clock 10
+    clock = 6; // the timer fires while the clock is 4 ms short
+    await vi.advanceTimersByTimeAsync(10);
+    await flush();
+    expect(onReady).not.toHaveBeenCalled();
+    expect(vi.getTimerCount()).toBe(1); // armed again for the rest
+    clock = 10;
+    await vi.advanceTimersByTimeAsync(4);
+    await flush();
+    expect(onReady).toHaveBeenCalledTimes(1);
+    const b2 = q.take(1);
+    expect(b2.attempts).toEqual([2]);
+    q.ack(okAll(b2));
+    await flush();
+    expect(p.state).toBe('resolved');
+  });
+
   it('retries a recoverable failure after a jittered backoff, the head blocking what is behind it, then gives up at maxAttempts', async () => {
     vi.useFakeTimers();
     const retry = { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 1000, jitter: 0.2 };

@@ -1159,7 +1159,19 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   readonly #fireReady = (): void => {
     this.#readyScheduled = false;
-    if (!this.#closed && this.ready) this.onReady?.();
+    if (this.#closed) return;
+    // A retry timer can fire before the clock reaches the head's retry time (libuv dates timers
+    // from the loop's cached time, which lags under load): wait again for the rest, or the
+    // head would wait for a wake-up that never comes.
+    const head = this.#queue.peek();
+    if (head !== undefined && head.notBefore !== 0) {
+      const now = this.#now();
+      if (head.notBefore > now) {
+        this.#armTimer(head.notBefore, now);
+        return;
+      }
+    }
+    if (this.ready) this.onReady?.();
   };
 
   #armTimer(at: number, now: number): void {
