@@ -297,6 +297,29 @@ describe('WorkerHost: death classification', { timeout: 20_000 }, () => {
     }
   });
 
+  it('a stalled supervising thread does not mistake a healthy worker for a hung one', async () => {
+    const host = await start({ mode: 'serve' }, { heartbeat: { intervalMs: 50, maxMissed: 3 } });
+    await waitFor(() => host.stats().pongs >= 2);
+    // This thread blocks for 4 deadlines: no pings go out, no pongs are read.
+    const until = performance.now() + 600;
+    while (performance.now() < until);
+    await waitFor(() => host.stats().supervisorStalls >= 1);
+    const pongs = host.stats().pongs;
+    await waitFor(() => host.stats().pongs > pongs + 2);
+    expect(host.state).toBe('up');
+    expect(await host.call('echo', 'alive')).toBe('alive');
+  });
+
+  it('a hung worker is still detected when the supervising thread stalls too', async () => {
+    const host = await start({ mode: 'hang_after', ms: 100 }, { heartbeat: { intervalMs: 50, maxMissed: 3 } });
+    await new Promise((r) => setTimeout(r, 150)); // the worker is now in its busy loop
+    const until = performance.now() + 600;
+    while (performance.now() < until);
+    const exit = await host.exited;
+    expect(exit).toMatchObject({ class: 'hang', reason: 'heartbeat_timeout' });
+    expect(host.stats().supervisorStalls).toBe(1);
+  });
+
   it('rejects an in-flight call promptly with WorkerExitedError when the worker dies', async () => {
     const host = await start({ mode: 'serve' });
     const inFlight = host.callWithTimeout(60_000, 'slow', 30_000);

@@ -118,6 +118,11 @@ export interface WorkerHostStats {
   readonly pongs: number;
   /** Heartbeat ticks that found the previous ping unanswered (all time). */
   readonly missedBeats: number;
+  /**
+   * Times the watchdog fired more than an interval late because this (supervising) thread was
+   * stalled, and gave the worker one more interval instead of judging it on stale silence.
+   */
+  readonly supervisorStalls: number;
   /** Messages from the worker that failed their schema (logged, counted, otherwise ignored). */
   readonly malformedMessages: number;
   /** Calls issued. */
@@ -272,6 +277,13 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   #heartbeatTimer: NodeJS.Timeout | undefined;
   /** Fires when no pong has arrived for `maxMissed × intervalMs`; refreshed by every pong. */
   #watchdog: NodeJS.Timeout | undefined;
+  /** When the watchdog is due (performance.now()), and its current duration. */
+  #watchdogDue = 0;
+  #watchdogMs = 0;
+  /** A stalled main thread already gave the worker one more interval (reset by a pong). */
+  #graced = false;
+  /** Set between the watchdog firing and its verdict (see {@link WorkerHost.#onWatchdog}). */
+  #verdict: NodeJS.Immediate | undefined;
   readonly #pending = new Set<PendingCall>();
 
   #seq = 0;
@@ -284,6 +296,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
 
   #pings = 0;
   #pongs = 0;
+  #stalls = 0;
   #missedTotal = 0;
   #malformed = 0;
   #calls = 0;
@@ -418,12 +431,13 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       pings: this.#pings,
       pongs: this.#pongs,
       missedBeats: this.#missedTotal,
+      supervisorStalls: this.#stalls,
       malformedMessages: this.#malformed,
       calls: this.#calls,
       callTimeouts: this.#callTimeouts,
       callsRejectedOnExit: this.#rejectedOnExit,
       pendingCalls: this.#pending.size,
-      timers: this.#timers.size + (this.#heartbeatTimer ? 1 : 0) + (this.#watchdog ? 1 : 0),
+      timers: this.#timers.size + (this.#heartbeatTimer ? 1 : 0) + (this.#watchdog ? 1 : 0) + (this.#verdict ? 1 : 0),
     };
   }
 
@@ -582,8 +596,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       this.#heartbeatTimer.unref();
       // Hang = no sign of life for maxMissed intervals, measured from the last pong (not from
       // the next tick), so detection takes at most maxMissed × intervalMs after the loop blocks.
-      this.#watchdog = setTimeout(() => this.#onWatchdog(), this.#maxMissed * this.#intervalMs);
-      this.#watchdog.unref();
+      this.#armWatchdog();
     }
     this.#log.debug('worker ready');
     this.#resolveReady();
@@ -595,6 +608,10 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       if (this.#missed < this.#maxMissed) this.#countMissed();
       return;
     }
+    this.#ping();
+  }
+
+  #ping(): void {
     this.#seq++;
     this.#pings++;
     this.#lastPingAt = performance.now();
@@ -616,9 +633,44 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     }));
   }
 
+  /** (Re)arms the watchdog: `ms` from now, by default the full `maxMissed × intervalMs`. */
+  #armWatchdog(ms = this.#maxMissed * this.#intervalMs): void {
+    this.#watchdogDue = performance.now() + ms;
+    if (this.#watchdog !== undefined && ms === this.#watchdogMs) {
+      this.#watchdog.refresh();
+      return;
+    }
+    if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
+    this.#watchdogMs = ms;
+    this.#watchdog = setTimeout(() => this.#onWatchdog(), ms);
+    this.#watchdog.unref();
+  }
+
   #onWatchdog(): void {
     this.#watchdog = undefined;
     if (this.#state !== 'up' || this.#dying) return;
+    if (!this.#graced && performance.now() - this.#watchdogDue > this.#intervalMs) {
+      // This thread ran more than an interval late (a long synchronous task, a GC pause): it
+      // could neither ping nor read pongs meanwhile, so the silence proves nothing. Ping now and
+      // give the worker one more interval to answer.
+      this.#graced = true;
+      this.#stalls++;
+      this.#log.debug({ lateMs: Math.round(performance.now() - this.#watchdogDue) }, 'supervising thread stalled; pinging the worker again before judging it');
+      this.#ping();
+      this.#armWatchdog(this.#intervalMs);
+      return;
+    }
+    // Pongs may wait in the port (timers run before I/O in a loop turn): the verdict waits one
+    // turn, after the port is read.
+    const pongs = this.#pongs;
+    this.#verdict = setImmediate(() => {
+      this.#verdict = undefined;
+      if (this.#state !== 'up' || this.#dying || this.#pongs !== pongs) return;
+      this.#onHang();
+    });
+  }
+
+  #onHang(): void {
     // No pong for maxMissed intervals: the ticks may lag the watchdog by part of an interval,
     // so the count is brought up to maxMissed here.
     while (this.#missed < this.#maxMissed) this.#countMissed();
@@ -639,7 +691,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     this.#pongs++;
     this.#answeredSeq = Math.max(this.#answeredSeq, msg.seq);
     this.#missed = 0;
-    this.#watchdog?.refresh();
+    this.#graced = false;
+    if (this.#heartbeatTimer !== undefined) this.#armWatchdog();
     this.#lastPongAt = Date.now();
     this.#elu = msg.elu;
     this.#heapUsed = msg.heapUsed;
@@ -664,6 +717,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     this.#heartbeatTimer = undefined;
     if (this.#watchdog) clearTimeout(this.#watchdog);
     this.#watchdog = undefined;
+    if (this.#verdict) clearImmediate(this.#verdict);
+    this.#verdict = undefined;
   }
 
   // ---- death ------------------------------------------------------------------------------------
