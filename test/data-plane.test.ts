@@ -72,6 +72,25 @@ describe('data plane', { timeout: 90_000 }, () => {
     expect(lines.length).toBeGreaterThanOrEqual(all.length);
   });
 
+  it('a send past its budget fails, the rest are handed back and delivered in order; its late settling is ignored', async () => {
+    const sinkFile = join(tmp, 'sink-stall.log');
+    const rt = await start({ timeouts: { sendMs: 150 }, delivery: { maxAttempts: 3, initialDelayMs: 10, maxDelayMs: 10, jitter: 0 } });
+    const retries: unknown[] = [];
+    rt.on('delivery:retry', (e: unknown) => retries.push(e));
+    const server = await rt.startInstance({ name: 'stall', channelType: 'sink', channel: fixtureUrl('runtime-sink'), settings: { sinkFile, idempotent: true } });
+    await waitFor(() => server.currentStatus === 'connected');
+    const all = keys(40);
+    const receipts = await Promise.all(all.map((key, i) => rt.send(server.instanceId, i === 5 ? { key, stallMs: 600 } : { key })));
+    expect(receipts).toEqual(all.map((key) => ({ externalId: `sink-${key}` })));
+    expect(retries).toEqual([expect.objectContaining({ attempt: 1, code: 'timeout', class: 'recoverable' })]);
+    await new Promise((r) => setTimeout(r, 700)); // the stalled first try settles now, in the channel
+    expect(sinkLines(sinkFile)).toEqual(all); // in order, once: the retry wrote it, the late try was a duplicate
+    const health = await rt.health(server.instanceId);
+    expect(health.delivery).toMatchObject({ delivered: 40, retried: 1, staleAcks: 0 });
+    expect(health.worker).toMatchObject({ state: 'up' });
+    expect(await rt.send(server.instanceId, { key: 'after' })).toEqual({ externalId: 'sink-after' });
+  });
+
   it('a full queue rejects with queue_full; waiting with an aborted signal rejects with aborted; pressure rises and falls', async () => {
     const rt = await start({ reconnect: { maxAttempts: 1000, baseMs: 20, maxMs: 20, jitter: 0 } });
     const levels: string[] = [];

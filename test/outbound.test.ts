@@ -302,6 +302,46 @@ describe('OutboundQueue: capacity', { timeout: 10_000 }, () => {
   });
 });
 
+describe('OutboundQueue: runs of successes', { timeout: 10_000 }, () => {
+  it('ackRun settles consecutive seqs with their receipts, counts seqs in flight nowhere as stale', async () => {
+    const q = makeQueue();
+    const events = record(q, ['delivery:delivered']);
+    const ps = [0, 1, 2, 3].map((n) => track(q.enqueue({ n })));
+    const b = q.take(4);
+    expect(b.seqs).toEqual([b.seqs[0], (b.seqs[0] as number) + 1, (b.seqs[0] as number) + 2, (b.seqs[0] as number) + 3]);
+    q.ackRun(b.seqs[1] as number, ['r1', 'r2']); // the middle of the batch first: any order
+    q.ackRun(b.seqs[3] as number, ['r3', 'extra']); // one beyond what is in flight
+    q.ackRun(b.seqs[0] as number, ['r0']);
+    q.ackRun(b.seqs[0] as number, ['again']); // settled already
+    await flush();
+    expect(ps.map((p) => p.value)).toEqual(['r0', 'r1', 'r2', 'r3']);
+    expect(q).toMatchObject({ inFlight: 0, depth: 0 });
+    expect(q.counters).toMatchObject({ delivered: 4, staleAcks: 2 });
+    expect(events.map((e) => e.seq)).toEqual([b.seqs[1], b.seqs[2], b.seqs[3], b.seqs[0]]);
+    q.close();
+    q.ackRun(0, ['late', 'late']);
+    expect(q.counters.staleAcks).toBe(4);
+  });
+
+  it('a run that settles what a returned message waited for lets it go out again', async () => {
+    const onReady = vi.fn();
+    const q = makeQueue({ onReady, retry: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } });
+    const ps = [0, 1].map((n) => track(q.enqueue({ n })));
+    const b = q.take(2);
+    q.ack([fail(b.seqs[0] as number, 'recoverable')]); // 0 back, due at once
+    onReady.mockClear();
+    expect(q.take(1).length).toBe(0); // 0 waits: 1, accepted after it, is still in flight
+    q.ackRun(b.seqs[1] as number, ['r1']);
+    await flush();
+    expect(onReady).toHaveBeenCalled();
+    const again = q.take(1);
+    expect(ns(again)).toEqual([0]);
+    q.ackRun(again.seqs[0] as number, ['r0']);
+    await flush();
+    expect(ps.map((p) => p.value)).toEqual(['r0', 'r1']);
+  });
+});
+
 describe('OutboundQueue: retries and failures', { timeout: 10_000 }, () => {
   it('a retry timer that fires before the clock reaches the retry time is armed again, never lost', async () => {
     // libuv dates a timer from the loop's cached time, which lags the clock under load: the

@@ -67,12 +67,11 @@
  * message handler, so heartbeats always get through. A batch that cannot be cloned is sent with
  * functions and symbols dropped (and a `warn` log notice).
  *
- * There is no flow control on the data port yet: a channel that produces faster than the main
- * thread can deserialize (e.g. loopback at `ratePerSec: Infinity` with large batches, about a
- * million messages per second) fills the main thread's port queue; Node then drains that backlog
- * in one go, the main thread stalls for hundreds of milliseconds and its heartbeat watchdog can
- * misread the stall as a hung worker. Real platforms deliver far less than that; the data plane
- * (inbound pressure levels) is where a credit window belongs.
+ * Inbound batches are flow-controlled: the runtime acknowledges each batch once `onMessage`
+ * handled it (`inbound_ack`), and the worker keeps at most `inboundWindow` batches unacknowledged,
+ * so a channel that produces faster than the main thread consumes waits in the worker instead
+ * of filling the main thread's port queue. Sends come in batches within the runtime's credit
+ * window (`sendWindow`) and go back as batched acks (see "batched sends" below).
  *
  * @packageDocumentation
  */
@@ -81,7 +80,7 @@ import { MessagePort } from 'node:worker_threads';
 import type { ChannelContext, ChannelDefinition, ChannelLogger, ProbeOutcome, SendInfo } from '../src/channel.js';
 import { TimeoutError, type FailureClass } from '../src/errors.js';
 import { classifyError } from '../src/instance/classify.js';
-import type { InboundAck, InstanceBoot, InstanceWorkerApi, Notice, SendBatch, SendItem, SendResult } from '../src/runtime/protocol.js';
+import type { InboundAck, InstanceBoot, InstanceWorkerApi, Notice, SendBatch, SendResult } from '../src/runtime/protocol.js';
 import type { BackoffPolicy } from '../src/supervisor/backoff.js';
 import { serve, workerData } from './runtime.js';
 import { encodeWorkerError, wireCode } from './worker-error.js';
@@ -710,40 +709,98 @@ function notConnected(): Error {
 
 // ---- batched sends (the data plane) -------------------------------------------------------------
 //
-// The runtime posts batches of sends on the data port; they are delivered one at a time, in order,
-// once the channel is connected (until then they wait here, in flight from the runtime's view:
-// if this thread dies the runtime puts them back at the head of its queue). Results go back as
-// batched acks, flushed once per event-loop turn. The loop yields a turn every few sends so a
-// long batch never starves the heartbeat port.
+// The runtime posts batches of sends on the data port (a `seq` and parallel arrays: no wrapper
+// object per message to clone); they are delivered one at a time, in order, once the channel is
+// connected (until then they wait here, in flight from the runtime's view: if this thread dies
+// the runtime puts them back at the head of its queue). Results go back batched, flushed once
+// per event-loop turn: a run of successes as `{ seq, receipts }`, anything else as `results`.
+// The loop yields a turn every few sends so a long batch never starves the heartbeat port.
+//
+// One watchdog timer, not a timer per send, enforces `sendMs`: it looks at the send in progress
+// and, past its budget, aborts its signal, fails it, hands back what its epoch holds and starts
+// a fresh loop (the old one, stuck awaiting a send that may never settle, is abandoned).
 
-interface HeldSend extends SendItem {
+/** A batch from the runtime, held until every message in it is sent or handed back. */
+interface HeldBatch {
   epoch: number;
+  seq: number;
+  messages: readonly unknown[];
+  attempts: readonly number[] | undefined;
+  keys: readonly (string | null)[] | undefined;
+  redelivered: readonly boolean[] | undefined;
+  /** Index of the next message to send. */
+  next: number;
 }
 
-const sendQueue: HeldSend[] = [];
-let sendHead = 0;
+const held: HeldBatch[] = [];
 let draining = false;
-const ackBuffer: SendResult[] = [];
-let ackScheduled = false;
+/** Bumped when the watchdog abandons a drain loop: the loop of an older generation stops. */
+let drainGen = 0;
 let connectedWaiters: Array<() => void> = [];
+
+/** The send in progress (seq -1: none), judged by {@link onSendTimer}. */
+let curSeq = -1;
+let curEpoch = 0;
+let curStartedAt = 0;
+let sendTimer: NodeJS.Timeout | undefined;
+
+/** The `SendInfo` of the common case, shared: first attempt, no key, not a redelivery. */
+const FIRST_ATTEMPT: SendInfo = Object.freeze({ attempt: 1, redelivery: false });
+
+// Acks: a run of consecutive successes, or a list of other results; one or the other is
+// pending at a time, so their order on the port is the order they happened in.
+let runSeq = 0;
+let runReceipts: unknown[] = [];
+let results: SendResult[] = [];
+let ackScheduled = false;
 
 function flushAcks(): void {
   ackScheduled = false;
-  if (ackBuffer.length === 0) return;
-  const results = ackBuffer.splice(0, ackBuffer.length);
+  flushRun();
+  flushResults();
+}
+
+function flushRun(): void {
+  if (runReceipts.length === 0) return;
+  const receipts = runReceipts;
+  runReceipts = [];
   try {
-    port.postMessage({ t: 'acks', results } satisfies Notice);
+    port.postMessage({ t: 'acks', seq: runSeq, receipts } satisfies Notice);
   } catch {
-    port.postMessage({ t: 'acks', results: results.map((r) => (r.ok ? { ...r, receipt: cloneable(r.receipt) ?? null } : r)) } satisfies Notice);
+    port.postMessage({ t: 'acks', seq: runSeq, receipts: receipts.map((r) => cloneable(r) ?? null) } satisfies Notice);
   }
 }
 
-function ack(result: SendResult): void {
-  ackBuffer.push(result);
+function flushResults(): void {
+  if (results.length === 0) return;
+  const list = results;
+  results = [];
+  try {
+    port.postMessage({ t: 'acks', results: list } satisfies Notice);
+  } catch {
+    port.postMessage({ t: 'acks', results: list.map((r) => (r.ok ? { ...r, receipt: cloneable(r.receipt) ?? null } : r)) } satisfies Notice);
+  }
+}
+
+function scheduleAcks(): void {
   if (!ackScheduled) {
     ackScheduled = true;
     setImmediate(flushAcks);
   }
+}
+
+function ackOk(seq: number, receipt: unknown): void {
+  if (results.length > 0) flushResults();
+  else if (runReceipts.length > 0 && seq !== runSeq + runReceipts.length) flushRun();
+  if (runReceipts.length === 0) runSeq = seq;
+  runReceipts.push(receipt);
+  scheduleAcks();
+}
+
+function ackResult(result: SendResult): void {
+  flushRun();
+  results.push(result);
+  scheduleAcks();
 }
 
 /** Resolves with the live connection, waiting for one; undefined once stopping. */
@@ -765,15 +822,15 @@ function wakeSenders(): void {
   for (const w of waiters) w();
 }
 
-/** After a failed send: hand back, unsent, the held items the runtime will resend after it. */
+/** After a failed send: hand back, unsent, the held messages the runtime will resend after it. */
 function returnHeld(epoch: number): void {
-  let kept = sendHead;
-  for (let i = sendHead; i < sendQueue.length; i++) {
-    const item = sendQueue[i] as HeldSend;
-    if (item.epoch <= epoch) ack({ seq: item.seq, ok: false, unsent: true });
-    else sendQueue[kept++] = item;
+  let kept = 0;
+  for (const b of held) {
+    if (b.epoch <= epoch) {
+      for (let i = b.next; i < b.messages.length; i++) ackResult({ seq: b.seq + i, ok: false, unsent: true });
+    } else held[kept++] = b;
   }
-  sendQueue.length = kept;
+  held.length = kept;
 }
 
 /**
@@ -793,60 +850,86 @@ function laneFor(conn: Connection): { conn: Connection; controller: AbortControl
   return lane;
 }
 
-/** One send under its budget: on timeout the lane aborts (the send's `ctx.signal`) and it rejects. */
-function sendInLane(conn: Connection, channel: AnyChannel, item: HeldSend, info: SendInfo): Promise<unknown> {
-  const l = laneFor(conn);
+function sendFailure(seq: number, err: unknown): SendResult {
+  return { seq, ok: false, error: { class: classify(err), code: wireCode(codeOf(err) ?? 'error'), reason: reasonOf('send', err) } };
+}
+
+/** The send watchdog: fails the send in progress once it is past `sendMs`. */
+function onSendTimer(): void {
+  sendTimer = undefined;
+  if (curSeq < 0 || stopped) return; // idle: the next send arms it again
   const ms = boot.timeouts.sendMs;
-  let timer: NodeJS.Timeout | undefined;
-  return new Promise<unknown>((resolve, reject) => {
-    timer = setTimeout(() => {
-      const err = new TimeoutError('send', ms);
-      l.controller.abort(err);
-      reject(err);
-    }, ms);
-    let result: unknown;
-    try {
-      result = channel.send(l.ctx, item.message, info);
-    } catch (err) {
-      reject(err as Error);
-      return;
-    }
-    Promise.resolve(result).then(resolve, reject);
-  }).finally(() => clearTimeout(timer));
+  const elapsed = performance.now() - curStartedAt;
+  if (elapsed < ms) {
+    sendTimer = setTimeout(onSendTimer, Math.ceil(ms - elapsed));
+    return;
+  }
+  const err = new TimeoutError('send', ms);
+  lane?.controller.abort(err);
+  drainGen++;
+  draining = false;
+  const seq = curSeq;
+  curSeq = -1;
+  ackResult(sendFailure(seq, err));
+  returnHeld(curEpoch);
+  if (held.length > 0) void drainSends().catch(crash);
 }
 
 async function drainSends(): Promise<void> {
   draining = true;
-  try {
-    let sinceYield = 0;
-    let lastYield = performance.now();
-    while (sendHead < sendQueue.length) {
-      const current = live;
-      const conn = current && !current.controller.signal.aborted ? current : await whenConnected();
-      const channel = loaded?.channel;
-      if (!conn || !channel) return;
-      const item = sendQueue[sendHead++] as HeldSend;
-      const redelivery = item.redelivery === true;
-      const info: SendInfo = item.key === undefined ? { attempt: item.attempt, redelivery } : { idempotencyKey: item.key, attempt: item.attempt, redelivery };
-      try {
-        const receipt = await sendInLane(conn, channel, item, info);
-        ack({ seq: item.seq, ok: true, receipt });
-      } catch (err) {
-        ack({ seq: item.seq, ok: false, error: { class: classify(err), code: wireCode(codeOf(err) ?? 'error'), reason: reasonOf('send', err) } });
-        returnHeld(item.epoch);
-      }
-      // Yield a turn every 128 sends or 2 ms, whichever first: acks go out, heartbeats get through.
-      if (++sinceYield >= 128 || performance.now() - lastYield >= 2) {
-        sinceYield = 0;
-        await nextTurn();
-        lastYield = performance.now();
-      }
+  const gen = drainGen;
+  const ms = boot.timeouts.sendMs;
+  let sinceYield = 0;
+  let lastYield = performance.now();
+  while (held.length > 0) {
+    const b = held[0] as HeldBatch;
+    if (b.next >= b.messages.length) {
+      held.shift();
+      continue;
     }
-    sendQueue.length = 0;
-    sendHead = 0;
-  } finally {
-    draining = false;
+    const current = live;
+    const conn = current && !current.controller.signal.aborted ? current : await whenConnected();
+    if (gen !== drainGen) return;
+    const channel = loaded?.channel;
+    if (!conn || !channel) break;
+    if (b !== held[0]) continue; // handed back while waiting for a connection
+    const i = b.next++;
+    const seq = b.seq + i;
+    const attempt = b.attempts?.[i] ?? 1;
+    const key = b.keys?.[i] ?? undefined;
+    const redelivery = b.redelivered?.[i] === true;
+    const info: SendInfo =
+      attempt === 1 && key === undefined && !redelivery ? FIRST_ATTEMPT : key === undefined ? { attempt, redelivery } : { idempotencyKey: key, attempt, redelivery };
+    const now = performance.now();
+    curSeq = seq;
+    curEpoch = b.epoch;
+    curStartedAt = now;
+    sendTimer ??= setTimeout(onSendTimer, ms);
+    let receipt: unknown;
+    let error: unknown;
+    let failed = false;
+    try {
+      const r = channel.send(laneFor(conn).ctx, b.messages[i], info);
+      receipt = r !== null && typeof (r as { then?: unknown } | undefined)?.then === 'function' ? await r : r;
+    } catch (err) {
+      failed = true;
+      error = err;
+    }
+    if (gen !== drainGen) return; // abandoned by the watchdog: this send was already failed
+    curSeq = -1;
+    if (failed) {
+      ackResult(sendFailure(seq, error));
+      returnHeld(b.epoch);
+    } else ackOk(seq, receipt);
+    // Yield a turn every 128 sends or 2 ms, whichever first: acks go out, heartbeats get through.
+    if (++sinceYield >= 128 || now - lastYield >= 2) {
+      sinceYield = 0;
+      await nextTurn();
+      if (gen !== drainGen) return;
+      lastYield = performance.now();
+    }
   }
+  draining = false;
 }
 
 port.on('message', (message: unknown) => {
@@ -856,12 +939,16 @@ port.on('message', (message: unknown) => {
     return;
   }
   const batch = message as Partial<SendBatch> | null;
-  if (batch === null || typeof batch !== 'object' || batch.t !== 'send' || !Array.isArray(batch.items)) return;
-  const epoch = typeof batch.epoch === 'number' ? batch.epoch : 0;
-  for (const item of batch.items as HeldSend[]) {
-    item.epoch = epoch; // the item is this thread's own copy
-    sendQueue.push(item);
-  }
+  if (batch === null || typeof batch !== 'object' || batch.t !== 'send' || !Array.isArray(batch.messages) || typeof batch.seq !== 'number') return;
+  held.push({
+    epoch: typeof batch.epoch === 'number' ? batch.epoch : 0,
+    seq: batch.seq,
+    messages: batch.messages,
+    attempts: batch.attempts,
+    keys: batch.keys,
+    redelivered: batch.redelivered,
+    next: 0,
+  });
   if (!draining) void drainSends().catch(crash);
 });
 
@@ -895,6 +982,8 @@ const api: InstanceWorkerApi = {
 
 async function onStop(): Promise<void> {
   stopped = true;
+  if (sendTimer) clearTimeout(sendTimer);
+  sendTimer = undefined;
   stopController.abort(new Error('stopping'));
   flushOutbox();
   const pending = connecting;

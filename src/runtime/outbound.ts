@@ -491,9 +491,9 @@ const defaultNow = (): number => performance.now();
  * function pump() {
  *   if (!live) return;                                  // no worker: messages wait, owned here
  *   const b = q.take(window - q.inFlight);              // 1 message when idle, a window under load
- *   if (b.length > 0) port.postMessage({ t: 'send', epoch: b.epoch, seqs: b.seqs, messages: b.messages, keys: b.keys, attempts: b.attempts });
+ *   if (b.length > 0) port.postMessage({ t: 'send', epoch: b.epoch, seq: b.seqs[0], messages: b.messages, attempts: b.attempts });
  * }
- * port.on('message', (m) => { q.ack(validatedAcks(m)); pump(); });    // ackResultSchema
+ * port.on('message', (m) => { m.receipts ? q.ackRun(m.seq, m.receipts) : q.ack(validatedAcks(m)); pump(); });  // ackResultSchema
  * onWorkerGone = (reason) => q.requeueInFlight(reason);               // { crashed: false } if planned
  * onWorkerReady = () => pump();
  * stop = async () => { await Promise.race([q.drained(), sleep(graceMs)]); q.close('instance stopped'); };
@@ -897,8 +897,34 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       }
     }
     if (back !== undefined) this.#giveBack(back, now);
+    else this.#afterAcks();
+  }
+
+  /**
+   * Settles a run of successes: the dispatches `seq`, `seq + 1`, … delivered with
+   * `receipts[0]`, `receipts[1]`, … (the hot path of {@link ack}: what a worker acknowledges
+   * in order, without a result object per message). Seqs naming no in-flight dispatch are
+   * ignored and counted in `staleAcks`.
+   */
+  ackRun(seq: number, receipts: readonly R[]): void {
+    const n = receipts.length;
+    if (this.#closed) {
+      this.#counters.staleAcks += n;
+      return;
+    }
+    const now = this.#now();
+    const announce = CH_DELIVERED.hasSubscribers || this.listenerCount('delivery:delivered') > 0;
+    for (let i = 0; i < n; i++) {
+      const e = this.#settleFlight(seq + i);
+      if (e === undefined) this.#counters.staleAcks++;
+      else this.#deliver(e, receipts[i] as R, now, announce);
+    }
+    this.#afterAcks();
+  }
+
+  #afterAcks(): void {
     // a message that went back may have been waiting for these acks (strict order)
-    else if (this.#depth > 0 && (this.#queue.peek() as Entry<M, R>).firstDispatchAt >= 0) this.#scheduleReady();
+    if (this.#depth > 0 && (this.#queue.peek() as Entry<M, R>).firstDispatchAt >= 0) this.#scheduleReady();
     if (this.#drainers.length > 0) this.#checkDrained();
   }
 

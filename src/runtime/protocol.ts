@@ -98,37 +98,37 @@ export const noticeSchema = z.discriminatedUnion('t', [
 /** One notice from an instance worker. */
 export type Notice = z.infer<typeof noticeSchema> | AcksNotice;
 
-/** One message handed to a worker for delivery (main → worker, batched in a {@link SendBatch}). */
-export interface SendItem {
-  /** Delivery sequence number, unique per instance; the ack names it. */
-  seq: number;
-  message: unknown;
-  /** Idempotency key, passed to the channel's `send` so an idempotent channel can dedupe. */
-  key?: string;
-  /** 1 for the first attempt. */
-  attempt: number;
-  /** Handed to a worker before (e.g. in flight when one died). */
-  redelivery?: true;
-}
-
-/** A batch of sends, posted main → worker on the data port. */
+/**
+ * A batch of sends, posted main → worker on the data port. Parallel arrays rather than an object
+ * per message: the messages cross the boundary as they are, with nothing wrapped around them.
+ * Message `i` has the delivery sequence number `seq + i` (the ack names it).
+ */
 export interface SendBatch {
   t: 'send';
-  /** The queue's epoch when the batch was taken (see {@link OutboundQueue}): after a failed send the worker returns, unsent, every held item of an epoch not newer than the failed one's. */
+  /** The queue's epoch when the batch was taken (see `OutboundQueue`): after a failed send the worker returns, unsent, every held message of an epoch not newer than the failed one's. */
   epoch: number;
-  items: SendItem[];
+  /** Delivery sequence number of `messages[0]`. */
+  seq: number;
+  messages: readonly unknown[];
+  /** Attempt of each message (1 for the first); absent when every one is a first attempt. */
+  attempts?: readonly number[];
+  /** Idempotency key of each message (`null`: none), passed to the channel's `send`; absent when none has one. */
+  keys?: readonly (string | null)[];
+  /** Whether each message was handed to a worker before (e.g. in flight when one died); absent when none was. */
+  redelivered?: readonly boolean[];
 }
 
 /** The result of one send, as acknowledged by the worker. */
 export type SendResult = AckResult;
 
-/** Acks of delivered (or failed, or returned) sends, batched worker → main on the data port. */
-export interface AcksNotice {
-  t: 'acks';
-  results: SendResult[];
-}
+/**
+ * Acks, batched worker → main on the data port: a run of consecutive successes
+ * (`seq`, `seq + 1`, … with their receipts: the hot path), or a list of results of any kind
+ * (failures, messages handed back unsent).
+ */
+export type AcksNotice = { t: 'acks'; seq: number; receipts: unknown[] } | { t: 'acks'; results: SendResult[] };
 
-/** Zod schema of an {@link AcksNotice} (checked apart from {@link noticeSchema}: it is the hot path). */
+/** Zod schema of the `results` form of an {@link AcksNotice} (the run form is checked by hand: it is the hot path). */
 export const acksSchema = z.object({ t: z.literal('acks'), results: z.array(ackResultSchema) });
 
 /** The control-plane API an instance worker serves (through the WorkerHost's comlink port). */

@@ -25,7 +25,6 @@ import {
   type InstanceWorkerApi,
   type Notice,
   type SendBatch,
-  type SendItem,
 } from './protocol.js';
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
@@ -548,43 +547,52 @@ export class Runtime extends EventEmitter {
     const room = this.#opts.sendWindow - queue.inFlight;
     if (room <= 0) return;
     const batch = queue.take(Math.min(room, 256));
-    if (batch.length === 0) return;
-    const items: SendItem[] = new Array<SendItem>(batch.length);
-    for (let i = 0; i < batch.length; i++) {
-      const key = batch.keys[i];
-      items[i] = {
-        seq: batch.seqs[i] as number,
-        message: batch.messages[i],
-        attempt: batch.attempts[i] as number,
-        ...(key === undefined ? {} : { key: String(key) }),
-        ...(batch.redelivered[i] ? { redelivery: true as const } : {}),
-      };
+    const n = batch.length;
+    if (n === 0) return;
+    const msg: SendBatch = { t: 'send', epoch: batch.epoch, seq: batch.seqs[0] as number, messages: batch.messages };
+    // The parallel arrays go along only when they say something (take numbers seqs consecutively).
+    for (let i = 0; i < n; i++) {
+      if (batch.attempts[i] !== 1) {
+        msg.attempts = batch.attempts;
+        break;
+      }
+    }
+    for (let i = 0; i < n; i++) {
+      if (batch.keys[i] !== undefined) {
+        msg.keys = batch.keys.map((k) => (k === undefined ? null : String(k)));
+        break;
+      }
+    }
+    for (let i = 0; i < n; i++) {
+      if (batch.redelivered[i] === true) {
+        msg.redelivered = batch.redelivered;
+        break;
+      }
     }
     try {
-      port.postMessage({ t: 'send', epoch: batch.epoch, items } satisfies SendBatch);
+      port.postMessage(msg);
     } catch (err) {
       // A message that cannot be cloned: those sends fail (fatal), the rest of the queue goes on.
       const reason = entry.server.redactReason(err) ?? 'message could not be cloned';
-      queue.ack(items.map((it) => ({ seq: it.seq, ok: false as const, error: { class: 'fatal' as const, code: 'DataCloneError', reason } })));
+      queue.ack(batch.seqs.map((seq) => ({ seq, ok: false as const, error: { class: 'fatal' as const, code: 'DataCloneError', reason } })));
     }
   }
 
   #onAcks(entry: Entry, raw: unknown): void {
-    // The hot path: a batch of successes is checked by hand; anything else goes through zod.
-    const maybe = (raw as { results?: unknown }).results;
-    let results: AckResult[];
-    if (Array.isArray(maybe) && maybe.every((r: { seq?: unknown; ok?: unknown }) => r !== null && typeof r === 'object' && r.ok === true && Number.isInteger(r.seq) && (r.seq as number) >= 0)) {
-      results = maybe as AckResult[];
-    } else {
-      const parsed = acksSchema.safeParse(raw);
-      if (!parsed.success) {
-        this.#malformed++;
-        entry.log.warn({ malformedMessages: this.#malformed }, 'malformed acks from instance worker');
-        return;
-      }
-      results = parsed.data.results as AckResult[];
-    }
     const { server } = entry;
+    // The hot path: a run of successes, checked by hand; anything else goes through zod.
+    const run = raw as { seq?: unknown; receipts?: unknown };
+    if (Array.isArray(run.receipts)) {
+      const seq = run.seq;
+      if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return this.#onMalformedAcks(entry);
+      if (run.receipts.length > 0) server.notifySuccess();
+      entry.queue.ackRun(seq, run.receipts);
+      this.#pump(entry);
+      return;
+    }
+    const parsed = acksSchema.safeParse(raw);
+    if (!parsed.success) return this.#onMalformedAcks(entry);
+    const results = parsed.data.results as AckResult[];
     let ok = false;
     for (const r of results) {
       if (r.ok) ok = true;
@@ -596,6 +604,11 @@ export class Runtime extends EventEmitter {
     if (ok) server.notifySuccess();
     entry.queue.ack(results);
     this.#pump(entry);
+  }
+
+  #onMalformedAcks(entry: Entry): void {
+    this.#malformed++;
+    entry.log.warn({ malformedMessages: this.#malformed }, 'malformed acks from instance worker');
   }
 
   /** Waits for `onMessage` to finish what was delivered, at most `shutdownMs`. */
