@@ -59,6 +59,21 @@ describe('data plane', { timeout: 90_000 }, () => {
     });
   }
 
+  it('sendMany across a worker crash: one outcome per message, each delivered exactly once at an idempotent sink, in order', async () => {
+    const sinkFile = join(tmp, 'sink-many.log');
+    const rt = await start({ sendWindow: 64 });
+    const server = await rt.startInstance({ name: 'many', channelType: 'sink', channel: fixtureUrl('runtime-sink'), settings: { sinkFile, idempotent: true, latencyMs: 1 } });
+    await waitFor(() => server.currentStatus === 'connected');
+    const all = keys(400);
+    const batches = [all.slice(0, 200), all.slice(200)].map((ks) => ks.map((key) => (key === all[50] ? { key, fault: 'crash' as const } : { key })));
+    const outcomes = (await Promise.all(batches.map((b) => rt.sendMany(server.instanceId, b, { waitForCapacity: true })))).flat();
+    expect(outcomes).toEqual(all.map((key) => ({ ok: true, receipt: { externalId: `sink-${key}` } })));
+    expect(sinkLines(sinkFile)).toEqual(all);
+    expect(server.restartCount).toBeGreaterThanOrEqual(1);
+    await expect(rt.sendMany('nope', [{ key: 'x' }])).rejects.toMatchObject({ code: 'not_found' });
+    await expect(rt.sendMany(server.instanceId, 'nope' as never)).rejects.toMatchObject({ code: 'invalid_config' });
+  });
+
   it('a non-idempotent sink gets every message at least once, first deliveries in order', async () => {
     const sinkFile = join(tmp, 'sink-plain.log');
     const rt = await start();

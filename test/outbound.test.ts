@@ -4,6 +4,7 @@
  * idempotency and its LRU, pressure with hysteresis, close.
  */
 import diagnostics_channel from 'node:diagnostics_channel';
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AbortedError, ChannelError, DeliveryFailedError, InvalidConfigError, QueueFullError, StoppedError } from '../src/errors.js';
 import { LruCache } from '../src/runtime/lru.js';
@@ -339,6 +340,91 @@ describe('OutboundQueue: runs of successes', { timeout: 10_000 }, () => {
     q.ackRun(again.seqs[0] as number, ['r0']);
     await flush();
     expect(ps.map((p) => p.value)).toEqual(['r0', 'r1']);
+  });
+});
+
+describe('OutboundQueue: enqueueMany', { timeout: 10_000 }, () => {
+  it('settles a batch together, one outcome per message in order, as one enqueue per message would', async () => {
+    const onReady = vi.fn();
+    const q = makeQueue({ capacity: 4, onReady, retry: { maxAttempts: 1 } });
+    const many = track(q.enqueueMany([{ n: 0 }, { n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]));
+    await flush();
+    expect(onReady).toHaveBeenCalledTimes(1); // one pull for the whole batch
+    expect(q).toMatchObject({ depth: 4 });
+    const b = q.take(10);
+    expect(ns(b)).toEqual([0, 1, 2, 3]);
+    q.ackRun(b.seqs[0] as number, ['r0', 'r1']);
+    q.ack([fail(b.seqs[2] as number, 'fatal', 'forbidden'), { seq: b.seqs[3] as number, ok: true, receipt: 'r3' }]);
+    await flush();
+    expect(many.state).toBe('resolved');
+    const outcomes = many.value as Array<{ ok: boolean; receipt?: string; error?: Error }>;
+    expect(outcomes.map((o) => (o.ok ? o.receipt : (o.error as { code?: string }).code))).toEqual(['r0', 'r1', 'delivery_failed', 'r3', 'queue_full']);
+    expect(outcomes[4]?.error).toBeInstanceOf(QueueFullError);
+    expect(q.counters).toMatchObject({ enqueued: 4, delivered: 3, gaveUp: 1, rejectedFull: 1 });
+    await expect(q.enqueueMany([])).resolves.toEqual([]);
+  });
+
+  it('dedupes by each message id: against delivered keys, pending ones and its own', async () => {
+    const q = makeQueue();
+    const first = track(q.enqueue({ id: 'a', n: 0 }));
+    const b1 = q.take(1);
+    q.ackRun(b1.seqs[0] as number, ['ra']);
+    await flush();
+    expect(first.value).toBe('ra');
+    const pending = track(q.enqueue({ id: 'b', n: 1 }));
+    const many = track(q.enqueueMany([{ id: 'a', n: 2 }, { id: 'b', n: 3 }, { id: 'c', n: 4 }, { id: 'c', n: 5 }]));
+    const single = track(q.enqueue({ id: 'c', n: 6 })); // joins the batch's pending 'c'
+    const b2 = q.take(10);
+    expect(ns(b2)).toEqual([1, 4]); // 'a' delivered, 'b' pending, the second 'c' pending in the batch
+    q.ackRun(b2.seqs[0] as number, ['rb', 'rc']);
+    await flush();
+    expect(pending.value).toBe('rb');
+    expect(single.value).toBe('rc');
+    expect((many.value as Array<{ receipt: string }>).map((o) => o.receipt)).toEqual(['ra', 'rb', 'rc', 'rc']);
+    expect(q.counters.duplicatesSkipped).toBe(4);
+  });
+
+  it('waits for room with waitForCapacity; one abort listener for the batch aborts what still waits', async () => {
+    const q = makeQueue({ capacity: 2 });
+    const ac = new AbortController();
+    const many = track(q.enqueueMany([{ n: 0 }, { n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }], { waitForCapacity: true, signal: ac.signal }));
+    expect(q).toMatchObject({ depth: 2, waiting: 3 });
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(1);
+    const b = q.take(1); // room for one waiter
+    expect(q).toMatchObject({ depth: 2, waiting: 2 });
+    ac.abort(new Error('caller gave up'));
+    expect(q).toMatchObject({ waiting: 0 });
+    q.ackRun(b.seqs[0] as number, ['r0']);
+    const rest = q.take(10);
+    expect(ns(rest)).toEqual([1, 2]);
+    q.ackRun(rest.seqs[0] as number, ['r1', 'r2']);
+    await flush();
+    const outcomes = many.value as Array<{ ok: boolean; receipt?: string; error?: { code: string; cause?: unknown } }>;
+    expect(outcomes.map((o) => (o.ok ? o.receipt : o.error?.code))).toEqual(['r0', 'r1', 'r2', 'aborted', 'aborted']);
+    expect((outcomes[3]?.error?.cause as Error).message).toBe('caller gave up');
+    expect(q.counters.aborted).toBe(2);
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
+  });
+
+  it('a closed queue or an aborted signal settles every message at once; bad arguments reject', async () => {
+    const q = makeQueue();
+    const ac = new AbortController();
+    ac.abort();
+    const aborted = await q.enqueueMany([{ n: 0 }, { n: 1 }], { signal: ac.signal });
+    expect(aborted.map((o) => (o.ok ? 'ok' : (o.error as AbortedError).code))).toEqual(['aborted', 'aborted']);
+    await expect(q.enqueueMany({ n: 0 } as unknown as Msg[])).rejects.toBeInstanceOf(InvalidConfigError);
+    await expect(q.enqueueMany([{ n: 0 }], { idempotencyKey: 'k' } as never)).rejects.toMatchObject({ code: 'invalid_config', issues: [expect.objectContaining({ path: 'idempotencyKey' })] });
+    expect(q.depth).toBe(0);
+    const waiting = track(makeQueue({ capacity: 1 }).enqueueMany([{ n: 0 }], {}));
+    await flush();
+    expect(waiting.state).toBe('pending');
+    const inQueue = q.enqueueMany([{ n: 1 }, { n: 2 }]);
+    q.close('instance stopped');
+    const stopped = await inQueue;
+    expect(stopped.every((o) => !o.ok && (o.error as StoppedError).code === 'stopped')).toBe(true);
+    const after = await q.enqueueMany([{ n: 3 }]);
+    expect(after[0]).toMatchObject({ ok: false, error: expect.any(StoppedError) });
+    expect(q.counters.stopped).toBe(3);
   });
 });
 

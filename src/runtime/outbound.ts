@@ -53,6 +53,7 @@ import {
   AbortedError,
   ChannelError,
   DeliveryFailedError,
+  InvalidConfigError,
   QueueFullError,
   StoppedError,
   type DeliveryFailureReason,
@@ -135,6 +136,15 @@ export interface EnqueueOptions {
   /** When the queue is full, wait (FIFO) for room instead of rejecting with `QueueFullError`. */
   waitForCapacity?: boolean;
 }
+
+/** Options of one {@link OutboundQueue.enqueueMany}: every message takes its default key. */
+export type EnqueueManyOptions = Omit<EnqueueOptions, 'idempotencyKey'>;
+
+/**
+ * The outcome of one message of {@link OutboundQueue.enqueueMany}: its receipt, or the error its
+ * own `enqueue` would have rejected with.
+ */
+export type SendOutcome<R = unknown> = { ok: true; receipt: R } | { ok: false; error: Error };
 
 /**
  * Messages handed to the dispatcher by {@link OutboundQueue.take}, as parallel arrays (one
@@ -300,6 +310,13 @@ export const enqueueOptionsSchema = z.object({
   waitForCapacity: z.boolean().optional(),
 });
 
+/** Zod schema of {@link EnqueueManyOptions} (`idempotencyKey` is refused: each message takes its own). */
+export const enqueueManyOptionsSchema = z.object({
+  idempotencyKey: z.never({ error: 'not an option of a batch: each message takes its own key (its id)' }).optional(),
+  signal: z.instanceof(AbortSignal).optional(),
+  waitForCapacity: z.boolean().optional(),
+});
+
 /** The cheap check of the hot path; anything it does not accept goes through the zod schema. */
 function quickValid(o: unknown): o is EnqueueOptions {
   if (typeof o !== 'object' || o === null) return false;
@@ -434,24 +451,82 @@ class Entry<M, R> {
   seq = -1;
   firstDispatchAt = -1;
   onAbort: (() => void) | undefined = undefined;
-  readonly resolve: (r: R) => void;
-  readonly reject: (e: unknown) => void;
-  readonly promise: Promise<R>;
+  /** Set for a single send (made at once) or when a duplicate asks for it (see {@link promiseOf}). */
+  resolve: ((r: R) => void) | undefined = undefined;
+  reject: ((e: unknown) => void) | undefined = undefined;
+  promise: Promise<R> | undefined = undefined;
+  /** The batch of an `enqueueMany`, and this message's place in it. */
+  group: Group<M, R> | undefined = undefined;
+  index = 0;
 
   constructor(
     readonly message: M,
     readonly key: IdempotencyKey | undefined,
     readonly enqueuedAt: number,
     readonly signal: AbortSignal | undefined,
+    withPromise = true,
   ) {
-    this.promise = new Promise<R>(parkResolvers);
-    this.resolve = parkedResolve as (r: R) => void;
-    this.reject = parkedReject as (e: unknown) => void;
+    if (withPromise) {
+      this.promise = new Promise<R>(parkResolvers);
+      this.resolve = parkedResolve as (r: R) => void;
+      this.reject = parkedReject as (e: unknown) => void;
+    }
   }
 
   get messageId(): IdempotencyKey {
     return this.key ?? this.id;
   }
+}
+
+/** The outcomes of one `enqueueMany`, resolved once every message settled. */
+class Group<M, R> {
+  readonly outcomes: SendOutcome<R>[];
+  remaining: number;
+  readonly promise: Promise<SendOutcome<R>[]>;
+  readonly #resolve: (o: SendOutcome<R>[]) => void;
+  /** One abort listener for the whole batch (not one per waiting message). */
+  signal: AbortSignal | undefined = undefined;
+  onAbort: (() => void) | undefined = undefined;
+  /** Its messages that wait for room (aborted together). */
+  waiting: Entry<M, R>[] | undefined = undefined;
+
+  constructor(n: number) {
+    this.outcomes = new Array<SendOutcome<R>>(n);
+    this.remaining = n;
+    this.promise = new Promise<SendOutcome<R>[]>(parkResolvers);
+    this.#resolve = parkedResolve as (o: SendOutcome<R>[]) => void;
+    if (n === 0) this.#resolve(this.outcomes);
+  }
+
+  settle(i: number, outcome: SendOutcome<R>): void {
+    this.outcomes[i] = outcome;
+    if (--this.remaining === 0) {
+      if (this.onAbort !== undefined) this.signal?.removeEventListener('abort', this.onAbort);
+      this.onAbort = undefined;
+      this.waiting = undefined;
+      this.#resolve(this.outcomes);
+    }
+  }
+}
+
+function settleOk<M, R>(e: Entry<M, R>, receipt: R): void {
+  e.resolve?.(receipt);
+  e.group?.settle(e.index, { ok: true, receipt });
+}
+
+function settleError<M, R>(e: Entry<M, R>, error: Error): void {
+  e.reject?.(error);
+  e.group?.settle(e.index, { ok: false, error });
+}
+
+/** The promise of an entry, made on demand for a batch entry that a duplicate send waits on. */
+function promiseOf<M, R>(e: Entry<M, R>): Promise<R> {
+  if (e.promise === undefined) {
+    e.promise = new Promise<R>(parkResolvers);
+    e.resolve = parkedResolve as (r: R) => void;
+    e.reject = parkedReject as (err: unknown) => void;
+  }
+  return e.promise;
 }
 
 const CH_QUEUED = eventChannel('delivery', 'queued');
@@ -704,7 +779,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     const e = new Entry<M, R>(message, key, this.#now(), undefined);
     if (key !== undefined) this.#pending.set(key, e);
     this.#admit(e);
-    return e.promise;
+    return e.promise as Promise<R>;
   }
 
   #duplicate(key: IdempotencyKey): Promise<R> | undefined {
@@ -723,7 +798,87 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
       publish(this, 'delivery', 'skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'pending' }), 'delivery:skipped_duplicate');
     }
-    return pending.promise;
+    return promiseOf(pending);
+  }
+
+  /**
+   * Accepts a batch of messages: the same as one {@link enqueue} per message, in order (each
+   * takes its default idempotency key, its `id`), settled together. Resolves once every message
+   * settled with one {@link SendOutcome} per message, in the batch's order: its receipt, or the
+   * error its own `enqueue` would have rejected with (`QueueFullError` for the messages that
+   * found no room, unless `waitForCapacity`, `DeliveryFailedError`, `AbortedError`,
+   * `StoppedError`). It rejects only for bad arguments (`InvalidConfigError`).
+   *
+   * Cheaper than a send per message: no promise per message, one for the batch.
+   */
+  enqueueMany(messages: readonly M[], options?: EnqueueManyOptions): Promise<SendOutcome<R>[]> {
+    let signal: AbortSignal | undefined;
+    let wait = false;
+    try {
+      if (!Array.isArray(messages)) throw new InvalidConfigError('messages of a batch send', [{ path: '', message: 'expected an array of messages' }]);
+      if (options !== undefined) {
+        const o = parseOrThrow(enqueueManyOptionsSchema, options, 'batch send options');
+        signal = o.signal;
+        wait = o.waitForCapacity === true;
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const n = messages.length;
+    const group = new Group<M, R>(n);
+    if (n === 0) return group.promise;
+    if (this.#closed || signal?.aborted) {
+      const err = this.#closed ? this.#stoppedError('closed') : new AbortedError(`send on instance ${this.instanceId}`, { cause: signal?.reason });
+      if (this.#closed) this.#counters.stopped += n;
+      else this.#counters.aborted += n;
+      for (let i = 0; i < n; i++) group.settle(i, { ok: false, error: err });
+      return group.promise;
+    }
+    const now = this.#now();
+    for (let i = 0; i < n; i++) {
+      const message = messages[i] as M;
+      const key = defaultIdempotencyKey(message);
+      if (key !== undefined) {
+        const dup = this.#duplicate(key);
+        if (dup !== undefined) {
+          dup.then(
+            (receipt) => group.settle(i, { ok: true, receipt }),
+            (error: unknown) => group.settle(i, { ok: false, error: error as Error }),
+          );
+          continue;
+        }
+      }
+      if (this.#depth >= this.capacity || this.#waiting > 0) {
+        if (!wait) {
+          this.#counters.rejectedFull++;
+          group.settle(i, { ok: false, error: new QueueFullError(`outbound queue of instance ${this.instanceId}`, this.capacity) });
+          continue;
+        }
+        const e = new Entry<M, R>(message, key, now, undefined, false);
+        e.group = group;
+        e.index = i;
+        if (signal !== undefined) {
+          (group.waiting ??= []).push(e);
+          if (group.onAbort === undefined) {
+            const waiting = group.waiting;
+            group.signal = signal;
+            group.onAbort = () => {
+              group.onAbort = undefined;
+              for (const w of waiting) if (w.state === WAITING) this.#abortWaiter(w);
+            };
+            signal.addEventListener('abort', group.onAbort, { once: true });
+          }
+        }
+        this.#park(e);
+        continue;
+      }
+      const e = new Entry<M, R>(message, key, now, undefined, false);
+      e.group = group;
+      e.index = i;
+      if (key !== undefined) this.#pending.set(key, e);
+      this.#admit(e);
+    }
+    return group.promise;
   }
 
   /** Appends an accepted entry at the back of the queue. */
@@ -742,15 +897,20 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   #wait(message: M, key: IdempotencyKey | undefined, signal: AbortSignal | undefined): Promise<R> {
     const e = new Entry<M, R>(message, key, this.#now(), signal);
-    e.state = WAITING;
     if (signal !== undefined) {
       e.onAbort = () => this.#abortWaiter(e);
       signal.addEventListener('abort', e.onAbort, { once: true });
     }
-    if (key !== undefined) this.#pending.set(key, e);
+    this.#park(e);
+    return e.promise as Promise<R>;
+  }
+
+  /** Puts an entry among the waiters for room. */
+  #park(e: Entry<M, R>): void {
+    e.state = WAITING;
+    if (e.key !== undefined) this.#pending.set(e.key, e);
     this.#waiters.push(e);
     this.#waiting++;
-    return e.promise;
   }
 
   /** Called once at most: the listener is removed when the waiter is admitted or closed. */
@@ -772,7 +932,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       }
       this.#tombstones = 0;
     }
-    e.reject(new AbortedError(`send on instance ${this.instanceId}`, { cause: e.signal?.reason }));
+    settleError(e, new AbortedError(`send on instance ${this.instanceId}`, { cause: (e.signal ?? e.group?.signal)?.reason }));
   }
 
   /** Moves waiters into the queue while there is room, FIFO. */
@@ -966,7 +1126,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
         'delivery:delivered',
       );
     }
-    e.resolve(receipt);
+    settleOk(e, receipt);
   }
 
   /** A failed attempt: returns true when the entry is to be retried (caller puts it back). */
@@ -1029,7 +1189,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
         'delivery:gave_up',
       );
     }
-    e.reject(error);
+    settleError(e, error);
   }
 
   /**
@@ -1164,7 +1324,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#counters.stopped += doomed.length;
     for (const e of doomed) {
       e.state = DONE;
-      e.reject(err);
+      settleError(e, err);
     }
     this.#repressure();
     this.#checkDrained();

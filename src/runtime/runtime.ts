@@ -15,7 +15,7 @@ import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/t
 import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
-import { OutboundQueue, type AckResult, type EnqueueOptions, type OutboundStats, type PressureLevel } from './outbound.js';
+import { OutboundQueue, type AckResult, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
 import {
   EXIT_RECONNECT_EXHAUSTED,
   acksSchema,
@@ -107,7 +107,7 @@ const runtimeOptionsSchema = z
       })
       .strict()
       .default({ maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }),
-    sendWindow: z.number().int().min(1).max(4096).default(256),
+    sendWindow: z.number().int().min(1).max(4096).default(1024),
     shutdownMs: ms.default(5000),
     readyTimeoutMs: positive.default(10_000),
     resourceLimits: z.record(z.string(), z.number()).optional(),
@@ -143,7 +143,11 @@ export interface RuntimeOptions {
   dedupeCacheSize?: number;
   /** Retries of a send that failed recoverably: attempts, backoff and jitter. */
   delivery?: { maxAttempts?: number; initialDelayMs?: number; maxDelayMs?: number; jitter?: number };
-  /** Sends in flight to one worker at a time (the credit window). Default 256. */
+  /**
+   * Sends in flight to one worker at a time (the credit window), handed out in batches of up to
+   * 256. Default 1024: several batches in flight keep both threads busy under load; a worker
+   * that dies holds at most this many, which go back to the head of the queue.
+   */
   sendWindow?: number;
   /** Graceful stop budget of an instance worker, ms. Default 5000. */
   shutdownMs?: number;
@@ -402,6 +406,21 @@ export class Runtime extends EventEmitter {
     const entry = this.#get(id);
     if (entry.state === 'error' && !entry.recoverTimer) throw entry.failure ?? new NotRunningError(`instance ${id} (in error)`);
     return entry.queue.enqueue(message, options);
+  }
+
+  /**
+   * Queues a batch of messages for the instance's channel, in order: the same as one
+   * {@link Runtime.send} per message (each takes its default idempotency key, its `id`), settled
+   * together and cheaper (one promise for the batch). Resolves once every message settled, with
+   * one outcome per message in the batch's order: `{ ok: true, receipt }` or `{ ok: false, error }`
+   * (the error that message's own `send` would have rejected with: `queue_full` for those that
+   * found no room unless `waitForCapacity`, `delivery_failed`, `aborted`, `stopped`, ...).
+   * Rejects only when no message was taken: `not_found`, `not_running`, `invalid_config`.
+   */
+  async sendMany(id: string, messages: readonly unknown[], options: EnqueueManyOptions = {}): Promise<SendOutcome[]> {
+    const entry = this.#get(id);
+    if (entry.state === 'error' && !entry.recoverTimer) throw entry.failure ?? new NotRunningError(`instance ${id} (in error)`);
+    return entry.queue.enqueueMany(messages, options);
   }
 
   /**
