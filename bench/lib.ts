@@ -25,13 +25,15 @@ export interface Comparison {
   baseline: number;
   ratio: number;
   target: string;
-  met: boolean;
+  /** Whether the target is met; null for an informational figure (no target). */
+  met: boolean | null;
 }
 
-export function compare(name: string, unit: string, value: number, baselineName: string, baseline: number, target: { max?: number; min?: number }): Comparison {
+export function compare(name: string, unit: string, value: number, baselineName: string, baseline: number, target: { max?: number; min?: number } = {}): Comparison {
   const ratio = Math.round((value / baseline) * 100) / 100;
-  const met = (target.max === undefined || ratio <= target.max) && (target.min === undefined || ratio >= target.min);
-  const t = target.max !== undefined ? `<= ${target.max}x` : `>= ${target.min}x`;
+  const info = target.max === undefined && target.min === undefined;
+  const met = info ? null : (target.max === undefined || ratio <= target.max) && (target.min === undefined || ratio >= target.min);
+  const t = target.max !== undefined ? `<= ${target.max}x` : target.min !== undefined ? `>= ${target.min}x` : 'info';
   return { name, unit, value, baselineName, baseline, ratio, target: t, met };
 }
 

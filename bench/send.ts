@@ -7,17 +7,22 @@
  * - raw batched: arrays of 256 messages, one ack array per batch.
  *
  * Figures:
- * - saturation throughput (msgs/s): enqueue N messages at once and await them all, for 1
- *   instance and for 2 and 4 instances (messages spread round-robin), vs raw batched (target
- *   >= 0.5x) and raw single (informational);
+ * - saturation throughput (msgs/s), the target figure: a producer per instance keeps as many
+ *   sends outstanding as the default `queueCapacity` (1000) admits and sends the next message
+ *   as each one settles (a closed loop, the way a gateway saturates the library as designed),
+ *   for 1, 2 and 4 instances, vs raw batched (target >= 0.5x) and raw single (informational);
+ *   the same with `rt.sendMany` in batches of 250 (1 and 2 instances);
+ * - informational: raw batched with one promise made and resolved per message (what the
+ *   one-promise-per-send API costs before any queue or channel, measured the same way); a
+ *   burst (every message enqueued at once into a queue big enough to take them, so that 50 000
+ *   pending sends and their promises live at once); and the default capacity with
+ *   `waitForCapacity`;
  * - latency (ms): at half the measured 1-instance saturation rate, send at a steady rate
  *   (1 ms timer pacing, catch-up) for a few seconds and record each message's enqueue →
  *   resolve time; p99 vs the 5 ms target, with the raw single p50/p99 at the same rate.
  *
  * Baselines and subjects run interleaved, round by round, so drift on a noisy machine hits both
- * alike. The instances' queues get a `queueCapacity` the runs never reach, so the burst is
- * admitted at once (the default capacity is 1000: with it, a burst needs `waitForCapacity`,
- * measured separately as an informational figure on an instance with the default capacity).
+ * alike.
  */
 import { Worker } from 'node:worker_threads';
 import { pino } from 'pino';
@@ -32,6 +37,8 @@ const MULTI = [2, 4] as const;
 const LAT_MS = quick ? 1500 : 3000;
 const LAT_ROUNDS = quick ? 1 : 2;
 const P99_TARGET_MS = 5;
+const DEFAULT_CAPACITY = 1000;
+const MANY_BATCH = 250;
 const rawWorker = new URL('./raw-echo-worker.js', import.meta.url);
 
 type Msg = { room: string; text: string; n: number };
@@ -88,6 +95,33 @@ async function rawBatched(w: Worker, msgs: readonly Msg[]): Promise<number> {
   return msgs.length / ((performance.now() - t0) / 1000);
 }
 
+/**
+ * Raw batched, plus one promise per message made before it is posted and resolved by its ack:
+ * the floor of a one-promise-per-send API over the same transport; msgs/s.
+ */
+async function rawBatchedPromises(w: Worker, msgs: readonly Msg[]): Promise<number> {
+  const t0 = performance.now();
+  const resolvers = new Array<() => void>(msgs.length);
+  let settled = 0;
+  let all: (() => void) | undefined;
+  const done = new Promise<void>((resolve) => (all = resolve));
+  const one = (): void => {
+    if (++settled === msgs.length) all?.();
+  };
+  const on = (acks: Ack[]): void => {
+    for (const a of acks) resolvers[a.n]?.();
+  };
+  w.on('message', on);
+  for (let i = 0; i < msgs.length; i += BATCH) {
+    const batch = msgs.slice(i, i + BATCH);
+    for (const m of batch) void new Promise<void>((resolve) => (resolvers[m.n] = resolve)).then(one);
+    w.postMessage(batch);
+  }
+  await done;
+  w.off('message', on);
+  return msgs.length / ((performance.now() - t0) / 1000);
+}
+
 // ─────────────────────────────────────────────────────────── subject
 
 /** Enqueues every message at once (round-robin over `ids`) and awaits them all; msgs/s. */
@@ -108,6 +142,84 @@ async function rtBurst(rt: Runtime, ids: readonly string[], msgs: readonly Msg[]
     };
     const k = ids.length;
     for (let i = 0; i < msgs.length; i++) rt.send(ids[i % k] as string, msgs[i], opts).then(done, fail);
+  });
+  const dt = performance.now() - t0;
+  if (failed > 0) throw new Error(`${failed} of ${msgs.length} sends failed; first: ${String(firstError)}`);
+  return msgs.length / (dt / 1000);
+}
+
+/**
+ * A closed loop per instance: `outstanding` sends in flight per instance, the next message sent
+ * as each settles, until every message was sent (spread evenly over `ids`); msgs/s.
+ */
+async function rtClosed(rt: Runtime, ids: readonly string[], msgs: readonly Msg[], outstanding = DEFAULT_CAPACITY): Promise<number> {
+  let failed = 0;
+  let firstError: unknown;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let settled = 0;
+    let next = 0;
+    const k = ids.length;
+    const sendNext = (id: string): void => {
+      const m = msgs[next++] as Msg;
+      rt.send(id, m).then(
+        () => done(id),
+        (err: unknown) => {
+          failed++;
+          firstError ??= err;
+          done(id);
+        },
+      );
+    };
+    const done = (id: string): void => {
+      if (++settled === msgs.length) resolve();
+      else if (next < msgs.length) sendNext(id);
+    };
+    for (let i = 0; i < outstanding * k && next < msgs.length; i++) sendNext(ids[i % k] as string);
+  });
+  const dt = performance.now() - t0;
+  if (failed > 0) throw new Error(`${failed} of ${msgs.length} sends failed; first: ${String(firstError)}`);
+  return msgs.length / (dt / 1000);
+}
+
+/**
+ * The closed loop with `rt.sendMany`: batches of `batch` messages, `outstanding` messages in
+ * flight per instance, the next batch sent as each settles; msgs/s.
+ */
+async function rtClosedMany(rt: Runtime, ids: readonly string[], msgs: readonly Msg[], batch = MANY_BATCH, outstanding = DEFAULT_CAPACITY): Promise<number> {
+  let failed = 0;
+  let firstError: unknown;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let settled = 0;
+    let next = 0;
+    const k = ids.length;
+    const sendNext = (id: string): void => {
+      const part = msgs.slice(next, next + batch);
+      next += part.length;
+      rt.sendMany(id, part).then(
+        (outcomes) => {
+          for (const o of outcomes) {
+            if (!o.ok) {
+              failed++;
+              firstError ??= o.error;
+            }
+          }
+          done(id, outcomes.length);
+        },
+        (err: unknown) => {
+          failed += part.length;
+          firstError ??= err;
+          done(id, part.length);
+        },
+      );
+    };
+    const done = (id: string, n: number): void => {
+      settled += n;
+      if (settled === msgs.length) resolve();
+      else if (next < msgs.length) sendNext(id);
+    };
+    for (let i = 0; i < (outstanding / batch) * k && next < msgs.length; i++) sendNext(ids[i % k] as string);
   });
   const dt = performance.now() - t0;
   if (failed > 0) throw new Error(`${failed} of ${msgs.length} sends failed; first: ${String(firstError)}`);
@@ -192,11 +304,11 @@ async function rawLatency(w: Worker, rate: number, ms = LAT_MS): Promise<Paced> 
 
 // ─────────────────────────────────────────────────────────── main
 
-async function startRuntime(): Promise<{ rt: Runtime; ids: string[]; waitId: string }> {
-  const ids = ['s0', 's1', 's2', 's3'];
-  const waitId = 'w0';
+async function startRuntime(): Promise<{ rt: Runtime; ids: string[]; burstId: string }> {
+  const ids = ['c0', 'c1', 'c2', 'c3'];
+  const burstId = 'b0';
   const rt = await Runtime.start({ logger });
-  const want = new Set([...ids, waitId]);
+  const want = new Set([...ids, burstId]);
   const up = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`instances not connected: ${[...want].join(', ')}`)), 20_000);
     rt.on('instance:connected', (e: { instanceId: string }) => {
@@ -207,20 +319,21 @@ async function startRuntime(): Promise<{ rt: Runtime; ids: string[]; waitId: str
       }
     });
   });
-  // A bound the burst and the paced runs never reach: below saturation the queue stays short, and
-  // a machine that falls behind shows as latency, not as queue_full.
-  for (const id of ids) await rt.startInstance({ id, name: id, channelType: 'loopback', channel: 'loopback', queueCapacity: 1_000_000 });
-  await rt.startInstance({ id: waitId, name: waitId, channelType: 'loopback', channel: 'loopback' }); // default capacity (1000)
+  // Default capacity (1000) for the closed loops and waitForCapacity; a bound never reached for
+  // the burst and the paced runs (a machine that falls behind then shows as latency, not as
+  // queue_full).
+  for (const id of ids) await rt.startInstance({ id, name: id, channelType: 'loopback', channel: 'loopback' });
+  await rt.startInstance({ id: burstId, name: burstId, channelType: 'loopback', channel: 'loopback', queueCapacity: 1_000_000 });
   await up;
-  return { rt, ids, waitId };
+  return { rt, ids, burstId };
 }
 
 async function main(): Promise<void> {
   const w = await startRaw();
-  const { rt, ids, waitId } = await startRuntime();
-  const s0 = ids.slice(0, 1);
+  const { rt, ids, burstId } = await startRuntime();
+  const c0 = ids.slice(0, 1);
 
-  const tput: Record<string, number[]> = { rawSingle: [], rawBatched: [], rt1: [], rt1Wait: [] };
+  const tput: Record<string, number[]> = { rawSingle: [], rawBatched: [], rawBatchedPromises: [], rt1: [], rt1Many: [], rt2Many: [], rt1Burst: [], rt1Wait: [] };
   for (const k of MULTI) tput[`rt${k}`] = [];
   const push = (k: string, v: number): void => void tput[k]?.push(Math.round(v));
 
@@ -228,22 +341,34 @@ async function main(): Promise<void> {
   const warm = messages.slice(0, Math.min(N, 5000));
   await rawSingle(w, warm);
   await rawBatched(w, warm);
-  await rtBurst(rt, s0, warm);
-  await rtBurst(rt, ids, warm);
-  await rtBurst(rt, [waitId], warm, true);
+  await rawBatchedPromises(w, warm);
+  await rtClosed(rt, c0, warm);
+  await rtClosed(rt, ids, warm);
+  await rtClosedMany(rt, c0, warm);
+  await rtClosedMany(rt, ids.slice(0, 2), warm);
+  await rtBurst(rt, [burstId], warm);
+  await rtBurst(rt, c0, warm, true);
   for (let r = 0; r < ROUNDS; r++) {
     await settle();
     push('rawBatched', await rawBatched(w, messages));
     await settle();
-    push('rt1', await rtBurst(rt, s0, messages));
+    push('rt1', await rtClosed(rt, c0, messages));
     await settle();
     push('rawSingle', await rawSingle(w, messages));
     for (const k of MULTI) {
       await settle();
-      push(`rt${k}`, await rtBurst(rt, ids.slice(0, k), messages));
+      push(`rt${k}`, await rtClosed(rt, ids.slice(0, k), messages));
     }
     await settle();
-    push('rt1Wait', await rtBurst(rt, [waitId], messages, true));
+    push('rt1Many', await rtClosedMany(rt, c0, messages));
+    await settle();
+    push('rt2Many', await rtClosedMany(rt, ids.slice(0, 2), messages));
+    await settle();
+    push('rawBatchedPromises', await rawBatchedPromises(w, messages));
+    await settle();
+    push('rt1Burst', await rtBurst(rt, [burstId], messages));
+    await settle();
+    push('rt1Wait', await rtBurst(rt, c0, messages, true));
   }
   const med = (k: string): number => Math.round(summary(tput[k] as number[]).median);
 
@@ -254,12 +379,12 @@ async function main(): Promise<void> {
   const achieved: Record<string, number[]> = { rt: [], raw: [] };
   const perRound: Record<string, number[]> = { rtP99: [], rawP99: [] };
   await rawLatency(w, rate, 300); // warm-up of the paced paths (small batches), not recorded
-  await rtLatency(rt, 's0', rate, 300);
+  await rtLatency(rt, burstId, rate, 300);
   for (let r = 0; r < LAT_ROUNDS; r++) {
     await settle();
     const a = await rawLatency(w, rate);
     await settle();
-    const b = await rtLatency(rt, 's0', rate);
+    const b = await rtLatency(rt, burstId, rate);
     for (const x of a.latencies) rawLat.push(x);
     for (const x of b.latencies) rtLat.push(x);
     achieved.raw?.push(a.rate);
@@ -275,10 +400,17 @@ async function main(): Promise<void> {
     raw: { p50: round3(pct(rawLat, 50)), p99: round3(pct(rawLat, 99)), max: round3(maxOf(rawLat)), n: rawLat.length },
   };
   const rawB = med('rawBatched');
+  const rawBName = `raw batched (${BATCH}) postMessage round trip`;
   const rows = [
-    compare('send throughput, 1 instance', 'msgs/s', med('rt1'), `raw batched (${BATCH}) postMessage round trip`, rawB, { min: 0.5 }),
-    compare('send throughput, 1 instance', 'msgs/s', med('rt1'), 'raw single postMessage round trip', med('rawSingle'), { min: 0.5 }),
-    ...MULTI.map((k) => compare(`send throughput, ${k} instances`, 'msgs/s', med(`rt${k}`), `raw batched (${BATCH}) postMessage round trip`, rawB, { min: 0.5 })),
+    compare('send throughput at saturation, 1 instance', 'msgs/s', med('rt1'), rawBName, rawB, { min: 0.5 }),
+    compare('send throughput at saturation, 1 instance', 'msgs/s', med('rt1'), 'raw single postMessage round trip', med('rawSingle'), { min: 0.5 }),
+    ...MULTI.map((k) => compare(`send throughput at saturation, ${k} instances`, 'msgs/s', med(`rt${k}`), rawBName, rawB, { min: 0.5 })),
+    compare(`sendMany (batches of ${MANY_BATCH}) throughput at saturation, 1 instance`, 'msgs/s', med('rt1Many'), rawBName, rawB, { min: 0.5 }),
+    compare(`sendMany (batches of ${MANY_BATCH}) throughput at saturation, 2 instances`, 'msgs/s', med('rt2Many'), rawBName, rawB, { min: 0.5 }),
+    compare('(info) raw batched + one promise per message', 'msgs/s', med('rawBatchedPromises'), rawBName, rawB),
+    compare('(info) send throughput at saturation, 1 instance', 'msgs/s', med('rt1'), 'raw batched + one promise per message', med('rawBatchedPromises')),
+    compare(`(info) burst: ${N} sends enqueued at once, 1 instance`, 'msgs/s', med('rt1Burst'), rawBName, rawB),
+    compare(`(info) burst into the default capacity with waitForCapacity, 1 instance`, 'msgs/s', med('rt1Wait'), rawBName, rawB),
     compare(
       `send latency p50 at half load (${rate} msgs/s), 1 instance`,
       'ms',
@@ -296,15 +428,14 @@ async function main(): Promise<void> {
       { max: 1 },
     ),
   ];
-  console.log(
-    `1 instance with default queueCapacity + waitForCapacity: ${med('rt1Wait')} msgs/s (${round2(med('rt1Wait') / rawB)}x raw batched); ` +
-      `latency achieved rate rt ${achieved.rt?.join('/')} raw ${achieved.raw?.join('/')} msgs/s (asked ${rate})`,
-  );
+  console.log(`latency achieved rate rt ${achieved.rt?.join('/')} raw ${achieved.raw?.join('/')} msgs/s (asked ${rate})`);
   report('send', rows, {
     messages: N,
     rounds: ROUNDS,
     batch: BATCH,
-    sendWindow: 64,
+    sendWindow: 1024,
+    outstandingPerInstance: DEFAULT_CAPACITY,
+    sendManyBatch: MANY_BATCH,
     latency: { rate, durationMs: LAT_MS, rounds: LAT_ROUNDS, achievedRate: achieved, perRound, ...lat },
     throughput: Object.fromEntries(Object.entries(tput).map(([k, v]) => [k, { ...summary(v), runs: v }])),
   });
@@ -317,9 +448,6 @@ function maxOf(xs: readonly number[]): number {
 }
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
-}
-function round2(x: number): number {
-  return Math.round(x * 100) / 100;
 }
 
 await main();
