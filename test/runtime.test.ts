@@ -365,7 +365,7 @@ describe('Runtime', { timeout: 60_000 }, () => {
         cb();
       },
     });
-    const rt = await start({ logger: pino({ level: 'info' }, sink) });
+    const rt = await start({ logger: pino({ level: 'debug' }, sink) });
     const server = await rt.startInstance({ name: 'junk', channelType: 'malformed', channel: fixtureUrl('runtime-malformed'), credentials: { token: 'tok-123456' } });
     await waitFor(() => server.currentStatus === 'connected');
     await waitFor(() => rt.stats().malformedMessages === 6);
@@ -376,6 +376,9 @@ describe('Runtime', { timeout: 60_000 }, () => {
     await waitFor(() => lines.some((l) => l.includes('connected after junk')));
     await waitFor(() => lines.some((l) => l.includes('odd object')));
     expect(lines.join('\n')).not.toContain('tok-123456');
+    // one component per line (a child logger of a child logger would repeat the key)
+    expect(lines.filter((l) => (l.match(/"component":/g) ?? []).length > 1)).toEqual([]);
+    expect(lines.some((l) => l.includes('"component":"instance"'))).toBe(true);
     expect(server.currentStatus).toBe('connected');
     expect(await rt.send(server.instanceId, { a: 1 })).toEqual({ externalId: 'm-1' });
   });

@@ -283,6 +283,8 @@ export class Runtime extends EventEmitter {
   readonly #opts: Resolved;
   readonly #log: Logger;
   readonly #entries = new Map<string, Entry>();
+  /** The user's logger (or the default); `#log` is its `component: runtime` child. */
+  readonly #root: Logger;
   #state: 'running' | 'stopping' | 'stopped' = 'running';
   #stopping: Promise<void> | undefined;
   /** `delivery:*` events someone listens to on the runtime; forwarded from every queue. */
@@ -292,10 +294,11 @@ export class Runtime extends EventEmitter {
   #delivered = 0;
   #handlerErrors = 0;
 
-  private constructor(opts: Resolved, log: Logger) {
+  private constructor(opts: Resolved, root: Logger) {
     super();
     this.#opts = opts;
-    this.#log = log;
+    this.#root = root;
+    this.#log = root.child({ component: 'runtime' });
     // Delivery events are on the hot path: a queue builds them only once someone listens here.
     this.on('newListener', (event: string | symbol) => {
       if (typeof event !== 'string' || !event.startsWith('delivery:') || this.#deliveryForwarded.has(event)) return;
@@ -307,11 +310,11 @@ export class Runtime extends EventEmitter {
   /** Validates the options and starts an empty runtime. Bad options reject with `invalid_config`. */
   static async start(options: RuntimeOptions = {}): Promise<Runtime> {
     const opts = parseOrThrow(runtimeOptionsSchema, options, 'runtime options');
-    const log = (opts.logger ?? defaultLogger()).child({ component: 'runtime' });
+    const root = opts.logger ?? defaultLogger();
     // Each instance's supervisor is the top of its own tree: the runtime is their root, and it
     // never restarts an escalated instance tree itself (error, then recoverAfterMs). So no root
     // Supervisor serialises one instance's start or stop behind another's.
-    return new Runtime(opts, log);
+    return new Runtime(opts, root);
   }
 
   /**
@@ -334,7 +337,7 @@ export class Runtime extends EventEmitter {
     };
     const queue = this.#newQueue(record.id, capacity, pump);
     const server = new InstanceServer(record, {
-      logger: this.#log,
+      logger: this.#root, // it adds its own component (instance): one component key per line
       maxConsecutiveFailures: this.#opts.maxConsecutiveFailures,
       queueDepth: () => ref.entry?.queue.depth ?? queue.depth,
     });
@@ -402,9 +405,12 @@ export class Runtime extends EventEmitter {
    * `lastError` is a `ChannelError` with the class and code), `channel_invalid` (the instance's
    * channel module is unusable) or `stopped`.
    */
-  async send(id: string, message: unknown, options: EnqueueOptions = {}): Promise<unknown> {
-    const entry = this.#get(id);
-    if (entry.state === 'error' && !entry.recoverTimer) throw entry.failure ?? new NotRunningError(`instance ${id} (in error)`);
+  send(id: string, message: unknown, options?: EnqueueOptions): Promise<unknown> {
+    // Not async: the queue's own promise goes back as it is (an async wrapper would add a promise
+    // and two microtask turns to every send).
+    const entry = this.#entries.get(id);
+    if (entry === undefined) return Promise.reject(new InstanceNotFoundError(id));
+    if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
     return entry.queue.enqueue(message, options);
   }
 
@@ -417,9 +423,10 @@ export class Runtime extends EventEmitter {
    * found no room unless `waitForCapacity`, `delivery_failed`, `aborted`, `stopped`, ...).
    * Rejects only when no message was taken: `not_found`, `not_running`, `invalid_config`.
    */
-  async sendMany(id: string, messages: readonly unknown[], options: EnqueueManyOptions = {}): Promise<SendOutcome[]> {
-    const entry = this.#get(id);
-    if (entry.state === 'error' && !entry.recoverTimer) throw entry.failure ?? new NotRunningError(`instance ${id} (in error)`);
+  sendMany(id: string, messages: readonly unknown[], options?: EnqueueManyOptions): Promise<SendOutcome[]> {
+    const entry = this.#entries.get(id);
+    if (entry === undefined) return Promise.reject(new InstanceNotFoundError(id));
+    if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
     return entry.queue.enqueueMany(messages, options);
   }
 
