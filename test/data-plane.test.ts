@@ -74,6 +74,18 @@ describe('data plane', { timeout: 90_000 }, () => {
     await expect(rt.sendMany(server.instanceId, 'nope' as never)).rejects.toMatchObject({ code: 'invalid_config' });
   });
 
+  it('a retried message is not overtaken by batches that were on their way to the worker when it failed', async () => {
+    const sinkFile = join(tmp, 'sink-epoch.log');
+    const rt = await start({ delivery: { maxAttempts: 5, initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } });
+    const server = await rt.startInstance({ name: 'epoch', channelType: 'sink', channel: fixtureUrl('runtime-sink'), queueCapacity: 10_000, settings: { sinkFile } });
+    await waitFor(() => server.currentStatus === 'connected');
+    // The full window (1024, in batches of 256) is in flight when message 1500 fails once.
+    const all = keys(4000);
+    await Promise.all(all.map((key, i) => rt.send(server.instanceId, i === 1500 ? { key, fail: 'recoverable', failTimes: 1 } : { key })));
+    expect(sinkLines(sinkFile)).toEqual(all);
+    expect((await rt.health(server.instanceId)).delivery).toMatchObject({ retried: 1, delivered: 4000 });
+  });
+
   it('a non-idempotent sink gets every message at least once, first deliveries in order', async () => {
     const sinkFile = join(tmp, 'sink-plain.log');
     const rt = await start();

@@ -414,7 +414,11 @@ describe('OutboundQueue: enqueueMany', { timeout: 10_000 }, () => {
     expect(aborted.map((o) => (o.ok ? 'ok' : (o.error as AbortedError).code))).toEqual(['aborted', 'aborted']);
     await expect(q.enqueueMany({ n: 0 } as unknown as Msg[])).rejects.toBeInstanceOf(InvalidConfigError);
     await expect(q.enqueueMany([{ n: 0 }], { idempotencyKey: 'k' } as never)).rejects.toMatchObject({ code: 'invalid_config', issues: [expect.objectContaining({ path: 'idempotencyKey' })] });
-    expect(q.depth).toBe(0);
+    const unreadable = { n: 1, get id(): string {
+      throw new Error('no id here');
+    } };
+    await expect(q.enqueueMany([{ n: 0 }, unreadable])).rejects.toThrow('no id here');
+    expect(q.depth).toBe(0); // nothing taken
     const waiting = track(makeQueue({ capacity: 1 }).enqueueMany([{ n: 0 }], {}));
     await flush();
     expect(waiting.state).toBe('pending');

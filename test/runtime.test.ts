@@ -83,6 +83,8 @@ describe('Runtime', { timeout: 60_000 }, () => {
       issues: expect.arrayContaining([expect.objectContaining({ path: 'name' }), expect.objectContaining({ path: 'channel' })]),
     });
     await expect(Runtime.start({ heartbeat: { intervalMs: -1 } } as never)).rejects.toMatchObject({ code: 'invalid_config' });
+    // A budget past Node's largest timer (2^31 - 1 ms) would fire after 1 ms: refused.
+    await expect(Runtime.start({ timeouts: { sendMs: 3e9 } })).rejects.toMatchObject({ code: 'invalid_config', issues: [expect.objectContaining({ path: 'timeouts.sendMs' })] });
     const b = await rt.startInstance({ name: 'b', channelType: 'loopback', channel: 'loopback' });
     expect(b.instanceId).not.toBe('a');
     expect(rt.countInstances()).toBe(2);
@@ -368,9 +370,9 @@ describe('Runtime', { timeout: 60_000 }, () => {
     const rt = await start({ logger: pino({ level: 'debug' }, sink) });
     const server = await rt.startInstance({ name: 'junk', channelType: 'malformed', channel: fixtureUrl('runtime-malformed'), credentials: { token: 'tok-123456' } });
     await waitFor(() => server.currentStatus === 'connected');
-    await waitFor(() => rt.stats().malformedMessages === 6);
+    await waitFor(() => rt.stats().malformedMessages === 8);
     expect(lines.filter((l) => l.includes('malformed notice')).length).toBe(3);
-    expect(lines.filter((l) => l.includes('malformed acks')).length).toBe(3);
+    expect(lines.filter((l) => l.includes('malformed acks')).length).toBe(5);
     expect((await rt.health(server.instanceId)).delivery.staleAcks).toBe(3); // acks for sends never made
     // the channel's own log line is forwarded, its credential scrubbed
     await waitFor(() => lines.some((l) => l.includes('connected after junk')));

@@ -810,8 +810,19 @@ async function whenConnected(): Promise<Connection | undefined> {
     const conn = live;
     if (conn && !conn.controller.signal.aborted) return conn;
     await new Promise<void>((resolve) => {
-      connectedWaiters.push(resolve);
-      setTimeout(resolve, 50).unref(); // re-check: `live` also changes where no waiter is woken
+      // Re-check every 50 ms (`live` also changes where no waiter is woken); a waiter that timed
+      // out leaves the list, so it does not grow while the channel stays down.
+      const timer = setTimeout(() => {
+        const i = connectedWaiters.indexOf(wake);
+        if (i >= 0) connectedWaiters.splice(i, 1);
+        resolve();
+      }, 50);
+      timer.unref();
+      const wake = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      connectedWaiters.push(wake);
     });
   }
 }
@@ -822,8 +833,16 @@ function wakeSenders(): void {
   for (const w of waiters) w();
 }
 
+/**
+ * The newest epoch handed back. A batch of that epoch or older that arrives later was posted
+ * before the runtime learnt of the failure: it goes back unsent as well, or its messages would
+ * overtake the one that failed.
+ */
+let returnedEpoch = -1;
+
 /** After a failed send: hand back, unsent, the held messages the runtime will resend after it. */
 function returnHeld(epoch: number): void {
+  if (epoch > returnedEpoch) returnedEpoch = epoch;
   let kept = 0;
   for (const b of held) {
     if (b.epoch <= epoch) {
@@ -838,15 +857,17 @@ function returnHeld(epoch: number): void {
  * signal, replaced only after a send's budget aborted it. Sends run one at a time, so the
  * aborted lane is exactly the timed-out send's; the hot path allocates no controller per send.
  */
-let lane: { conn: Connection; controller: AbortController; ctx: ChannelContext } | undefined;
+let lane: { conn: Connection; controller: AbortController; ctx: ChannelContext; unlink: () => void } | undefined;
 
 function laneFor(conn: Connection): { conn: Connection; controller: AbortController; ctx: ChannelContext } {
   if (lane && lane.conn === conn && !lane.controller.signal.aborted) return lane;
+  lane?.unlink(); // the replaced lane no longer listens to its connection
   const controller = new AbortController();
   const parent = conn.controller.signal;
+  const onAbort = (): void => controller.abort(parent.reason);
   if (parent.aborted) controller.abort(parent.reason);
-  else parent.addEventListener('abort', () => controller.abort(parent.reason), { once: true });
-  lane = { conn, controller, ctx: contextFor(controller.signal) };
+  else parent.addEventListener('abort', onAbort, { once: true });
+  lane = { conn, controller, ctx: contextFor(controller.signal), unlink: () => parent.removeEventListener('abort', onAbort) };
   return lane;
 }
 
@@ -940,8 +961,13 @@ port.on('message', (message: unknown) => {
   }
   const batch = message as Partial<SendBatch> | null;
   if (batch === null || typeof batch !== 'object' || batch.t !== 'send' || !Array.isArray(batch.messages) || typeof batch.seq !== 'number') return;
+  const epoch = typeof batch.epoch === 'number' ? batch.epoch : 0;
+  if (epoch <= returnedEpoch) {
+    for (let i = 0; i < batch.messages.length; i++) ackResult({ seq: batch.seq + i, ok: false, unsent: true });
+    return;
+  }
   held.push({
-    epoch: typeof batch.epoch === 'number' ? batch.epoch : 0,
+    epoch,
     seq: batch.seq,
     messages: batch.messages,
     attempts: batch.attempts,

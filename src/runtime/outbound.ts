@@ -814,6 +814,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   enqueueMany(messages: readonly M[], options?: EnqueueManyOptions): Promise<SendOutcome<R>[]> {
     let signal: AbortSignal | undefined;
     let wait = false;
+    let keys: (IdempotencyKey | undefined)[];
     try {
       if (!Array.isArray(messages)) throw new InvalidConfigError('messages of a batch send', [{ path: '', message: 'expected an array of messages' }]);
       if (options !== undefined) {
@@ -821,6 +822,10 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
         signal = o.signal;
         wait = o.waitForCapacity === true;
       }
+      // Every key before any message is taken: a message whose `id` cannot be read (a getter
+      // that throws) rejects the batch with nothing taken, never half of it.
+      keys = new Array<IdempotencyKey | undefined>(messages.length);
+      for (let i = 0; i < messages.length; i++) keys[i] = defaultIdempotencyKey(messages[i]);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -837,7 +842,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     const now = this.#now();
     for (let i = 0; i < n; i++) {
       const message = messages[i] as M;
-      const key = defaultIdempotencyKey(message);
+      const key = keys[i];
       if (key !== undefined) {
         const dup = this.#duplicate(key);
         if (dup !== undefined) {

@@ -40,7 +40,11 @@ function builtinUrl(path: string): URL {
 export const BUILTIN_CHANNELS: Readonly<Record<string, URL>> = Object.freeze({ loopback: builtinUrl('channels/loopback.js') });
 
 const positive = z.number().positive();
-const ms = z.number().int().min(0);
+/** Node's largest timer delay (2^31 - 1 ms, about 24.8 days): a larger one fires after 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647;
+/** A timer budget, ms. */
+const budget = positive.max(MAX_TIMER_MS);
+const ms = z.number().int().min(0).max(MAX_TIMER_MS);
 
 const restartSchema = z
   .object({
@@ -82,15 +86,15 @@ const runtimeOptionsSchema = z
       .strict()
       .default({ intervalMs: 1000, maxMissed: 3 }),
     probe: z
-      .object({ intervalMs: ms.default(30_000), timeoutMs: positive.default(5000) })
+      .object({ intervalMs: ms.default(30_000), timeoutMs: budget.default(5000) })
       .strict()
       .default({ intervalMs: 30_000, timeoutMs: 5000 }),
     timeouts: z
       .object({
-        connectMs: positive.default(10_000),
-        disconnectMs: positive.default(5000),
-        sendMs: positive.default(10_000),
-        pollMs: positive.default(30_000),
+        connectMs: budget.default(10_000),
+        disconnectMs: budget.default(5000),
+        sendMs: budget.default(10_000),
+        pollMs: budget.default(30_000),
       })
       .strict()
       .default({ connectMs: 10_000, disconnectMs: 5000, sendMs: 10_000, pollMs: 30_000 }),
@@ -109,7 +113,7 @@ const runtimeOptionsSchema = z
       .default({ maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }),
     sendWindow: z.number().int().min(1).max(4096).default(1024),
     shutdownMs: ms.default(5000),
-    readyTimeoutMs: positive.default(10_000),
+    readyTimeoutMs: budget.default(10_000),
     resourceLimits: z.record(z.string(), z.number()).optional(),
     onMessage: z.custom<OnMessage>((v) => typeof v === 'function', 'expected a function').optional(),
     pool: z.record(z.string(), z.unknown()).optional(),
@@ -607,15 +611,19 @@ export class Runtime extends EventEmitter {
   #onAcks(entry: Entry, raw: unknown): void {
     const { server } = entry;
     // The hot path: a run of successes, checked by hand; anything else goes through zod.
-    const run = raw as { seq?: unknown; receipts?: unknown };
+    // A worker never holds more than the credit window, so no honest ack names more sends than
+    // that: a longer array (a sparse one crosses the boundary almost free) is refused before any
+    // work per element.
+    const run = raw as { seq?: unknown; receipts?: unknown; results?: unknown };
     if (Array.isArray(run.receipts)) {
       const seq = run.seq;
-      if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return this.#onMalformedAcks(entry);
+      if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0 || run.receipts.length > this.#opts.sendWindow) return this.#onMalformedAcks(entry);
       if (run.receipts.length > 0) server.notifySuccess();
       entry.queue.ackRun(seq, run.receipts);
       this.#pump(entry);
       return;
     }
+    if (Array.isArray(run.results) && run.results.length > this.#opts.sendWindow) return this.#onMalformedAcks(entry);
     const parsed = acksSchema.safeParse(raw);
     if (!parsed.success) return this.#onMalformedAcks(entry);
     const results = parsed.data.results as AckResult[];
