@@ -81,6 +81,7 @@ import type { ChannelContext, ChannelDefinition, ChannelLogger, ProbeOutcome, Se
 import { TimeoutError, type FailureClass } from '../src/errors.js';
 import { classifyError } from '../src/instance/classify.js';
 import type { InboundAck, InstanceBoot, InstanceWorkerApi, Notice, SendBatch, SendResult } from '../src/runtime/protocol.js';
+import { MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from '../src/runtime/columns.js';
 import type { BackoffPolicy } from '../src/supervisor/backoff.js';
 import { serve, workerData } from './runtime.js';
 import { encodeWorkerError, wireCode } from './worker-error.js';
@@ -760,10 +761,22 @@ function flushAcks(): void {
   flushResults();
 }
 
+/** Runs left to post by structured clone before trying columns again (after one that did not fit). */
+let receiptColumnMisses = 0;
+
 function flushRun(): void {
-  if (runReceipts.length === 0) return;
+  const n = runReceipts.length;
+  if (n === 0) return;
   const receipts = runReceipts;
   runReceipts = [];
+  // Receipts of one flat shape (the common case) go in columns: see columns.ts.
+  let cols: Columns | undefined;
+  if (receiptColumnMisses > 0) receiptColumnMisses--;
+  else if (n >= MIN_COLUMN_BATCH && (cols = toColumns(receipts)) === undefined) receiptColumnMisses = 16;
+  if (cols !== undefined) {
+    port.postMessage({ t: 'acks', seq: runSeq, n, fields: cols.fields, columns: cols.columns } satisfies Notice);
+    return;
+  }
   try {
     port.postMessage({ t: 'acks', seq: runSeq, receipts } satisfies Notice);
   } catch {
@@ -960,16 +973,18 @@ port.on('message', (message: unknown) => {
     return;
   }
   const batch = message as Partial<SendBatch> | null;
-  if (batch === null || typeof batch !== 'object' || batch.t !== 'send' || !Array.isArray(batch.messages) || typeof batch.seq !== 'number') return;
+  if (batch === null || typeof batch !== 'object' || batch.t !== 'send' || typeof batch.seq !== 'number') return;
+  const messages = Array.isArray(batch.messages) ? batch.messages : readColumns(batch.fields, batch.columns, batch.n, Number.MAX_SAFE_INTEGER);
+  if (messages === undefined) return;
   const epoch = typeof batch.epoch === 'number' ? batch.epoch : 0;
   if (epoch <= returnedEpoch) {
-    for (let i = 0; i < batch.messages.length; i++) ackResult({ seq: batch.seq + i, ok: false, unsent: true });
+    for (let i = 0; i < messages.length; i++) ackResult({ seq: batch.seq + i, ok: false, unsent: true });
     return;
   }
   held.push({
     epoch,
     seq: batch.seq,
-    messages: batch.messages,
+    messages,
     attempts: batch.attempts,
     keys: batch.keys,
     redelivered: batch.redelivered,

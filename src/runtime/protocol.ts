@@ -107,9 +107,16 @@ export interface SendBatch {
   t: 'send';
   /** The queue's epoch when the batch was taken (see `OutboundQueue`): after a failed send the worker returns, unsent, every held message of an epoch not newer than the failed one's. */
   epoch: number;
-  /** Delivery sequence number of `messages[0]`. */
+  /** Delivery sequence number of the first message. */
   seq: number;
-  messages: readonly unknown[];
+  /** The messages, by structured clone; absent when they go in columns (`n`, `fields`, `columns`). */
+  messages?: readonly unknown[];
+  /** Number of messages in columns (see `toColumns`: flat objects of one shape, the common case). */
+  n?: number;
+  /** The messages' keys, when they go in columns. */
+  fields?: readonly string[];
+  /** One array of values per field, when the messages go in columns. */
+  columns?: readonly (readonly unknown[])[];
   /** Attempt of each message (1 for the first); absent when every one is a first attempt. */
   attempts?: readonly number[];
   /** Idempotency key of each message (`null`: none), passed to the channel's `send`; absent when none has one. */
@@ -123,10 +130,14 @@ export type SendResult = AckResult;
 
 /**
  * Acks, batched worker → main on the data port: a run of consecutive successes
- * (`seq`, `seq + 1`, … with their receipts: the hot path), or a list of results of any kind
- * (failures, messages handed back unsent).
+ * (`seq`, `seq + 1`, … with their receipts: the hot path; receipts of one flat shape go in
+ * columns, see `toColumns`), or a list of results of any kind (failures, messages handed back
+ * unsent).
  */
-export type AcksNotice = { t: 'acks'; seq: number; receipts: unknown[] } | { t: 'acks'; results: SendResult[] };
+export type AcksNotice =
+  | { t: 'acks'; seq: number; receipts: unknown[] }
+  | { t: 'acks'; seq: number; n: number; fields: string[]; columns: unknown[][] }
+  | { t: 'acks'; results: SendResult[] };
 
 /** Zod schema of the `results` form of an {@link AcksNotice} (the run form is checked by hand: it is the hot path). */
 export const acksSchema = z.object({ t: z.literal('acks'), results: z.array(ackResultSchema) });

@@ -15,6 +15,7 @@ import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/t
 import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
+import { MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from './columns.js';
 import { OutboundQueue, type AckResult, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
 import {
   EXIT_RECONNECT_EXHAUSTED,
@@ -29,6 +30,8 @@ import {
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
 const INBOUND_WINDOW = 8;
+/** After a batch whose messages did not fit in columns, this many go by structured clone before the next try. */
+const COLUMN_RETRY_AFTER = 16;
 
 /** Where the runtime's own worker entry points live, from `src/` (tests) or `dist/src/` (package). */
 function builtinUrl(path: string): URL {
@@ -240,6 +243,8 @@ interface Entry {
   queue: OutboundQueue;
   /** The current worker's data port, once it can take sends. */
   dataPort: MessagePort | undefined;
+  /** Batches left to post by structured clone before trying columns again (after one that did not fit). */
+  columnMisses: number;
   readonly capacity: number;
   /** The last inbound cursor whose batch `onMessage` finished; handed to the next worker. */
   cursor: unknown;
@@ -369,6 +374,7 @@ export class Runtime extends EventEmitter {
       settings: record.settings,
       queue,
       dataPort: undefined,
+      columnMisses: 0,
     };
     ref.entry = entry;
     this.#entries.set(record.id, entry);
@@ -579,7 +585,14 @@ export class Runtime extends EventEmitter {
     const batch = queue.take(Math.min(room, 256));
     const n = batch.length;
     if (n === 0) return;
-    const msg: SendBatch = { t: 'send', epoch: batch.epoch, seq: batch.seqs[0] as number, messages: batch.messages };
+    // Flat messages of one shape go in columns (see columns.ts); after a batch that does not fit,
+    // the next few go by structured clone at once.
+    let cols: Columns | undefined;
+    if (entry.columnMisses > 0) entry.columnMisses--;
+    else if (n >= MIN_COLUMN_BATCH && (cols = toColumns(batch.messages)) === undefined) entry.columnMisses = COLUMN_RETRY_AFTER;
+    const seq = batch.seqs[0] as number;
+    const msg: SendBatch =
+      cols === undefined ? { t: 'send', epoch: batch.epoch, seq, messages: batch.messages } : { t: 'send', epoch: batch.epoch, seq, n, fields: cols.fields, columns: cols.columns };
     // The parallel arrays go along only when they say something (take numbers seqs consecutively).
     for (let i = 0; i < n; i++) {
       if (batch.attempts[i] !== 1) {
@@ -614,12 +627,15 @@ export class Runtime extends EventEmitter {
     // A worker never holds more than the credit window, so no honest ack names more sends than
     // that: a longer array (a sparse one crosses the boundary almost free) is refused before any
     // work per element.
-    const run = raw as { seq?: unknown; receipts?: unknown; results?: unknown };
-    if (Array.isArray(run.receipts)) {
+    const run = raw as { seq?: unknown; receipts?: unknown; results?: unknown; n?: unknown; fields?: unknown; columns?: unknown };
+    if (run.receipts !== undefined || run.columns !== undefined) {
       const seq = run.seq;
-      if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0 || run.receipts.length > this.#opts.sendWindow) return this.#onMalformedAcks(entry);
-      if (run.receipts.length > 0) server.notifySuccess();
-      entry.queue.ackRun(seq, run.receipts);
+      if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return this.#onMalformedAcks(entry);
+      const window = this.#opts.sendWindow;
+      const receipts = Array.isArray(run.receipts) ? (run.receipts.length > window ? undefined : run.receipts) : readColumns(run.fields, run.columns, run.n, window);
+      if (receipts === undefined) return this.#onMalformedAcks(entry);
+      if (receipts.length > 0) server.notifySuccess();
+      entry.queue.ackRun(seq, receipts);
       this.#pump(entry);
       return;
     }

@@ -1,0 +1,104 @@
+/**
+ * Columnar encoding of a batch of flat objects for the data port.
+ *
+ * Structured clone pays per object: on this machine about 0.15 µs to write and 0.35–0.45 µs to
+ * read back a small object such as `{ room, text, n }` or `{ externalId }`, against about 0.03 µs
+ * and 0.05 µs for a string or a number. A batch whose items all have the same own keys in the
+ * same order and only primitive values (what a gateway sends, what a channel returns as its
+ * receipt) therefore crosses as `fields` plus one array of values per field, and the receiving
+ * side builds the objects again. Measured on a run of 128 items, that cuts the cost of a message
+ * on the worker by about 0.35 µs and of a receipt on the main thread by about 0.3 µs.
+ *
+ * Nothing changes for the receiver: it gets the same plain objects, with the same keys, key order
+ * and values, that structured clone would have made. A batch that does not qualify (nested
+ * objects, arrays, class instances, null-prototype objects, different key sets, a `__proto__`
+ * key, a throwing getter, fewer than {@link MIN_COLUMN_BATCH} items) goes as it is, by
+ * structured clone, with its usual semantics and errors.
+ *
+ * @packageDocumentation
+ */
+
+/** Fewer items than this go by structured clone: the columns' own arrays cost more than they save. */
+export const MIN_COLUMN_BATCH = 8;
+
+/** At most this many fields per object; wider objects go by structured clone. */
+export const MAX_COLUMN_FIELDS = 32;
+
+/** A batch in columns: item `i` is `{ [fields[0]]: columns[0][i], [fields[1]]: columns[1][i], … }`. */
+export interface Columns {
+  readonly fields: string[];
+  readonly columns: unknown[][];
+}
+
+const objectProto = Object.prototype;
+
+/**
+ * Encodes `items` in columns, or returns `undefined` when the batch does not qualify (see the
+ * module notes): then it goes by structured clone. Reads every property once, as structured clone
+ * would; never throws.
+ */
+export function toColumns(items: readonly unknown[]): Columns | undefined {
+  const n = items.length;
+  if (n < MIN_COLUMN_BATCH) return undefined;
+  try {
+    const first = items[0];
+    if (typeof first !== 'object' || first === null || Object.getPrototypeOf(first) !== objectProto) return undefined;
+    const fields = Object.keys(first);
+    const k = fields.length;
+    if (k === 0 || k > MAX_COLUMN_FIELDS || fields.includes('__proto__')) return undefined;
+    const columns: unknown[][] = new Array<unknown[]>(k);
+    for (let j = 0; j < k; j++) columns[j] = new Array<unknown>(n);
+    for (let i = 0; i < n; i++) {
+      const o = items[i] as Record<string, unknown>;
+      if (i > 0 && (typeof o !== 'object' || o === null || Object.getPrototypeOf(o) !== objectProto)) return undefined;
+      const keys = i === 0 ? fields : Object.keys(o);
+      if (keys.length !== k) return undefined;
+      for (let j = 0; j < k; j++) {
+        const key = fields[j] as string;
+        if (keys[j] !== key) return undefined;
+        const v = o[key];
+        const t = typeof v;
+        if (t === 'object' ? v !== null : t === 'function' || t === 'symbol') return undefined;
+        (columns[j] as unknown[])[i] = v;
+      }
+    }
+    return { fields, columns };
+  } catch {
+    return undefined; // a throwing getter or proxy trap: structured clone reports it
+  }
+}
+
+/**
+ * Builds the items of a column batch again. `columns` must be valid for `n` items (see
+ * {@link readColumns} for untrusted input).
+ */
+export function fromColumns(fields: readonly string[], columns: readonly (readonly unknown[])[], n: number): Record<string, unknown>[] {
+  const out = new Array<Record<string, unknown>>(n);
+  const k = fields.length;
+  for (let i = 0; i < n; i++) {
+    const o: Record<string, unknown> = {};
+    for (let j = 0; j < k; j++) o[fields[j] as string] = (columns[j] as readonly unknown[])[i];
+    out[i] = o;
+  }
+  return out;
+}
+
+/**
+ * Checks and decodes a column batch that crossed a thread boundary (`fields`, `columns`, and the
+ * item count `n`, at most `maxItems`): the items, or `undefined` when it is malformed. Every check
+ * is done before any work per item, so a hostile batch (a sparse column claiming billions of
+ * items) costs nothing.
+ */
+export function readColumns(fields: unknown, columns: unknown, n: unknown, maxItems: number): Record<string, unknown>[] | undefined {
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > maxItems) return undefined;
+  if (!Array.isArray(fields) || !Array.isArray(columns)) return undefined;
+  const k = fields.length;
+  if (k === 0 || k > MAX_COLUMN_FIELDS || columns.length !== k) return undefined;
+  for (let j = 0; j < k; j++) {
+    const f: unknown = fields[j];
+    if (typeof f !== 'string' || f === '__proto__') return undefined;
+    const c: unknown = columns[j];
+    if (!Array.isArray(c) || c.length !== n) return undefined;
+  }
+  return fromColumns(fields as string[], columns as unknown[][], n);
+}
