@@ -76,6 +76,17 @@ describe('columns: what qualifies', { timeout: 10_000 }, () => {
     for (const [name, items] of Object.entries(cases)) expect(toColumns(items), name).toBeUndefined();
   });
 
+  it('an enumerable property inherited from Object.prototype (which structured clone does not copy) sends the batch by clone', () => {
+    const key = 'threadvisorInherited';
+    Object.defineProperty(Object.prototype, key, { value: 1, enumerable: true, configurable: true, writable: true });
+    try {
+      expect(toColumns(flat(MIN_COLUMN_BATCH))).toBeUndefined();
+    } finally {
+      delete (Object.prototype as Record<string, unknown>)[key];
+    }
+    expect(toColumns(flat(MIN_COLUMN_BATCH))).toBeDefined();
+  });
+
   it('fromColumns builds n items from valid columns', () => {
     expect(fromColumns(['a', 'b'], [[1, 2], ['x', 'y']], 2)).toEqual([
       { a: 1, b: 'x' },

@@ -51,16 +51,19 @@ export function toColumns(items: readonly unknown[]): Columns | undefined {
     for (let i = 0; i < n; i++) {
       const o = items[i] as Record<string, unknown>;
       if (i > 0 && (typeof o !== 'object' || o === null || Object.getPrototypeOf(o) !== objectProto)) return undefined;
-      const keys = i === 0 ? fields : Object.keys(o);
-      if (keys.length !== k) return undefined;
-      for (let j = 0; j < k; j++) {
-        const key = fields[j] as string;
-        if (keys[j] !== key) return undefined;
+      // The same keys in the same order, checked without an array per item: for-in walks own
+      // keys in Object.keys order, then inherited enumerable ones (which structured clone would
+      // not copy: one makes the count differ, and the batch goes by clone).
+      let j = 0;
+      for (const key in o) {
+        if (j >= k || key !== fields[j]) return undefined;
         const v = o[key];
         const t = typeof v;
         if (t === 'object' ? v !== null : t === 'function' || t === 'symbol') return undefined;
         (columns[j] as unknown[])[i] = v;
+        j++;
       }
+      if (j !== k) return undefined;
     }
     return { fields, columns };
   } catch {
