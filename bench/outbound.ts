@@ -41,7 +41,7 @@ async function queueRun(messages: Msg[]): Promise<number> {
     }
     for (let b = q.take(CREDIT); b.length > 0; b = q.take(CREDIT)) {
       const acks: AckResult<string>[] = new Array(b.length);
-      for (let k = 0; k < b.length; k++) acks[k] = { seq: b.seqs[k] as number, ok: true, receipt: 'ext' };
+      for (let k = 0; k < b.length; k++) acks[k] = { seq: b.seq + k, ok: true, receipt: 'ext' };
       q.ack(acks);
     }
   }

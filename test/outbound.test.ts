@@ -139,6 +139,25 @@ describe('OutboundQueue: options', { timeout: 10_000 }, () => {
 });
 
 describe('OutboundQueue: FIFO dispatch', { timeout: 10_000 }, () => {
+  it('keeps per-message details only once one message differs, filled in for those before it', () => {
+    const q = makeQueue({ retry: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } });
+    q.enqueue({ n: 0 }, { idempotencyKey: null }).catch(() => undefined);
+    q.enqueue({ n: 1 }, { idempotencyKey: 'k1' }).catch(() => undefined);
+    q.enqueue({ n: 2 }, { idempotencyKey: null }).catch(() => undefined);
+    const b = q.take(10);
+    expect(b.sparse).toEqual({ attempts: undefined, redelivered: undefined, keys: [undefined, 'k1', undefined] });
+    expect(b.seqs).toEqual([b.seq, b.seq + 1, b.seq + 2]);
+    // 1 fails once (attempt 2 next), 2 goes back unsent: a redelivery on its first attempt
+    q.ack([{ seq: b.seq, ok: true, receipt: 'r0' }, fail(b.seq + 1, 'recoverable'), { seq: b.seq + 2, ok: false, unsent: true }]);
+    q.enqueue({ n: 3 }, { idempotencyKey: null }).catch(() => undefined);
+    const again = q.take(10);
+    expect(ns(again)).toEqual([1, 2, 3]);
+    expect(again.sparse.attempts).toEqual([2, 1, 1]);
+    expect(again.sparse.redelivered).toEqual([true, true, false]);
+    expect(again.keys).toEqual(['k1', undefined, undefined]);
+    q.close();
+  });
+
   it('hands messages out in order, in batches up to the credit, and resolves with receipts', async () => {
     const q = makeQueue();
     const ps = msgs(0, 10).map((m) => track(q.enqueue(m)));
@@ -147,6 +166,9 @@ describe('OutboundQueue: FIFO dispatch', { timeout: 10_000 }, () => {
     expect(ns(b1)).toEqual([0, 1, 2]);
     expect(b1.attempts).toEqual([1, 1, 1]);
     expect(b1.keys).toEqual([undefined, undefined, undefined]);
+    expect(b1.redelivered).toEqual([false, false, false]);
+    expect(b1.sparse).toEqual({}); // nothing but defaults: nothing extra goes on the wire
+    expect(b1.seq).toBe(0);
     const b2 = q.take(100);
     expect(ns(b2)).toEqual([3, 4, 5, 6, 7, 8, 9]);
     expect([...b1.seqs, ...b2.seqs]).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);

@@ -147,8 +147,11 @@ export type EnqueueManyOptions = Omit<EnqueueOptions, 'idempotencyKey'>;
 export type SendOutcome<R = unknown> = { ok: true; receipt: R } | { ok: false; error: Error };
 
 /**
- * Messages handed to the dispatcher by {@link OutboundQueue.take}, as parallel arrays (one
- * allocation per batch, not per message; `seqs` and `messages` post as they are).
+ * Messages handed to the dispatcher by {@link OutboundQueue.take}. Their delivery sequence numbers
+ * are consecutive (`seq`, `seq + 1`, …), and the per-message details that are nearly always the
+ * default (first attempt, no key, not a redelivery) are kept only when one message differs:
+ * `sparse` is what goes on the wire; `seqs`, `attempts`, `redelivered` and `keys` spell every
+ * value out, built on demand.
  */
 export interface Batch<M = unknown> {
   /** Number of messages. */
@@ -158,10 +161,21 @@ export interface Batch<M = unknown> {
    * message goes back to the queue; see the module notes on strict order.
    */
   readonly epoch: number;
-  /** Delivery sequence numbers, one per dispatch (a redelivery gets a new one); acks name them. */
-  readonly seqs: readonly number[];
+  /** Delivery sequence number of `messages[0]`; message `i` has `seq + i` (a redelivery gets a new one); acks name them. */
+  readonly seq: number;
   /** The messages. */
   readonly messages: readonly M[];
+  /** The per-message details, each absent when every message has the default. */
+  readonly sparse: {
+    /** Attempt number of each dispatch; absent when all are 1. */
+    readonly attempts?: readonly number[];
+    /** Whether each message was handed to a worker before; absent when none was. */
+    readonly redelivered?: readonly boolean[];
+    /** Idempotency key of each message (`undefined`: none); absent when none has one. */
+    readonly keys?: readonly (IdempotencyKey | undefined)[];
+  };
+  /** Delivery sequence numbers, one per dispatch. */
+  readonly seqs: readonly number[];
   /** Attempt number of each dispatch (1 for the first; a crash requeue keeps the number). */
   readonly attempts: readonly number[];
   /** Per message: it was handed to a worker before (in flight when one died, or returned unsent). */
@@ -170,16 +184,37 @@ export interface Batch<M = unknown> {
   readonly keys: readonly (IdempotencyKey | undefined)[];
 }
 
+/** A batch as {@link OutboundQueue.take} makes it: the dense views are built when asked for. */
+class TakenBatch<M> implements Batch<M> {
+  constructor(
+    readonly length: number,
+    readonly epoch: number,
+    readonly seq: number,
+    readonly messages: readonly M[],
+    readonly sparse: Batch<M>['sparse'],
+  ) {}
+
+  get seqs(): readonly number[] {
+    return Array.from({ length: this.length }, (_, i) => this.seq + i);
+  }
+
+  get attempts(): readonly number[] {
+    return this.sparse.attempts ?? new Array<number>(this.length).fill(1);
+  }
+
+  get redelivered(): readonly boolean[] {
+    return this.sparse.redelivered ?? new Array<boolean>(this.length).fill(false);
+  }
+
+  get keys(): readonly (IdempotencyKey | undefined)[] {
+    return this.sparse.keys ?? new Array<undefined>(this.length).fill(undefined);
+  }
+}
+
+const NO_DETAILS: Batch['sparse'] = Object.freeze({});
+
 /** The batch returned when nothing can be taken (shared and frozen). */
-export const EMPTY_BATCH: Batch<never> = Object.freeze({
-  length: 0,
-  epoch: 0,
-  seqs: Object.freeze([]),
-  messages: Object.freeze([]),
-  attempts: Object.freeze([]),
-  redelivered: Object.freeze([]),
-  keys: Object.freeze([]),
-});
+export const EMPTY_BATCH: Batch<never> = Object.freeze(new TakenBatch<never>(0, 0, 0, Object.freeze([]), NO_DETAILS));
 
 /** A delivery failure as a worker reports it (already redacted). */
 export interface WireError {
@@ -566,7 +601,7 @@ const defaultNow = (): number => performance.now();
  * function pump() {
  *   if (!live) return;                                  // no worker: messages wait, owned here
  *   const b = q.take(window - q.inFlight);              // 1 message when idle, a window under load
- *   if (b.length > 0) port.postMessage({ t: 'send', epoch: b.epoch, seq: b.seqs[0], messages: b.messages, attempts: b.attempts });
+ *   if (b.length > 0) port.postMessage({ t: 'send', epoch: b.epoch, seq: b.seq, messages: b.messages, ...b.sparse });
  * }
  * port.on('message', (m) => { m.receipts ? q.ackRun(m.seq, m.receipts) : q.ack(validatedAcks(m)); pump(); });  // ackResultSchema
  * onWorkerGone = (reason) => q.requeueInFlight(reason);               // { crashed: false } if planned
@@ -973,11 +1008,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     const q = this.#queue;
     const now = this.#now();
     const epoch = this.#epoch;
-    const seqs: number[] = [];
+    const first = this.#nextSeq;
     const messages: M[] = [];
-    const attempts: number[] = [];
-    const redelivered: boolean[] = [];
-    const keys: (IdempotencyKey | undefined)[] = [];
+    // Built only once a message differs from the default (then filled in for those before it).
+    let attempts: number[] | undefined;
+    let redelivered: boolean[] | undefined;
+    let keys: (IdempotencyKey | undefined)[] | undefined;
     // Only when someone listens: the entries whose attempt events go out after the bookkeeping.
     const announce: Entry<M, R>[] | undefined = CH_ATTEMPT.hasSubscribers || this.listenerCount('delivery:attempt') > 0 ? [] : undefined;
     let n = 0;
@@ -993,16 +1029,21 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       }
       if (e.firstDispatchAt >= 0 && this.#overtakenBy(e)) break;
       q.shift();
-      const seq = this.#nextSeq++;
-      e.seq = seq;
+      e.seq = this.#nextSeq++;
       e.state = IN_FLIGHT;
-      redelivered.push(e.firstDispatchAt >= 0);
-      if (e.firstDispatchAt < 0) e.firstDispatchAt = now;
+      const attempt = e.attempts + 1;
+      if (attempts !== undefined) attempts.push(attempt);
+      else if (attempt !== 1) (attempts = new Array<number>(n).fill(1)).push(attempt);
+      if (e.firstDispatchAt >= 0) {
+        (redelivered ??= new Array<boolean>(n).fill(false)).push(true);
+      } else {
+        redelivered?.push(false);
+        e.firstDispatchAt = now;
+      }
+      if (keys !== undefined) keys.push(e.key);
+      else if (e.key !== undefined) (keys = new Array<undefined>(n).fill(undefined) as (IdempotencyKey | undefined)[]).push(e.key);
       this.#flight.push(e);
-      seqs.push(seq);
       messages.push(e.message);
-      attempts.push(e.attempts + 1);
-      keys.push(e.key);
       announce?.push(e);
       n++;
     }
@@ -1024,7 +1065,8 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       }
     }
     if (this.#waiting > 0) this.#admitWaiters();
-    return { length: n, epoch, seqs, messages, attempts, redelivered, keys };
+    const sparse = attempts === undefined && redelivered === undefined && keys === undefined ? NO_DETAILS : { attempts, redelivered, keys };
+    return new TakenBatch(n, epoch, first, messages, sparse);
   }
 
   /**

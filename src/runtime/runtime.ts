@@ -16,7 +16,7 @@ import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
 import { MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from './columns.js';
-import { OutboundQueue, type AckResult, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
+import { OutboundQueue, type AckResult, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
 import {
   EXIT_RECONNECT_EXHAUSTED,
   acksSchema,
@@ -32,6 +32,8 @@ import {
 const INBOUND_WINDOW = 8;
 /** After a batch whose messages did not fit in columns, this many go by structured clone before the next try. */
 const COLUMN_RETRY_AFTER = 16;
+/** At most this many sends per batch posted to a worker. */
+const MAX_BATCH = 256;
 
 /** Where the runtime's own worker entry points live, from `src/` (tests) or `dist/src/` (package). */
 function builtinUrl(path: string): URL {
@@ -580,44 +582,39 @@ export class Runtime extends EventEmitter {
     // the truth, and a worker that dies while reconnecting holds nothing.
     if (!port || entry.server.currentStatus !== 'connected') return;
     const { queue } = entry;
-    const room = this.#opts.sendWindow - queue.inFlight;
-    if (room <= 0) return;
-    const batch = queue.take(Math.min(room, 256));
+    // Everything the credit window admits goes at once, in batches of at most MAX_BATCH: a burst
+    // does not wait a round trip for its second batch.
+    for (;;) {
+      const room = this.#opts.sendWindow - queue.inFlight;
+      if (room <= 0) return;
+      const batch = queue.take(Math.min(room, MAX_BATCH));
+      if (batch.length === 0) return;
+      this.#post(entry, port, batch);
+    }
+  }
+
+  /** Posts one batch taken from the queue; a batch that cannot be cloned fails (fatal). */
+  #post(entry: Entry, port: MessagePort, batch: Batch): void {
+    const { queue } = entry;
     const n = batch.length;
-    if (n === 0) return;
     // Flat messages of one shape go in columns (see columns.ts); after a batch that does not fit,
     // the next few go by structured clone at once.
     let cols: Columns | undefined;
     if (entry.columnMisses > 0) entry.columnMisses--;
     else if (n >= MIN_COLUMN_BATCH && (cols = toColumns(batch.messages)) === undefined) entry.columnMisses = COLUMN_RETRY_AFTER;
-    const seq = batch.seqs[0] as number;
+    const { seq, sparse } = batch;
     const msg: SendBatch =
       cols === undefined ? { t: 'send', epoch: batch.epoch, seq, messages: batch.messages } : { t: 'send', epoch: batch.epoch, seq, n, fields: cols.fields, columns: cols.columns };
-    // The parallel arrays go along only when they say something (take numbers seqs consecutively).
-    for (let i = 0; i < n; i++) {
-      if (batch.attempts[i] !== 1) {
-        msg.attempts = batch.attempts;
-        break;
-      }
-    }
-    for (let i = 0; i < n; i++) {
-      if (batch.keys[i] !== undefined) {
-        msg.keys = batch.keys.map((k) => (k === undefined ? null : String(k)));
-        break;
-      }
-    }
-    for (let i = 0; i < n; i++) {
-      if (batch.redelivered[i] === true) {
-        msg.redelivered = batch.redelivered;
-        break;
-      }
-    }
+    // The per-message details go along only when they say something.
+    if (sparse.attempts !== undefined) msg.attempts = sparse.attempts;
+    if (sparse.keys !== undefined) msg.keys = sparse.keys.map((k) => (k === undefined ? null : String(k)));
+    if (sparse.redelivered !== undefined) msg.redelivered = sparse.redelivered;
     try {
       port.postMessage(msg);
     } catch (err) {
       // A message that cannot be cloned: those sends fail (fatal), the rest of the queue goes on.
       const reason = entry.server.redactReason(err) ?? 'message could not be cloned';
-      queue.ack(batch.seqs.map((seq) => ({ seq, ok: false as const, error: { class: 'fatal' as const, code: 'DataCloneError', reason } })));
+      queue.ack(batch.seqs.map((s) => ({ seq: s, ok: false as const, error: { class: 'fatal' as const, code: 'DataCloneError', reason } })));
     }
   }
 
