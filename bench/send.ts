@@ -43,6 +43,7 @@ const BATCH = 256;
 const MULTI = [2, 4] as const;
 const LAT_MS = quick ? 1500 : 3000;
 const LAT_ROUNDS = quick ? 1 : 3;
+const LAT_WARM_MS = quick ? 300 : 1000;
 /** A fixed, moderate rate for an informational latency figure (a busy gateway, far from saturation). */
 const MODERATE_RATE = 50_000;
 const P99_TARGET_MS = 5;
@@ -396,9 +397,9 @@ interface LatencySet {
  */
 async function latencySet(rt: Runtime, id: string, w: Worker, rate: number, rounds: number): Promise<LatencySet> {
   // warm-up of the paced paths (small batches, the young generation grown to the rate), not recorded
-  await rawLatency(w, rate, 1000);
-  await rawBatchedLatency(w, rate, 1000);
-  await rtLatency(rt, id, rate, 1000);
+  await rawLatency(w, rate, LAT_WARM_MS);
+  await rawBatchedLatency(w, rate, LAT_WARM_MS);
+  await rtLatency(rt, id, rate, LAT_WARM_MS);
   const pooled = { rt: [] as number[], rawSingle: [] as number[], rawBatched: [] as number[] };
   const perRound = { rtP99: [] as number[], rawSingleP99: [] as number[], rawBatchedP99: [] as number[] };
   const achievedRate = { rt: [] as number[], rawSingle: [] as number[], rawBatched: [] as number[] };
