@@ -81,7 +81,7 @@ import type { ChannelContext, ChannelDefinition, ChannelLogger, ProbeOutcome, Se
 import { TimeoutError, type FailureClass } from '../src/errors.js';
 import { classifyError } from '../src/instance/classify.js';
 import type { InboundAck, InstanceBoot, InstanceWorkerApi, Notice, SendBatch, SendResult } from '../src/runtime/protocol.js';
-import { MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from '../src/runtime/columns.js';
+import { COLUMN_RETRY_AFTER, MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from '../src/runtime/columns.js';
 import type { BackoffPolicy } from '../src/supervisor/backoff.js';
 import { serve, workerData } from './runtime.js';
 import { encodeWorkerError, wireCode } from './worker-error.js';
@@ -772,7 +772,7 @@ function flushRun(): void {
   // Receipts of one flat shape (the common case) go in columns: see columns.ts.
   let cols: Columns | undefined;
   if (receiptColumnMisses > 0) receiptColumnMisses--;
-  else if (n >= MIN_COLUMN_BATCH && (cols = toColumns(receipts)) === undefined) receiptColumnMisses = 16;
+  else if (n >= MIN_COLUMN_BATCH && (cols = toColumns(receipts)) === undefined) receiptColumnMisses = COLUMN_RETRY_AFTER;
   if (cols !== undefined) {
     port.postMessage({ t: 'acks', seq: runSeq, n, fields: cols.fields, columns: cols.columns } satisfies Notice);
     return;

@@ -21,6 +21,9 @@
 /** Fewer items than this go by structured clone: the columns' own arrays cost more than they save. */
 export const MIN_COLUMN_BATCH = 8;
 
+/** After a batch that did not qualify, the sender posts this many by structured clone before it tries columns again. */
+export const COLUMN_RETRY_AFTER = 16;
+
 /** At most this many fields per object; wider objects go by structured clone. */
 export const MAX_COLUMN_FIELDS = 32;
 

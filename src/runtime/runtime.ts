@@ -15,7 +15,7 @@ import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/t
 import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
-import { MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from './columns.js';
+import { COLUMN_RETRY_AFTER, MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from './columns.js';
 import { OutboundQueue, type AckResult, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
 import {
   EXIT_RECONNECT_EXHAUSTED,
@@ -30,8 +30,6 @@ import {
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
 const INBOUND_WINDOW = 8;
-/** After a batch whose messages did not fit in columns, this many go by structured clone before the next try. */
-const COLUMN_RETRY_AFTER = 16;
 /** At most this many sends per batch posted to a worker. */
 const MAX_BATCH = 256;
 
