@@ -87,6 +87,51 @@ describe('columns: what qualifies', { timeout: 10_000 }, () => {
     expect(toColumns(flat(MIN_COLUMN_BATCH))).toBeDefined();
   });
 
+  it('proxies and arguments objects (which structured clone refuses) go by clone', () => {
+    const n = MIN_COLUMN_BATCH;
+    const proxies = flat(n).map((o) => new Proxy(o, {}));
+    expect(toColumns(proxies)).toBeUndefined();
+    expect(() => structuredClone(proxies)).toThrow();
+    const args = Array.from({ length: n }, (_, i) => (function (..._a: unknown[]) {
+      // eslint-disable-next-line prefer-rest-params
+      return arguments;
+    })(i, 'x'));
+    expect(toColumns(args)).toBeUndefined();
+    expect(toColumns(flat(n).map((o, i) => (i === n - 1 ? new Proxy(o, {}) : o)))).toBeUndefined();
+  });
+
+  it('fields Object.prototype also has are defined on the item, never assigned through a setter', () => {
+    const key = 'threadvisorSetter';
+    const seen: unknown[] = [];
+    Object.defineProperty(Object.prototype, key, {
+      configurable: true,
+      set(v: unknown) {
+        seen.push(v);
+      },
+      get() {
+        return 'inherited';
+      },
+    });
+    try {
+      const back = readColumns(['constructor', 'toString', key, 'n'], [['c', 'c'], ['t', 't'], ['s0', 's1'], [0, 1]], 2, 10);
+      expect(seen).toEqual([]);
+      expect(back?.map((o) => Object.getOwnPropertyDescriptor(o, key))).toEqual([
+        { value: 's0', writable: true, enumerable: true, configurable: true },
+        { value: 's1', writable: true, enumerable: true, configurable: true },
+      ]);
+      expect(back?.map((o) => Object.keys(o))).toEqual([
+        ['constructor', 'toString', key, 'n'],
+        ['constructor', 'toString', key, 'n'],
+      ]);
+      expect(back?.[1]).toEqual({ constructor: 'c', toString: 't', [key]: 's1', n: 1 });
+    } finally {
+      delete (Object.prototype as Record<string, unknown>)[key];
+    }
+    // and the same shape round-trips from objects that carry such keys
+    const items = Array.from({ length: MIN_COLUMN_BATCH }, (_, i) => ({ constructor: `c${i}`, valueOf: i }));
+    expect(roundTrip(items)).toEqual(structuredClone(items));
+  });
+
   it('fromColumns builds n items from valid columns', () => {
     expect(fromColumns(['a', 'b'], [[1, 2], ['x', 'y']], 2)).toEqual([
       { a: 1, b: 'x' },

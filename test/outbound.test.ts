@@ -139,6 +139,26 @@ describe('OutboundQueue: options', { timeout: 10_000 }, () => {
 });
 
 describe('OutboundQueue: FIFO dispatch', { timeout: 10_000 }, () => {
+  it('an error thrown by onReady goes on as an uncaught exception, not a rejection', async () => {
+    const boom = new Error('onReady broke');
+    const deferred: Array<() => void> = [];
+    const spy = vi.spyOn(process, 'nextTick').mockImplementation(((fn: () => void) => void deferred.push(fn)) as typeof process.nextTick);
+    try {
+      const q = makeQueue({
+        onReady: () => {
+          throw boom;
+        },
+      });
+      void q.enqueue({ n: 1 }).catch(() => undefined);
+      await flush();
+      expect(deferred).toHaveLength(1);
+      expect(() => deferred[0]?.()).toThrow(boom);
+      q.close();
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('keeps per-message details only once one message differs, filled in for those before it', () => {
     const q = makeQueue({ retry: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } });
     q.enqueue({ n: 0 }, { idempotencyKey: null }).catch(() => undefined);

@@ -11,12 +11,17 @@
  *
  * Nothing changes for the receiver: it gets the same plain objects, with the same keys, key order
  * and values, that structured clone would have made. A batch that does not qualify (nested
- * objects, arrays, class instances, null-prototype objects, different key sets, a `__proto__`
- * key, a throwing getter, fewer than {@link MIN_COLUMN_BATCH} items) goes as it is, by
- * structured clone, with its usual semantics and errors.
+ * objects, arrays, class instances, null-prototype objects, proxies, `arguments` objects,
+ * different key sets, a `__proto__` key, a throwing getter, fewer than {@link MIN_COLUMN_BATCH}
+ * items) goes as it is, by structured clone, with its usual semantics and errors. Two
+ * differences remain, both for inputs no gateway sends: one object that appears twice in a batch
+ * arrives as two equal objects (structured clone would keep one), and a built-in object whose
+ * prototype was replaced by `Object.prototype` (a Date or a Map given `Object.setPrototypeOf`)
+ * arrives as a plain object of its own enumerable properties.
  *
  * @packageDocumentation
  */
+import { types } from 'node:util';
 
 /** Fewer items than this go by structured clone: the columns' own arrays cost more than they save. */
 export const MIN_COLUMN_BATCH = 8;
@@ -34,18 +39,20 @@ export interface Columns {
 }
 
 const objectProto = Object.prototype;
+const { isProxy, isArgumentsObject } = types;
 
 /**
  * Encodes `items` in columns, or returns `undefined` when the batch does not qualify (see the
- * module notes): then it goes by structured clone. Reads every property once, as structured clone
- * would; never throws.
+ * module notes): then it goes by structured clone. Reads each property once, as structured clone
+ * would (for a batch that falls back, the items before the one that did not qualify were read
+ * here and are read again by structured clone); never throws.
  */
 export function toColumns(items: readonly unknown[]): Columns | undefined {
   const n = items.length;
   if (n < MIN_COLUMN_BATCH) return undefined;
   try {
     const first = items[0];
-    if (typeof first !== 'object' || first === null || Object.getPrototypeOf(first) !== objectProto) return undefined;
+    if (!isPlain(first)) return undefined;
     const fields = Object.keys(first);
     const k = fields.length;
     if (k === 0 || k > MAX_COLUMN_FIELDS || fields.includes('__proto__')) return undefined;
@@ -53,7 +60,7 @@ export function toColumns(items: readonly unknown[]): Columns | undefined {
     for (let j = 0; j < k; j++) columns[j] = new Array<unknown>(n);
     for (let i = 0; i < n; i++) {
       const o = items[i] as Record<string, unknown>;
-      if (i > 0 && (typeof o !== 'object' || o === null || Object.getPrototypeOf(o) !== objectProto)) return undefined;
+      if (i > 0 && !isPlain(o)) return undefined;
       // The same keys in the same order, checked without an array per item: for-in walks own
       // keys in Object.keys order, then inherited enumerable ones (which structured clone would
       // not copy: one makes the count differ, and the batch goes by clone).
@@ -74,6 +81,11 @@ export function toColumns(items: readonly unknown[]): Columns | undefined {
   }
 }
 
+/** A plain object structured clone copies as one: Object.prototype, not a proxy or an `arguments` object. */
+function isPlain(o: unknown): o is Record<string, unknown> {
+  return typeof o === 'object' && o !== null && Object.getPrototypeOf(o) === objectProto && !isProxy(o) && !isArgumentsObject(o);
+}
+
 /**
  * Builds the items of a column batch again. `columns` must be valid for `n` items (see
  * {@link readColumns} for untrusted input).
@@ -81,9 +93,17 @@ export function toColumns(items: readonly unknown[]): Columns | undefined {
 export function fromColumns(fields: readonly string[], columns: readonly (readonly unknown[])[], n: number): Record<string, unknown>[] {
   const out = new Array<Record<string, unknown>>(n);
   const k = fields.length;
+  // A field Object.prototype also has (`constructor`, `toString`, or one an application added,
+  // maybe frozen or with a setter) is defined on the item, as structured clone does, not assigned.
+  let shadows = false;
+  for (let j = 0; j < k; j++) if ((fields[j] as string) in objectProto) shadows = true;
   for (let i = 0; i < n; i++) {
     const o: Record<string, unknown> = {};
-    for (let j = 0; j < k; j++) o[fields[j] as string] = (columns[j] as readonly unknown[])[i];
+    if (shadows) {
+      for (let j = 0; j < k; j++) Object.defineProperty(o, fields[j] as string, { value: (columns[j] as readonly unknown[])[i], writable: true, enumerable: true, configurable: true });
+    } else {
+      for (let j = 0; j < k; j++) o[fields[j] as string] = (columns[j] as readonly unknown[])[i];
+    }
     out[i] = o;
   }
   return out;

@@ -495,10 +495,11 @@ class Entry<M, R> {
   index = 0;
 
   constructor(
-    readonly message: M,
+    /** Released (undefined) once the send settled. */
+    public message: M | undefined,
     readonly key: IdempotencyKey | undefined,
     readonly enqueuedAt: number,
-    readonly signal: AbortSignal | undefined,
+    public signal: AbortSignal | undefined,
     withPromise = true,
   ) {
     if (withPromise) {
@@ -547,11 +548,20 @@ class Group<M, R> {
 function settleOk<M, R>(e: Entry<M, R>, receipt: R): void {
   e.resolve?.(receipt);
   e.group?.settle(e.index, { ok: true, receipt });
+  release(e);
 }
 
 function settleError<M, R>(e: Entry<M, R>, error: Error): void {
   e.reject?.(error);
   e.group?.settle(e.index, { ok: false, error });
+  release(e);
+}
+
+/** A settled entry lets go of what it carried (an entry can outlive its send: see `#newest`). */
+function release<M, R>(e: Entry<M, R>): void {
+  e.message = undefined;
+  e.group = undefined;
+  e.signal = undefined;
 }
 
 /** The promise of an entry, made on demand for a batch entry that a duplicate send waits on. */
@@ -574,7 +584,7 @@ const CH_REQUEUED = eventChannel('delivery', 'requeued');
 
 const defaultNow = (): number => performance.now();
 const RESOLVED = Promise.resolve();
-/** An error thrown where nothing can handle it goes on as an uncaught exception, as it would from queueMicrotask. */
+/** Rethrows an error nothing can handle as an uncaught exception. */
 const crashLater = (err: unknown): void => {
   process.nextTick(() => {
     throw err;
@@ -1059,7 +1069,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       if (keys !== undefined) keys.push(e.key);
       else if (e.key !== undefined) (keys = new Array<undefined>(n).fill(undefined) as (IdempotencyKey | undefined)[]).push(e.key);
       this.#flight.push(e);
-      messages.push(e.message);
+      messages.push(e.message as M);
       announce?.push(e);
       n++;
     }
@@ -1405,10 +1415,18 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#readyScheduled = true;
     // A resolved promise's reaction, not queueMicrotask: Node wraps each queueMicrotask callback
     // in an AsyncResource (an allocation, an async id, and hidden classes that die when idle).
-    RESOLVED.then(this.#fireReady, crashLater);
+    void RESOLVED.then(this.#fireReady);
   }
 
   readonly #fireReady = (): void => {
+    try {
+      this.#readyTurn();
+    } catch (err) {
+      crashLater(err); // an uncaught exception, as from queueMicrotask, not a rejection nobody sees
+    }
+  };
+
+  #readyTurn(): void {
     this.#readyScheduled = false;
     if (this.#closed) return;
     // A retry timer can fire before the clock reaches the head's retry time (libuv dates timers
@@ -1423,7 +1441,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       }
     }
     if (this.ready) this.onReady?.();
-  };
+  }
 
   #armTimer(at: number, now: number): void {
     if (this.#timer !== undefined) {
