@@ -6,6 +6,8 @@
  * @packageDocumentation
  */
 
+import type { FailureClass } from './wire/errors.js';
+
 /** Stable error codes. New codes may be added; existing ones never change meaning. */
 export type ErrorCode =
   | 'invalid_config'
@@ -144,13 +146,8 @@ export class InvalidMessageError extends ThreadvisorError {
   }
 }
 
-/**
- * How a failure should be handled: `recoverable` (transient: retry / reconnect with backoff),
- * `fatal` (retrying cannot help: bad credentials, invalid config; restart with a fatal marker)
- * or `degraded` (the channel stays up but a capability is unavailable: unsupported, policy).
- * See `classifyError` in `src/instance/classify.ts` for the full table.
- */
-export type FailureClass = 'recoverable' | 'fatal' | 'degraded';
+/** How a failure should be handled (see `src/wire/errors.ts`). */
+export type { FailureClass } from './wire/errors.js';
 
 /**
  * An error a channel raises with an explicit {@link FailureClass}. The class always wins over

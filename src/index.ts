@@ -42,8 +42,9 @@ export { Runtime, BUILTIN_CHANNELS } from './runtime/runtime.js';
 export type { InstanceHealth, OnMessage, RestartPolicy, RuntimeOptions, RuntimeStats, StartInstanceOptions } from './runtime/runtime.js';
 export { OutboundQueue, PRESSURE_LEVELS } from './runtime/outbound.js';
 export type { AckResult, EnqueueManyOptions, EnqueueOptions, SendOutcome, IdempotencyKey, OutboundCounters, OutboundStats, PressureLevel, RetryOptions } from './runtime/outbound.js';
-export { EXIT_RECONNECT_EXHAUSTED, noticeSchema } from './runtime/protocol.js';
-export type { InstanceBoot, InstanceWorkerApi, Notice, ReconnectPolicy, CallbackTimeouts } from './runtime/protocol.js';
+export { noticeSchema } from './runtime/protocol.js';
+export { EXIT_RECONNECT_EXHAUSTED } from './wire/protocol.js';
+export type { InstanceBoot, InstanceWorkerApi, Notice, ReconnectPolicy, CallbackTimeouts } from './wire/protocol.js';
 export { defineChannel, channelDefinitionSchema } from './channel.js';
 export type {
   ChannelContext,

@@ -5,7 +5,7 @@
  */
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAX_COLUMN_FIELDS, MIN_COLUMN_BATCH, fromColumns, readColumns, toColumns } from '../src/runtime/columns.js';
+import { MAX_COLUMN_FIELDS, MIN_COLUMN_BATCH, fromColumns, readColumns, toColumns } from '../src/wire/columns.js';
 import { Runtime } from '../src/runtime/runtime.js';
 import { waitFor } from './helpers/fixtures.js';
 

@@ -21,7 +21,7 @@ import {
   explainClassification,
   isFailureClass,
   type FailureClass,
-} from '../src/instance/classify.js';
+} from '../src/wire/classify.js';
 
 const withCode = (code: string, message = `failed: ${code}`): Error => Object.assign(new Error(message), { code });
 const withStatus = (status: unknown, field = 'status'): Error => Object.assign(new Error(`HTTP ${String(status)}`), { [field]: status });

@@ -12,12 +12,12 @@ import {
   Deque,
   EMPTY_BATCH,
   OutboundQueue,
-  ackResultSchema,
   defaultIdempotencyKey,
   type AckResult,
   type Batch,
   type OutboundQueueOptions,
 } from '../src/runtime/outbound.js';
+import { ackResultSchema } from '../src/runtime/protocol.js';
 import { backoffDelay, resolveBackoff, seededRandom } from '../src/supervisor/backoff.js';
 
 type Msg = { id?: string | number; n: number };

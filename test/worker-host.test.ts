@@ -23,7 +23,7 @@ import {
   type WorkerExitEvent,
   type WorkerHostOptions,
 } from '../src/worker/host.js';
-import { nodeEndpoint } from '../src/worker/protocol.js';
+import { nodeEndpoint } from '../src/wire/host.js';
 import { flattenIssues, workerHostOptionsSchema } from '../src/worker/schemas.js';
 import type { BehaveApi, BehaveData } from './fixtures/behave.js';
 import { activeResources, fixtureUrl, resourceGrowth, trackWorkers, waitFor, type WorkerTracker } from './helpers/fixtures.js';

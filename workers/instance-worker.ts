@@ -48,7 +48,7 @@
  * After a graceful stop has begun no status or reconnect notice is posted any more.
  *
  * ## What `send` rejects with (as the main thread sees it, after comlink)
- * A plain `Error` with `name` and `message` only (see `./worker-error.ts`; read it back with
+ * A plain `Error` with `name` and `message` only (see `src/wire/errors.ts`; read it back with
  * `decodeWorkerError`): message `[<class>/<code>] <reason>`, e.g.
  * `[recoverable/not_connected] instance i1 is not connected` (name `ChannelError`),
  * `[recoverable/timeout] send timed out after 200 ms` (name `TimeoutError`),
@@ -78,16 +78,15 @@
 import { performance } from 'node:perf_hooks';
 import { MessagePort } from 'node:worker_threads';
 import type { ChannelContext, ChannelDefinition, ChannelLogger, ProbeOutcome, SendInfo } from '../src/channel.js';
-import { TimeoutError, type FailureClass } from '../src/errors.js';
-import { classifyError } from '../src/instance/classify.js';
-import type { InboundAck, InstanceBoot, InstanceWorkerApi, Notice, SendBatch, SendResult } from '../src/runtime/protocol.js';
-import { COLUMN_RETRY_AFTER, MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from '../src/runtime/columns.js';
-import type { BackoffPolicy } from '../src/supervisor/backoff.js';
+import { TimeoutError } from '../src/errors.js';
+import { backoffDelay, type BackoffPolicy } from '../src/wire/backoff.js';
+import { classifyError } from '../src/wire/classify.js';
+import { ColumnEncoder } from '../src/wire/columns.js';
+import { encodeWorkerError, wireError, type FailureClass } from '../src/wire/errors.js';
+import { EXIT_RECONNECT_EXHAUSTED, INBOUND_CHUNK, type InstanceBoot, type InstanceWorkerApi, type Notice, type SendResult } from '../src/wire/protocol.js';
+import { readInboundAck, readSendBatch } from '../src/wire/validate.js';
 import { serve, workerData } from './runtime.js';
-import { encodeWorkerError, wireCode } from './worker-error.js';
 
-/** Most messages carried by one `inbound` notice; larger batches are split. */
-export const INBOUND_CHUNK = 1000;
 /** Reasons are cut to this many characters before they are posted. */
 const MAX_REASON = 2000;
 /** Depth below which log objects and connect metadata are copied (deeper: a placeholder). */
@@ -401,8 +400,6 @@ function invoke<T>(op: Op, ms: number, parent: AbortSignal | undefined, fn: (ctx
 interface Loaded {
   channel: AnyChannel;
   backoff: BackoffPolicy;
-  backoffDelay: (p: BackoffPolicy, attempt: number) => number;
-  exitCode: number;
 }
 
 let loaded: Loaded | undefined;
@@ -467,9 +464,8 @@ function connectionLost(conn: Connection, reason: string): void {
 function exhausted(attempt: number, reason: string): void {
   finished = true;
   report({ t: 'reconnect', phase: 'exhausted', attempt, reason: clip(reason), class: 'recoverable' });
-  const code = loaded?.exitCode ?? 75;
   // Let the notice leave before the thread ends (the main side also reads the exit code).
-  setTimeout(() => process.exit(code), 10);
+  setTimeout(() => process.exit(EXIT_RECONNECT_EXHAUSTED), 10);
 }
 
 // ---- connect loop -------------------------------------------------------------------------------
@@ -479,7 +475,7 @@ function exhausted(attempt: number, reason: string): void {
  * n > 0: reconnect attempt n, after its backoff delay). `cause` is what broke the connection.
  */
 async function connectLoop(firstAttempt: number, cause?: string): Promise<void> {
-  const { channel, backoff, backoffDelay } = loaded as Loaded;
+  const { channel, backoff } = loaded as Loaded;
   const maxAttempts = Math.max(0, Math.floor(boot.reconnect.maxAttempts));
   const loopStart = performance.now();
   let originalReason = cause;
@@ -665,11 +661,7 @@ async function probeLoop(channel: AnyChannel, conn: Connection): Promise<void> {
 // ---- API ----------------------------------------------------------------------------------------
 
 async function load(): Promise<void> {
-  const [{ channelDefinitionSchema }, { backoffDelay, resolveBackoff }, { EXIT_RECONNECT_EXHAUSTED }] = await Promise.all([
-    import('../src/channel.js'),
-    import('../src/supervisor/backoff.js'),
-    import('../src/runtime/protocol.js'),
-  ]);
+  const { channelDefinitionSchema } = await import('../src/channel.js');
   let mod: unknown;
   try {
     mod = await import(boot.channel);
@@ -698,9 +690,7 @@ async function load(): Promise<void> {
   }
   loaded = {
     channel,
-    backoff: resolveBackoff({ initialDelayMs: boot.reconnect.baseMs, maxDelayMs: boot.reconnect.maxMs, jitter: boot.reconnect.jitter }),
-    backoffDelay,
-    exitCode: EXIT_RECONNECT_EXHAUSTED,
+    backoff: { initialDelayMs: boot.reconnect.baseMs, maxDelayMs: boot.reconnect.maxMs, jitter: boot.reconnect.jitter, random: Math.random },
   };
 }
 
@@ -761,8 +751,8 @@ function flushAcks(): void {
   flushResults();
 }
 
-/** Runs left to post by structured clone before trying columns again (after one that did not fit). */
-let receiptColumnMisses = 0;
+/** Column encoding of the receipt runs (see columns.ts). */
+const receiptColumns = new ColumnEncoder();
 
 function flushRun(): void {
   const n = runReceipts.length;
@@ -770,9 +760,7 @@ function flushRun(): void {
   const receipts = runReceipts;
   runReceipts = [];
   // Receipts of one flat shape (the common case) go in columns: see columns.ts.
-  let cols: Columns | undefined;
-  if (receiptColumnMisses > 0) receiptColumnMisses--;
-  else if (n >= MIN_COLUMN_BATCH && (cols = toColumns(receipts)) === undefined) receiptColumnMisses = COLUMN_RETRY_AFTER;
+  const cols = receiptColumns.encode(receipts);
   if (cols !== undefined) {
     port.postMessage({ t: 'acks', seq: runSeq, n, fields: cols.fields, columns: cols.columns } satisfies Notice);
     return;
@@ -885,7 +873,7 @@ function laneFor(conn: Connection): { conn: Connection; controller: AbortControl
 }
 
 function sendFailure(seq: number, err: unknown): SendResult {
-  return { seq, ok: false, error: { class: classify(err), code: wireCode(codeOf(err) ?? 'error'), reason: reasonOf('send', err) } };
+  return { seq, ok: false, error: wireError(classify(err), codeOf(err) ?? 'error', reasonOf('send', err)) };
 }
 
 /** The send watchdog: fails the send in progress once it is past `sendMs`. */
@@ -967,29 +955,18 @@ async function drainSends(): Promise<void> {
 }
 
 port.on('message', (message: unknown) => {
-  const ackMsg = message as Partial<InboundAck> | null;
-  if (ackMsg !== null && typeof ackMsg === 'object' && ackMsg.t === 'inbound_ack' && typeof ackMsg.upTo === 'number') {
-    onInboundAck(ackMsg.upTo);
+  const upTo = readInboundAck(message);
+  if (upTo !== undefined) {
+    onInboundAck(upTo);
     return;
   }
-  const batch = message as Partial<SendBatch> | null;
-  if (batch === null || typeof batch !== 'object' || batch.t !== 'send' || typeof batch.seq !== 'number') return;
-  const messages = Array.isArray(batch.messages) ? batch.messages : readColumns(batch.fields, batch.columns, batch.n, Number.MAX_SAFE_INTEGER);
-  if (messages === undefined) return;
-  const epoch = typeof batch.epoch === 'number' ? batch.epoch : 0;
-  if (epoch <= returnedEpoch) {
-    for (let i = 0; i < messages.length; i++) ackResult({ seq: batch.seq + i, ok: false, unsent: true });
+  const batch = readSendBatch(message);
+  if (batch === undefined) return;
+  if (batch.epoch <= returnedEpoch) {
+    for (let i = 0; i < batch.messages.length; i++) ackResult({ seq: batch.seq + i, ok: false, unsent: true });
     return;
   }
-  held.push({
-    epoch,
-    seq: batch.seq,
-    messages,
-    attempts: batch.attempts,
-    keys: batch.keys,
-    redelivered: batch.redelivered,
-    next: 0,
-  });
+  held.push({ ...batch, next: 0 });
   if (!draining) void drainSends().catch(crash);
 });
 

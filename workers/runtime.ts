@@ -24,7 +24,7 @@ import {
   type ControlRoot,
   type PongMessage,
   type ReadyMessage,
-} from '../src/worker/protocol.js';
+} from '../src/wire/host.js';
 
 function readBootstrap(): BootstrapData | undefined {
   if (isMainThread) return undefined;

@@ -40,8 +40,8 @@ export {
   errorFacts,
   explainClassification,
   isFailureClass,
-} from './classify.js';
-export type { Classification, ClassificationRow, ClassifyHook, ErrorFacts, FailureClass } from './classify.js';
+} from '../wire/classify.js';
+export type { Classification, ClassificationRow, ClassifyHook, ErrorFacts, FailureClass } from '../wire/classify.js';
 export { INSTANCE_EVENTS, InstanceServer } from './server.js';
 export type {
   HealthExtra,

@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { InvalidConfigError } from '../errors.js';
 import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
-import { classifyError, isFailureClass, type FailureClass } from './classify.js';
+import { classifyError, isFailureClass, type FailureClass } from '../wire/classify.js';
 import {
   collectSecrets,
   instanceSchema,

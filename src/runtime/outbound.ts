@@ -62,6 +62,8 @@ import {
 import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
 import { eventChannel, publish } from '../telemetry.js';
 import { parseOrThrow } from '../validate.js';
+import type { WireError } from '../wire/errors.js';
+import type { AckResult } from '../wire/protocol.js';
 import { LruCache } from './lru.js';
 
 // ───────────────────────────────────────────────────────────────────────── types
@@ -216,42 +218,8 @@ const NO_DETAILS: Batch['sparse'] = Object.freeze({});
 /** The batch returned when nothing can be taken (shared and frozen). */
 export const EMPTY_BATCH: Batch<never> = Object.freeze(new TakenBatch<never>(0, 0, 0, Object.freeze([]), NO_DETAILS));
 
-/** A delivery failure as a worker reports it (already redacted). */
-export interface WireError {
-  /** How the failure is handled: retried (`recoverable`) or final (`fatal`, `degraded`). */
-  class: FailureClass;
-  /** The channel's own error code, if any. */
-  code?: string | undefined;
-  /** Human-readable reason. */
-  reason: string;
-}
-
-/**
- * The outcome of one dispatch: delivered (`receipt`), failed (`error`), or returned without
- * being attempted (`unsent`: the worker stopped at an earlier failure or is shutting down;
- * it goes back to its place in the queue and does not count as an attempt).
- */
-export type AckResult<R = unknown> =
-  | { seq: number; ok: true; receipt: R }
-  | { seq: number; ok: false; error: WireError }
-  | { seq: number; ok: false; unsent: true };
-
-const failureClass = z.enum(['recoverable', 'fatal', 'degraded']);
-const seqSchema = z.number().int().min(0);
-
-/**
- * Zod schema of one {@link AckResult} as it crosses the thread boundary, for the runtime to
- * validate worker acks before calling {@link OutboundQueue.ack}.
- */
-export const ackResultSchema = z.union([
-  z.object({ seq: seqSchema, ok: z.literal(true), receipt: z.unknown() }),
-  z.object({ seq: seqSchema, ok: z.literal(false), unsent: z.literal(true) }),
-  z.object({
-    seq: seqSchema,
-    ok: z.literal(false),
-    error: z.object({ class: failureClass, code: z.string().max(256).optional(), reason: z.string().max(4096) }),
-  }),
-]);
+export type { AckResult } from '../wire/protocol.js';
+export type { WireError } from '../wire/errors.js';
 
 /** Counters of an {@link OutboundQueue} since construction. */
 export interface OutboundCounters {

@@ -15,18 +15,11 @@ import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/t
 import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
-import { COLUMN_RETRY_AFTER, MIN_COLUMN_BATCH, readColumns, toColumns, type Columns } from './columns.js';
-import { OutboundQueue, type AckResult, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
-import {
-  EXIT_RECONNECT_EXHAUSTED,
-  acksSchema,
-  noticeSchema,
-  type InboundAck,
-  type InstanceBoot,
-  type InstanceWorkerApi,
-  type Notice,
-  type SendBatch,
-} from './protocol.js';
+import { ColumnEncoder } from '../wire/columns.js';
+import { EXIT_RECONNECT_EXHAUSTED, type AckResult, type InboundAck, type InstanceBoot, type InstanceWorkerApi, type LifecycleNotice, type SendBatch } from '../wire/protocol.js';
+import { isAckRun, readAckRun } from '../wire/validate.js';
+import { OutboundQueue, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
+import { acksSchema, noticeSchema } from './protocol.js';
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
 const INBOUND_WINDOW = 8;
@@ -244,7 +237,8 @@ interface Entry {
   /** The current worker's data port, once it can take sends. */
   dataPort: MessagePort | undefined;
   /** Batches left to post by structured clone before trying columns again (after one that did not fit). */
-  columnMisses: number;
+  /** Column encoding of the send batches posted to the current worker. */
+  columns: ColumnEncoder;
   readonly capacity: number;
   /** The last inbound cursor whose batch `onMessage` finished; handed to the next worker. */
   cursor: unknown;
@@ -374,7 +368,7 @@ export class Runtime extends EventEmitter {
       settings: record.settings,
       queue,
       dataPort: undefined,
-      columnMisses: 0,
+      columns: new ColumnEncoder(),
     };
     ref.entry = entry;
     this.#entries.set(record.id, entry);
@@ -597,9 +591,7 @@ export class Runtime extends EventEmitter {
     const n = batch.length;
     // Flat messages of one shape go in columns (see columns.ts); after a batch that does not fit,
     // the next few go by structured clone at once.
-    let cols: Columns | undefined;
-    if (entry.columnMisses > 0) entry.columnMisses--;
-    else if (n >= MIN_COLUMN_BATCH && (cols = toColumns(batch.messages)) === undefined) entry.columnMisses = COLUMN_RETRY_AFTER;
+    const cols = entry.columns.encode(batch.messages);
     const { seq, sparse } = batch;
     const msg: SendBatch =
       cols === undefined ? { t: 'send', epoch: batch.epoch, seq, messages: batch.messages } : { t: 'send', epoch: batch.epoch, seq, n, fields: cols.fields, columns: cols.columns };
@@ -616,25 +608,22 @@ export class Runtime extends EventEmitter {
     }
   }
 
-  #onAcks(entry: Entry, raw: unknown): void {
+  #onAcks(entry: Entry, raw: object): void {
     const { server } = entry;
     // The hot path: a run of successes, checked by hand; anything else goes through zod.
     // A worker never holds more than the credit window, so no honest ack names more sends than
     // that: a longer array (a sparse one crosses the boundary almost free) is refused before any
     // work per element.
-    const run = raw as { seq?: unknown; receipts?: unknown; results?: unknown; n?: unknown; fields?: unknown; columns?: unknown };
-    if (run.receipts !== undefined || run.columns !== undefined) {
-      const seq = run.seq;
-      if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return this.#onMalformedAcks(entry);
-      const window = this.#opts.sendWindow;
-      const receipts = Array.isArray(run.receipts) ? (run.receipts.length > window ? undefined : run.receipts) : readColumns(run.fields, run.columns, run.n, window);
-      if (receipts === undefined) return this.#onMalformedAcks(entry);
-      if (receipts.length > 0) server.notifySuccess();
-      entry.queue.ackRun(seq, receipts);
+    if (isAckRun(raw)) {
+      const run = readAckRun(raw, this.#opts.sendWindow);
+      if (run === undefined) return this.#onMalformedAcks(entry);
+      if (run.receipts.length > 0) server.notifySuccess();
+      entry.queue.ackRun(run.seq, run.receipts);
       this.#pump(entry);
       return;
     }
-    if (Array.isArray(run.results) && run.results.length > this.#opts.sendWindow) return this.#onMalformedAcks(entry);
+    const list = (raw as { results?: unknown }).results;
+    if (Array.isArray(list) && list.length > this.#opts.sendWindow) return this.#onMalformedAcks(entry);
     const parsed = acksSchema.safeParse(raw);
     if (!parsed.success) return this.#onMalformedAcks(entry);
     const results = parsed.data.results as AckResult[];
@@ -859,7 +848,7 @@ export class Runtime extends EventEmitter {
 
   #listen(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort): void {
     port.on('message', (raw: unknown) => {
-      if ((raw as { t?: unknown } | null)?.t === 'acks') return this.#onAcks(entry, raw);
+      if ((raw as { t?: unknown } | null)?.t === 'acks') return this.#onAcks(entry, raw as object);
       const parsed = noticeSchema.safeParse(raw);
       if (!parsed.success) {
         this.#malformed++;
@@ -879,7 +868,7 @@ export class Runtime extends EventEmitter {
     port.once('close', () => port.removeAllListeners());
   }
 
-  #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: Notice): void {
+  #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: LifecycleNotice): void {
     const { server } = entry;
     if (n.t === 'inbound') return this.#deliver(entry, port, n.messages, n.n, n.cursor);
     if (n.t === 'log') {

@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import { InvalidConfigError, StartFailureError, TimeoutError, WorkerExitedError } from '../errors.js';
 import type { ChildExit, ChildSpec, ExitClass, RestartType, RunningChild, Shutdown, StartContext } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
-import { PROTOCOL_VERSION, nodeEndpoint, type PongMessage, type SupervisedWorkerData } from './protocol.js';
+import { PROTOCOL_VERSION, nodeEndpoint, type PongMessage, type SupervisedWorkerData } from '../wire/host.js';
 import {
   flattenIssues,
   parseConfig,

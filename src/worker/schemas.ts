@@ -10,7 +10,7 @@ import { SHARE_ENV } from 'node:worker_threads';
 import { z } from 'zod';
 import { loggerSchema } from '../validate.js';
 import { InvalidConfigError } from '../errors.js';
-import type { WorkerHeartbeatMessage } from './protocol.js';
+import type { WorkerHeartbeatMessage } from '../wire/host.js';
 
 const nonNegativeInt = z.number().int().nonnegative().max(2 ** 31 - 1);
 const positiveInt = z.number().int().positive().max(2 ** 31 - 1);

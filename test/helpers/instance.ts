@@ -5,7 +5,7 @@
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { pino } from 'pino';
-import type { InstanceBoot, InstanceWorkerApi, Notice } from '../../src/runtime/protocol.js';
+import type { InstanceBoot, InstanceWorkerApi, Notice } from '../../src/wire/protocol.js';
 import { noticeSchema } from '../../src/runtime/protocol.js';
 import { WorkerHost, type WorkerHostOptions } from '../../src/worker/host.js';
 import { fixtureUrl, waitFor } from './fixtures.js';

@@ -128,3 +128,25 @@ export function readColumns(fields: unknown, columns: unknown, n: unknown, maxIt
   }
   return fromColumns(fields as string[], columns as unknown[][], n);
 }
+
+/**
+ * The sending side of a column-encoded stream of batches: encodes a batch in columns when it
+ * qualifies, and after one that did not, sends the next {@link COLUMN_RETRY_AFTER} by structured
+ * clone at once (a stream of batches that never fit pays the check once in a while, not always).
+ * One per direction of one data port.
+ */
+export class ColumnEncoder {
+  #misses = 0;
+
+  /** The batch in columns, or `undefined`: send it by structured clone. */
+  encode(items: readonly unknown[]): Columns | undefined {
+    if (this.#misses > 0) {
+      this.#misses--;
+      return undefined;
+    }
+    if (items.length < MIN_COLUMN_BATCH) return undefined;
+    const cols = toColumns(items);
+    if (cols === undefined) this.#misses = COLUMN_RETRY_AFTER;
+    return cols;
+  }
+}

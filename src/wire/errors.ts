@@ -1,7 +1,9 @@
 /**
- * How an instance worker's control-plane errors cross the thread boundary. comlink rebuilds a
- * thrown `Error` on the main thread as a plain `Error` keeping only `name`, `message` and `stack`,
- * so the failure class and the error code travel inside the message:
+ * How an error crosses the thread boundary, in one structured form: {@link WireError}
+ * `{ class, code, reason }`. A failed send's ack carries it, and so does every notice that
+ * reports a failure. The few control-plane calls that still go over comlink (which rebuilds a
+ * thrown `Error` on the main thread as a plain `Error` keeping only `name`, `message` and
+ * `stack`) carry the same three fields inside the message:
  *
  * ```text
  * name:    the original error's name (ChannelError, TimeoutError, Error, …)
@@ -10,14 +12,39 @@
  *
  * `<class>` is `recoverable`, `fatal` or `degraded`; `<code>` is the error's code (`timeout`,
  * `not_connected`, a channel's own code such as `ECONNRESET` or `unauthorized`, else `error`),
- * made of word characters, `.`, `:` and `-` only. {@link decodeWorkerError} reads it back.
- * This module has no dependencies, so either thread can import it cheaply.
+ * made of word characters, `.`, `:` and `-` only ({@link wireCode}). {@link decodeWorkerError}
+ * reads it back.
+ *
+ * Part of the wire layer: no dependencies, so either thread can import it cheaply.
  *
  * @packageDocumentation
  */
 
+/**
+ * How a failure should be handled: `recoverable` (transient: retry / reconnect with backoff),
+ * `fatal` (retrying cannot help: bad credentials, invalid config; restart with a fatal marker)
+ * or `degraded` (the channel stays up but a capability is unavailable: unsupported, policy).
+ * See `classifyError` in `src/wire/classify.ts` for the full table.
+ */
+export type FailureClass = 'recoverable' | 'fatal' | 'degraded';
+
+/** A failure as it crosses the thread boundary (already clipped; the main thread scrubs it). */
+export interface WireError {
+  /** How the failure is handled: retried (`recoverable`) or final (`fatal`, `degraded`). */
+  class: FailureClass;
+  /** The error's own code ({@link wireCode}), if any. */
+  code?: string | undefined;
+  /** Human-readable reason. */
+  reason: string;
+}
+
+/** Builds the {@link WireError} of a failure. */
+export function wireError(cls: FailureClass, code: unknown, reason: string): WireError {
+  return { class: cls, code: wireCode(code), reason };
+}
+
 /** A failure class, as carried in an encoded worker error. */
-export type WorkerErrorClass = 'recoverable' | 'fatal' | 'degraded';
+export type WorkerErrorClass = FailureClass;
 
 /** What {@link decodeWorkerError} recovers from an error rejected by an instance worker. */
 export interface DecodedWorkerError {

@@ -1,7 +1,7 @@
 /**
  * The wire protocol between a {@link WorkerHost} on the main thread and `serve()` inside its worker.
  * This module has no runtime dependencies (no zod), so the worker side stays cheap to load; the
- * main side validates incoming messages with the schemas of `./schemas.ts`.
+ * main side validates incoming messages with the schemas of `src/worker/schemas.ts`.
  *
  * Two dedicated `MessageChannel`s cross the boundary:
  * - the **heartbeat** port carries `ready` (worker → main, once), `ping` (main → worker) and `pong`

@@ -24,9 +24,9 @@
  *
  * @packageDocumentation
  */
-import type { FailureClass } from '../errors.js';
+import type { FailureClass } from './errors.js';
 
-export type { FailureClass } from '../errors.js';
+export type { FailureClass } from './errors.js';
 
 /** Every failure class. */
 export const FAILURE_CLASSES: readonly FailureClass[] = Object.freeze(['recoverable', 'fatal', 'degraded'] as const);

@@ -1,0 +1,157 @@
+/**
+ * What crosses the boundary between the runtime (main thread) and an instance worker, besides
+ * the WorkerHost's own heartbeat and control ports (`./host.ts`): the boot configuration (in
+ * `workerData`), the send batches and inbound acks the main thread posts on the data port, and
+ * the notices and acks the worker posts back.
+ *
+ * Part of the wire layer: types and constants only, no dependencies. Both threads import it;
+ * neither keeps its own copy. The main thread checks what a worker posts (zod for the rare
+ * notices, the hand-written checks of `./validate.ts` on the hot path); a malformed message is
+ * classified, logged and counted, never a crash.
+ *
+ * @packageDocumentation
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { FailureClass, WireError } from './errors.js';
+
+/** Exit code with which an instance worker ends after its reconnect attempts are exhausted. */
+export const EXIT_RECONNECT_EXHAUSTED = 75;
+
+/** Most messages carried by one `inbound` notice; larger batches are split. */
+export const INBOUND_CHUNK = 1000;
+
+/** Reconnect policy of the worker's connect loop. */
+export interface ReconnectPolicy {
+  /** Attempts after the first failed connect before the worker gives up (and is restarted). */
+  maxAttempts: number;
+  /** Delay before the first reconnect attempt, ms. */
+  baseMs: number;
+  /** Upper bound of a reconnect delay, ms. */
+  maxMs: number;
+  /** ± jitter ratio. */
+  jitter: number;
+}
+
+/** Timeout budgets of the channel callbacks, ms. */
+export interface CallbackTimeouts {
+  connectMs: number;
+  disconnectMs: number;
+  sendMs: number;
+  pollMs: number;
+  probeMs: number;
+}
+
+/** The boot configuration an instance worker receives in its `workerData`. */
+export interface InstanceBoot {
+  instance: { id: string; name: string; channelType: string; settings: Record<string, unknown>; credentials: Record<string, unknown> };
+  /** URL (href) of the channel module. */
+  channel: string;
+  reconnect: ReconnectPolicy;
+  /** Probe schedule: every `intervalMs` (0 = never), the first right after connect. */
+  probe: { intervalMs: number };
+  timeouts: CallbackTimeouts;
+  /** Pause after an empty poll batch, ms. */
+  pollIdleMs: number;
+  /** The worker's end of the data channel (notices flow worker → main). */
+  data: MessagePort;
+  /** The last inbound cursor `onMessage` handled (given to the channel as `ctx.cursor`). */
+  cursor?: unknown;
+  /** Inbound batches the worker may have posted and not yet seen acknowledged (flow control); 0 or absent = no limit. */
+  inboundWindow?: number;
+}
+
+/** Main → worker: inbound batches up to `upTo` (their `n`) were handled by `onMessage`. */
+export interface InboundAck {
+  t: 'inbound_ack';
+  upTo: number;
+}
+
+/**
+ * A batch of sends, posted main → worker on the data port. Parallel arrays rather than an object
+ * per message: the messages cross the boundary as they are, with nothing wrapped around them.
+ * Message `i` has the delivery sequence number `seq + i` (the ack names it).
+ */
+export interface SendBatch {
+  t: 'send';
+  /** The queue's epoch when the batch was taken (see `OutboundQueue`): after a failed send the worker returns, unsent, every held message of an epoch not newer than the failed one's. */
+  epoch: number;
+  /** Delivery sequence number of the first message. */
+  seq: number;
+  /** The messages, by structured clone; absent when they go in columns (`n`, `fields`, `columns`). */
+  messages?: readonly unknown[];
+  /** Number of messages in columns (see `toColumns`: flat objects of one shape, the common case). */
+  n?: number;
+  /** The messages' keys, when they go in columns. */
+  fields?: readonly string[];
+  /** One array of values per field, when the messages go in columns. */
+  columns?: readonly (readonly unknown[])[];
+  /** Attempt of each message (1 for the first); absent when every one is a first attempt. */
+  attempts?: readonly number[];
+  /** Idempotency key of each message (`null`: none), passed to the channel's `send`; absent when none has one. */
+  keys?: readonly (string | null)[];
+  /** Whether each message was handed to a worker before (e.g. in flight when one died); absent when none was. */
+  redelivered?: readonly boolean[];
+}
+
+/** Every message the main thread posts on an instance's data port. */
+export type MainMessage = SendBatch | InboundAck;
+
+/**
+ * The outcome of one dispatch: delivered (`receipt`), failed (`error`), or returned without
+ * being attempted (`unsent`: the worker stopped at an earlier failure or is shutting down;
+ * it goes back to its place in the queue and does not count as an attempt).
+ */
+export type AckResult<R = unknown> =
+  | { seq: number; ok: true; receipt: R }
+  | { seq: number; ok: false; error: WireError }
+  | { seq: number; ok: false; unsent: true };
+
+/** The result of one send, as acknowledged by the worker. */
+export type SendResult = AckResult;
+
+/**
+ * Acks, batched worker → main on the data port: a run of consecutive successes
+ * (`seq`, `seq + 1`, … with their receipts: the hot path; receipts of one flat shape go in
+ * columns, see `toColumns`), or a list of results of any kind (failures, messages handed back
+ * unsent).
+ */
+export type AcksNotice =
+  | { t: 'acks'; seq: number; receipts: unknown[] }
+  | { t: 'acks'; seq: number; n: number; fields: string[]; columns: unknown[][] }
+  | { t: 'acks'; results: SendResult[] };
+
+/** Log levels a channel's logger forwards. */
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+
+/** A lifecycle, data or log notice from an instance worker (everything but acks). */
+export type LifecycleNotice =
+  | { t: 'status'; status: 'connecting' | 'connected' | 'disconnected'; reason?: string | undefined; meta?: Record<string, unknown> | undefined }
+  | {
+      t: 'reconnect';
+      phase: 'scheduled' | 'attempt' | 'failed' | 'exhausted';
+      attempt: number;
+      reason?: string | undefined;
+      delayMs?: number | undefined;
+      class?: FailureClass | undefined;
+    }
+  | { t: 'probe'; outcome: 'ok' | 'degraded' | 'failed'; latencyMs: number; reason?: string | undefined; class?: FailureClass | undefined }
+  | { t: 'failure'; op: string; reason: string; class: FailureClass }
+  | { t: 'success'; op: string }
+  | { t: 'fatal'; reason: string; code?: string | undefined }
+  | { t: 'inbound'; messages: unknown[]; n?: number | undefined; cursor?: unknown }
+  | { t: 'log'; level: LogLevel; msg: string; obj?: Record<string, unknown> | undefined };
+
+/** One message from an instance worker on its data port. */
+export type Notice = LifecycleNotice | AcksNotice;
+
+/** The control-plane API an instance worker serves (through the WorkerHost's comlink port). */
+export interface InstanceWorkerApi {
+  /**
+   * Starts connecting (then the inbound loop) in the background. The channel module was loaded
+   * and validated before the worker reported ready; a module that failed was reported as a
+   * `fatal` notice, and then this does nothing.
+   */
+  start(): Promise<void>;
+  /** Delivers one message through the channel; resolves with its receipt. */
+  send(message: unknown): Promise<unknown>;
+}
