@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WorkerExitedError } from '../src/errors.js';
-import { EXIT_RECONNECT_EXHAUSTED, type Notice } from '../src/wire/protocol.js';
+import { EXIT_RECONNECT_EXHAUSTED, type LifecycleBody as Notice } from '../src/wire/protocol.js';
 import { decodeWorkerError, encodeWorkerError, wireCode } from '../src/wire/errors.js';
 import { trackWorkers, waitFor, type WorkerTracker } from './helpers/fixtures.js';
 import {

@@ -370,8 +370,9 @@ describe('Runtime', { timeout: 60_000 }, () => {
     const rt = await start({ logger: pino({ level: 'debug' }, sink) });
     const server = await rt.startInstance({ name: 'junk', channelType: 'malformed', channel: fixtureUrl('runtime-malformed'), credentials: { token: 'tok-123456' } });
     await waitFor(() => server.currentStatus === 'connected');
-    await waitFor(() => rt.stats().malformedMessages === 10);
-    expect(lines.filter((l) => l.includes('malformed notice')).length).toBe(3);
+    await waitFor(() => rt.stats().malformedMessages === 12);
+    expect(lines.filter((l) => l.includes('names no instance, or another one')).length).toBe(3);
+    expect(lines.filter((l) => l.includes('malformed notice')).length).toBe(2);
     expect(lines.filter((l) => l.includes('malformed acks')).length).toBe(7);
     expect((await rt.health(server.instanceId)).delivery.staleAcks).toBe(3); // acks for sends never made
     // the channel's own log line is forwarded, its credential scrubbed

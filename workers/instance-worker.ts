@@ -83,7 +83,7 @@ import { backoffDelay, type BackoffPolicy } from '../src/wire/backoff.js';
 import { classifyError } from '../src/wire/classify.js';
 import { ColumnEncoder } from '../src/wire/columns.js';
 import { encodeWorkerError, wireError, type FailureClass } from '../src/wire/errors.js';
-import { EXIT_RECONNECT_EXHAUSTED, INBOUND_CHUNK, type InstanceBoot, type InstanceWorkerApi, type Notice, type SendResult } from '../src/wire/protocol.js';
+import { EXIT_RECONNECT_EXHAUSTED, INBOUND_CHUNK, type InstanceBoot, type InstanceWorkerApi, type LifecycleBody, type Notice, type SendResult } from '../src/wire/protocol.js';
 import { readInboundAck, readSendBatch } from '../src/wire/validate.js';
 import { serve, workerData } from './runtime.js';
 
@@ -122,6 +122,8 @@ function readBoot(raw: unknown): InstanceBoot {
 const boot = readBoot(workerData);
 const port = boot.data;
 const instanceId = boot.instance.id;
+/** The instance's number on the wire: every data-port message about it carries it as `i`. */
+const iid = boot.iid;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -217,7 +219,9 @@ function isPlainRecord(v: unknown): v is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-function post(notice: Notice): void {
+/** Posts a notice about this instance (addressed with its number, `i`). */
+function post(body: LifecycleBody): void {
+  const notice = { ...body, i: iid } as Notice;
   try {
     port.postMessage(notice);
   } catch {
@@ -263,7 +267,7 @@ const channelInstance = Object.freeze({
 });
 
 function log(level: 'trace' | 'debug' | 'info' | 'warn' | 'error', msg: unknown, obj?: unknown): void {
-  const notice: Notice = { t: 'log', level, msg: typeof msg === 'string' ? msg : String(msg) };
+  const notice: LifecycleBody & { t: 'log' } = { t: 'log', level, msg: typeof msg === 'string' ? msg : String(msg) };
   if (obj !== undefined) {
     const copy = cloneable(obj);
     notice.obj = isPlainRecord(copy) ? copy : { value: copy };
@@ -322,7 +326,7 @@ function postInbound(messages: unknown[], cursor?: unknown): void {
   for (let i = 0; i < messages.length; i += INBOUND_CHUNK) {
     const chunk = i === 0 && messages.length <= INBOUND_CHUNK ? messages : messages.slice(i, i + INBOUND_CHUNK);
     const last = i + INBOUND_CHUNK >= messages.length;
-    const notice: Notice = { t: 'inbound', messages: chunk, n: ++inboundSent, ...(last && cursor !== undefined ? { cursor } : {}) };
+    const notice: Notice = { t: 'inbound', i: iid, messages: chunk, n: ++inboundSent, ...(last && cursor !== undefined ? { cursor } : {}) };
     try {
       port.postMessage(notice);
     } catch (err) {
@@ -418,7 +422,7 @@ function classify(err: unknown): FailureClass {
 }
 
 /** Posts a lifecycle notice unless a graceful stop has begun. */
-function report(notice: Notice): void {
+function report(notice: LifecycleBody): void {
   if (!stopped) post(notice);
 }
 
@@ -644,7 +648,7 @@ async function probeLoop(channel: AnyChannel, conn: Connection): Promise<void> {
     // A probe that ended with its connection says nothing about the next one.
     if (signal.aborted) return;
     const latencyMs = Math.max(0, Math.round((performance.now() - t0) * 1000) / 1000);
-    const notice: Notice = { t: 'probe', outcome, latencyMs };
+    const notice: LifecycleBody & { t: 'probe' } = { t: 'probe', outcome, latencyMs };
     if (reason !== undefined) notice.reason = reason;
     if (cls !== undefined) notice.class = cls;
     report(notice);
@@ -762,13 +766,13 @@ function flushRun(): void {
   // Receipts of one flat shape (the common case) go in columns: see columns.ts.
   const cols = receiptColumns.encode(receipts);
   if (cols !== undefined) {
-    port.postMessage({ t: 'acks', seq: runSeq, n, fields: cols.fields, columns: cols.columns } satisfies Notice);
+    port.postMessage({ t: 'acks', i: iid, seq: runSeq, n, fields: cols.fields, columns: cols.columns } satisfies Notice);
     return;
   }
   try {
-    port.postMessage({ t: 'acks', seq: runSeq, receipts } satisfies Notice);
+    port.postMessage({ t: 'acks', i: iid, seq: runSeq, receipts } satisfies Notice);
   } catch {
-    port.postMessage({ t: 'acks', seq: runSeq, receipts: receipts.map((r) => cloneable(r) ?? null) } satisfies Notice);
+    port.postMessage({ t: 'acks', i: iid, seq: runSeq, receipts: receipts.map((r) => cloneable(r) ?? null) } satisfies Notice);
   }
 }
 
@@ -777,9 +781,9 @@ function flushResults(): void {
   const list = results;
   results = [];
   try {
-    port.postMessage({ t: 'acks', results: list } satisfies Notice);
+    port.postMessage({ t: 'acks', i: iid, results: list } satisfies Notice);
   } catch {
-    port.postMessage({ t: 'acks', results: list.map((r) => (r.ok ? { ...r, receipt: cloneable(r.receipt) ?? null } : r)) } satisfies Notice);
+    port.postMessage({ t: 'acks', i: iid, results: list.map((r) => (r.ok ? { ...r, receipt: cloneable(r.receipt) ?? null } : r)) } satisfies Notice);
   }
 }
 
@@ -955,6 +959,7 @@ async function drainSends(): Promise<void> {
 }
 
 port.on('message', (message: unknown) => {
+  if ((message as { i?: unknown } | null)?.i !== iid) return; // not about this instance
   const upTo = readInboundAck(message);
   if (upTo !== undefined) {
     onInboundAck(upTo);

@@ -6,7 +6,7 @@
  * compile time). A malformed message is classified, logged and counted, never a crash.
  */
 import { z } from 'zod';
-import type { AckResult, LifecycleNotice } from '../wire/protocol.js';
+import type { AckResult, LifecycleBody } from '../wire/protocol.js';
 
 const failureClass = z.enum(['recoverable', 'fatal', 'degraded']);
 const reason = z.string().max(4096);
@@ -23,7 +23,10 @@ export const ackResultSchema = z.union([
   }),
 ]);
 
-/** Zod schema of one notice from an instance worker (everything but acks). */
+/**
+ * Zod schema of one notice from an instance worker (everything but acks). Its instance number
+ * `i` is checked before (see the runtime's port listener), then stripped.
+ */
 export const noticeSchema = z.discriminatedUnion('t', [
   z.object({
     t: z.literal('status'),
@@ -63,7 +66,7 @@ export const acksSchema = z.object({ t: z.literal('acks'), results: z.array(ackR
 
 // The schemas and the wire types must not drift apart: each must accept what the other describes.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const noticesMatch: Same<z.infer<typeof noticeSchema>, LifecycleNotice> = true;
+const noticesMatch: Same<z.infer<typeof noticeSchema>, LifecycleBody> = true;
 const acksMatch: Same<z.infer<typeof ackResultSchema>, AckResult> = true;
 void noticesMatch;
 void acksMatch;

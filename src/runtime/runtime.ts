@@ -16,7 +16,7 @@ import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
-import { EXIT_RECONNECT_EXHAUSTED, type AckResult, type InboundAck, type InstanceBoot, type InstanceWorkerApi, type LifecycleNotice, type SendBatch } from '../wire/protocol.js';
+import { EXIT_RECONNECT_EXHAUSTED, type AckResult, type InboundAck, type InstanceBoot, type InstanceWorkerApi, type LifecycleBody, type SendBatch } from '../wire/protocol.js';
 import { isAckRun, readAckRun } from '../wire/validate.js';
 import { OutboundQueue, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
 import { acksSchema, noticeSchema } from './protocol.js';
@@ -217,6 +217,8 @@ export interface RuntimeStats {
 }
 
 interface Entry {
+  /** The instance's number on the wire (`i` on every data-port message about it). */
+  readonly iid: number;
   readonly id: string;
   readonly server: InstanceServer;
   /** Credential values, for scrubbing what the worker sends back (log objects). */
@@ -236,7 +238,6 @@ interface Entry {
   queue: OutboundQueue;
   /** The current worker's data port, once it can take sends. */
   dataPort: MessagePort | undefined;
-  /** Batches left to post by structured clone before trying columns again (after one that did not fit). */
   /** Column encoding of the send batches posted to the current worker. */
   columns: ColumnEncoder;
   readonly capacity: number;
@@ -294,6 +295,8 @@ export class Runtime extends EventEmitter {
   readonly #deliveryForwarded = new Set<string>();
   #pool: Piscina | undefined;
   #malformed = 0;
+  /** The last instance number given out on the wire. */
+  #lastIid = 0;
   #delivered = 0;
   #handlerErrors = 0;
 
@@ -352,6 +355,7 @@ export class Runtime extends EventEmitter {
       id: record.id,
       server,
       secrets: collectSecrets(record.credentials),
+      iid: ++this.#lastIid,
       ops: Promise.resolve(),
       channel: resolveChannel(o.channel),
       resourceLimits: (o.resourceLimits ?? this.#opts.resourceLimits) as ResourceLimits | undefined,
@@ -594,7 +598,9 @@ export class Runtime extends EventEmitter {
     const cols = entry.columns.encode(batch.messages);
     const { seq, sparse } = batch;
     const msg: SendBatch =
-      cols === undefined ? { t: 'send', epoch: batch.epoch, seq, messages: batch.messages } : { t: 'send', epoch: batch.epoch, seq, n, fields: cols.fields, columns: cols.columns };
+      cols === undefined
+        ? { t: 'send', i: entry.iid, epoch: batch.epoch, seq, messages: batch.messages }
+        : { t: 'send', i: entry.iid, epoch: batch.epoch, seq, n, fields: cols.fields, columns: cols.columns };
     // The per-message details go along only when they say something.
     if (sparse.attempts !== undefined) msg.attempts = sparse.attempts;
     if (sparse.keys !== undefined) msg.keys = sparse.keys.map((k) => (k === undefined ? null : String(k)));
@@ -786,6 +792,7 @@ export class Runtime extends EventEmitter {
     const data = new MessageChannel();
     const o = this.#opts;
     const boot: InstanceBoot = {
+      iid: entry.iid,
       instance: {
         id: entry.id,
         name: server.name,
@@ -848,7 +855,13 @@ export class Runtime extends EventEmitter {
 
   #listen(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort): void {
     port.on('message', (raw: unknown) => {
-      if ((raw as { t?: unknown } | null)?.t === 'acks') return this.#onAcks(entry, raw as object);
+      const m = raw as { t?: unknown; i?: unknown } | null;
+      if (typeof m !== 'object' || m === null || m.i !== entry.iid) {
+        this.#malformed++;
+        entry.log.warn({ malformedMessages: this.#malformed }, 'message from instance worker names no instance, or another one');
+        return;
+      }
+      if (m.t === 'acks') return this.#onAcks(entry, m);
       const parsed = noticeSchema.safeParse(raw);
       if (!parsed.success) {
         this.#malformed++;
@@ -868,7 +881,7 @@ export class Runtime extends EventEmitter {
     port.once('close', () => port.removeAllListeners());
   }
 
-  #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: LifecycleNotice): void {
+  #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: LifecycleBody): void {
     const { server } = entry;
     if (n.t === 'inbound') return this.#deliver(entry, port, n.messages, n.n, n.cursor);
     if (n.t === 'log') {
@@ -937,7 +950,7 @@ export class Runtime extends EventEmitter {
       if (cursor !== undefined) entry.cursor = cursor;
       if (n !== undefined) {
         try {
-          port.postMessage({ t: 'inbound_ack', upTo: n } satisfies InboundAck);
+          port.postMessage({ t: 'inbound_ack', i: entry.iid, upTo: n } satisfies InboundAck);
         } catch {
           // the worker is gone; its successor starts from entry.cursor
         }

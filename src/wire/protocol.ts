@@ -4,6 +4,10 @@
  * `workerData`), the send batches and inbound acks the main thread posts on the data port, and
  * the notices and acks the worker posts back.
  *
+ * **Every message on the data port names its instance**: `i`, a small integer the main thread
+ * assigns to each instance (`InstanceBoot.iid`). The main thread drops (and counts) a message
+ * that names another instance; a worker ignores one.
+ *
  * Part of the wire layer: types and constants only, no dependencies. Both threads import it;
  * neither keeps its own copy. The main thread checks what a worker posts (zod for the rare
  * notices, the hand-written checks of `./validate.ts` on the hot path); a malformed message is
@@ -43,6 +47,8 @@ export interface CallbackTimeouts {
 
 /** The boot configuration an instance worker receives in its `workerData`. */
 export interface InstanceBoot {
+  /** The instance's number on the wire: every data-port message about it carries it as `i`. */
+  iid: number;
   instance: { id: string; name: string; channelType: string; settings: Record<string, unknown>; credentials: Record<string, unknown> };
   /** URL (href) of the channel module. */
   channel: string;
@@ -63,6 +69,8 @@ export interface InstanceBoot {
 /** Main → worker: inbound batches up to `upTo` (their `n`) were handled by `onMessage`. */
 export interface InboundAck {
   t: 'inbound_ack';
+  /** The instance (see {@link InstanceBoot.iid}). */
+  i: number;
   upTo: number;
 }
 
@@ -73,6 +81,8 @@ export interface InboundAck {
  */
 export interface SendBatch {
   t: 'send';
+  /** The instance (see {@link InstanceBoot.iid}). */
+  i: number;
   /** The queue's epoch when the batch was taken (see `OutboundQueue`): after a failed send the worker returns, unsent, every held message of an epoch not newer than the failed one's. */
   epoch: number;
   /** Delivery sequence number of the first message. */
@@ -115,16 +125,24 @@ export type SendResult = AckResult;
  * columns, see `toColumns`), or a list of results of any kind (failures, messages handed back
  * unsent).
  */
-export type AcksNotice =
+export type AcksBody =
   | { t: 'acks'; seq: number; receipts: unknown[] }
   | { t: 'acks'; seq: number; n: number; fields: string[]; columns: unknown[][] }
   | { t: 'acks'; results: SendResult[] };
 
+/** Acks as they cross the port, naming their instance. */
+export type AcksNotice = AcksBody & Addressed;
+
+/** What every data-port message carries: the instance it is about (see {@link InstanceBoot.iid}). */
+export interface Addressed {
+  i: number;
+}
+
 /** Log levels a channel's logger forwards. */
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 
-/** A lifecycle, data or log notice from an instance worker (everything but acks). */
-export type LifecycleNotice =
+/** A lifecycle, data or log notice from an instance worker (everything but acks), before it is addressed. */
+export type LifecycleBody =
   | { t: 'status'; status: 'connecting' | 'connected' | 'disconnected'; reason?: string | undefined; meta?: Record<string, unknown> | undefined }
   | {
       t: 'reconnect';
@@ -140,6 +158,12 @@ export type LifecycleNotice =
   | { t: 'fatal'; reason: string; code?: string | undefined }
   | { t: 'inbound'; messages: unknown[]; n?: number | undefined; cursor?: unknown }
   | { t: 'log'; level: LogLevel; msg: string; obj?: Record<string, unknown> | undefined };
+
+/** A lifecycle, data or log notice as it crosses the port, naming its instance. */
+export type LifecycleNotice = LifecycleBody & Addressed;
+
+/** What an instance worker posts about an instance, before it is addressed. */
+export type NoticeBody = LifecycleBody | AcksBody;
 
 /** One message from an instance worker on its data port. */
 export type Notice = LifecycleNotice | AcksNotice;

@@ -5,7 +5,7 @@
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { pino } from 'pino';
-import type { InstanceBoot, InstanceWorkerApi, Notice } from '../../src/wire/protocol.js';
+import type { InstanceBoot, InstanceWorkerApi, LifecycleBody as Notice } from '../../src/wire/protocol.js';
 import { noticeSchema } from '../../src/runtime/protocol.js';
 import { WorkerHost, type WorkerHostOptions } from '../../src/worker/host.js';
 import { fixtureUrl, waitFor } from './fixtures.js';
@@ -61,9 +61,13 @@ const quiet = pino({ level: 'silent' });
 /** Every harness started and not yet disposed (for `afterEach` cleanup). */
 export const harnesses = new Set<InstanceHarness>();
 
+/** The instance number a harness gives its worker (every notice must carry it). */
+export const HARNESS_IID = 7;
+
 /** Builds a boot configuration with fast test defaults (no `data` port yet). */
 export function bootConfig(o: BootOverrides = {}): Omit<InstanceBoot, 'data'> {
   return {
+    iid: HARNESS_IID,
     instance: {
       id: o.id ?? 'i1',
       name: o.name ?? 'test instance',
@@ -92,7 +96,7 @@ export async function startInstanceWorker(
   const invalid: unknown[] = [];
   port1.on('message', (message: unknown) => {
     const parsed = noticeSchema.safeParse(message);
-    if (parsed.success) notices.push(parsed.data);
+    if (parsed.success && (message as { i?: unknown }).i === HARNESS_IID) notices.push(parsed.data);
     else invalid.push(message);
   });
   const boot: InstanceBoot = { ...bootConfig(overrides), data: port2 };
