@@ -1,13 +1,19 @@
 /**
- * Lifecycle costs of a supervised worker, each next to a baseline measured in the same run:
+ * Lifecycle costs, each next to a baseline measured in the same run:
  * - spawn-to-ready of a WorkerHost vs a bare `new Worker` spawn-to-first-message;
- * - crash-to-running-again (restart delay 0) vs the same bare spawn;
+ * - crash-to-running-again (restart delay 0) of a WorkerHost vs the same bare spawn;
+ * - an **instance** (its worker with the instance runtime, the `loopback` channel, `connect`):
+ *   `startInstance` → `connected`, and a crash (a real uncaught throw in its worker) →
+ *   `connected` again with restart delay 0, both vs the same bare spawn; beside them the number
+ *   of modules the instance worker loads (a static walk of its compiled imports);
  * - hang detection time vs its nominal `heartbeat.intervalMs × maxMissed`.
  */
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { pino } from 'pino';
-import { Supervisor, WorkerHost, workerChild } from '../src/index.js';
+import { Runtime, Supervisor, WorkerHost, workerChild } from '../src/index.js';
 import { compare, quick, report, summary } from './lib.js';
+import { moduleGraph } from './module-graph.js';
 
 const logger = pino({ level: 'silent' });
 const echo = new URL('./echo-worker.js', import.meta.url);
@@ -77,6 +83,51 @@ for (let i = 0; i < runs; i++) {
 }
 await crashSup.stop();
 
+// An instance: start → connected, then crash → connected again (restart delay 0).
+const rt = await Runtime.start({
+  logger,
+  restart: { maxRestarts: 1_000_000, periodMs: 1000, backoff: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } },
+});
+function connected(id: string): Promise<number> {
+  return new Promise((resolve) => {
+    const on = (e: { instanceId: string }): void => {
+      if (e.instanceId !== id) return;
+      rt.off('instance:connected', on);
+      resolve(performance.now());
+    };
+    rt.on('instance:connected', on);
+  });
+}
+async function instanceStart(n: number): Promise<number> {
+  const id = `start-${n}`;
+  const t0 = performance.now();
+  const back = connected(id);
+  await rt.startInstance({ id, name: id, channelType: 'loopback', channel: 'loopback' });
+  const dt = (await back) - t0;
+  await rt.stopInstance(id);
+  return dt;
+}
+await instanceStart(-1); // warm-up: module loading
+const instT: number[] = [];
+const bareT3: number[] = [];
+for (let i = 0; i < runs; i++) {
+  bareT3.push(await bareSpawn());
+  instT.push(await instanceStart(i));
+}
+const crashy = await rt.startInstance({ id: 'crashy', name: 'crashy', channelType: 'loopback', channel: 'loopback', settings: { faults: true } });
+await new Promise((r) => setTimeout(r, 50));
+const instCrashT: number[] = [];
+const bareT4: number[] = [];
+for (let i = 0; i < runs; i++) {
+  bareT4.push(await bareSpawn());
+  const back = connected(crashy.instanceId);
+  const t0 = performance.now();
+  void rt.send(crashy.instanceId, { fault: 'crash' }).catch(() => undefined);
+  instCrashT.push((await back) - t0);
+}
+await rt.stop();
+const workerGraph = moduleGraph(fileURLToPath(new URL('../workers/instance-worker.js', import.meta.url)), fileURLToPath(new URL('../', import.meta.url)));
+
 const intervalMs = 100;
 const maxMissed = 3;
 const hangSup = await Supervisor.start({
@@ -89,14 +140,26 @@ const hangT: number[] = [];
 for (let i = 0; i < (quick ? 4 : 10); i++) hangT.push(await hangDetect(hangSup));
 await hangSup.stop();
 
-const s = { bare: summary(bareT), host: summary(hostT), bare2: summary(bareT2), crash: summary(crashT), hang: summary(hangT) };
+const s = {
+  bare: summary(bareT),
+  host: summary(hostT),
+  bare2: summary(bareT2),
+  crash: summary(crashT),
+  bare3: summary(bareT3),
+  instance: summary(instT),
+  bare4: summary(bareT4),
+  instanceCrash: summary(instCrashT),
+  hang: summary(hangT),
+};
 report(
   'lifecycle',
   [
     compare('spawn-to-ready (median)', 'ms', s.host.median, 'bare Worker spawn-to-first-message', s.bare.median, { max: 1.5 }),
     compare('crash-to-running-again, delay 0 (median)', 'ms', s.crash.median, 'bare Worker spawn-to-first-message', s.bare2.median, { max: 1.5 }),
+    compare('instance start → connected, loopback (median)', 'ms', s.instance.median, 'bare Worker spawn-to-first-message', s.bare3.median),
+    compare('instance crash → connected again, delay 0, loopback (median)', 'ms', s.instanceCrash.median, 'bare Worker spawn-to-first-message', s.bare4.median, { max: 1.3 }),
     compare('hang detection (median)', 'ms', s.hang.median, `intervalMs × maxMissed (${intervalMs} × ${maxMissed})`, intervalMs * maxMissed, { max: 1.2 }),
     compare('hang detection (p90)', 'ms', s.hang.p90, `intervalMs × maxMissed (${intervalMs} × ${maxMissed})`, intervalMs * maxMissed, { max: 1.2 }),
   ],
-  { samples: s },
+  { samples: s, instanceWorkerModules: { files: workerGraph.files.length, packages: workerGraph.packages } },
 );

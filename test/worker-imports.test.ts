@@ -1,0 +1,38 @@
+/**
+ * A worker loads only what it runs: the instance worker's module graph (compiled, as the runtime
+ * spawns it) holds the wire layer, the channel contract, the error classes and the worker's own
+ * files, and nothing of the main thread's (no outbound queue, telemetry, supervisor, runtime or
+ * manager code) and no pino. Run after `npm run build`.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { moduleGraph } from '../bench/module-graph.js';
+
+const root = fileURLToPath(new URL('../dist/', import.meta.url));
+const entry = `${root}workers/instance-worker.js`;
+
+/** What the worker side may load of the project. */
+const ALLOWED = [/^src\/wire\/[\w-]+\.js$/, /^src\/channel\.js$/, /^src\/errors\.js$/, /^workers\/[\w-]+\.js$/];
+
+describe('the instance worker module graph', { timeout: 30_000 }, () => {
+  it('holds no main-thread module and no pino', () => {
+    expect(existsSync(entry), 'run npm run build first').toBe(true);
+    const g = moduleGraph(entry, root);
+    const foreign = g.files.filter((f) => !ALLOWED.some((re) => re.test(f)));
+    expect(foreign.map((f) => `${f} (imported by ${(g.importers.get(f) ?? []).join(', ')})`)).toEqual([]);
+    // comlink serves the control port; zod validates the channel module's definition.
+    expect(g.packages.filter((p) => p !== 'comlink' && p !== 'zod')).toEqual([]);
+    expect(g.files).toContain('src/wire/protocol.js');
+  });
+
+  it('the walk follows static, re-export and dynamic imports', () => {
+    const g = moduleGraph(`${root}src/index.js`, root);
+    // The package entry reaches the main-thread modules through re-exports, and pino through telemetry.
+    expect(g.files).toContain('src/runtime/outbound.js');
+    expect(g.files).toContain('src/telemetry.js');
+    expect(g.packages).toContain('pino');
+    const w = moduleGraph(entry, root);
+    expect(w.files).toContain('src/channel.js'); // loaded with a dynamic import
+  });
+});
