@@ -4,6 +4,7 @@ import { z } from 'zod';
 import {
   AlreadyPresentError,
   AlreadyStartedError,
+  ChildRestartingError,
   ChildRunningError,
   InvalidConfigError,
   NotFoundError,
@@ -287,23 +288,29 @@ export class Supervisor extends EventEmitter implements RunningChild {
 
   /**
    * Starts a kept child again now. A running child is first stopped within its shutdown budget
-   * (OTP's `restart_child` refuses a running child; here it restarts it). A pending delayed
-   * restart is done at once. Unknown id: `not_found`.
+   * (OTP's `restart_child` refuses a running child; here it restarts it). Rejects with
+   * `restarting` ({@link ChildRestartingError}) while a restart of the child is pending, as OTP
+   * does: the supervisor keeps retrying it. Unknown id: `not_found`.
    */
   restartChild(id: string): Promise<RunningChild> {
     return this.#serial(async () => {
       this.#assertRunning();
       const entry = this.#get(id);
+      if (entry.status === 'restarting') throw new ChildRestartingError(id);
       if (entry.running) await this.#terminate(entry);
       entry.restarts += 1;
       return this.#startEntry(entry, entry.restarts);
     });
   }
 
-  /** Removes a stopped child's spec. Rejects with `running` if it is running, `not_found` if unknown. */
+  /**
+   * Removes a stopped child's spec. Rejects with `running` if it is running, `restarting`
+   * ({@link ChildRestartingError}) while a restart of it is pending, `not_found` if unknown.
+   */
   deleteChild(id: string): Promise<void> {
     return this.#serial(async () => {
       const entry = this.#get(id);
+      if (entry.status === 'restarting') throw new ChildRestartingError(id);
       if (entry.running || entry.status === 'starting') throw new ChildRunningError(id);
       entry.status = 'terminated';
       this.#remove(entry);
