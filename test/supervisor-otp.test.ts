@@ -1,12 +1,13 @@
 /**
  * The supervisor against OTP's `supervisor_SUITE` semantics: `restart_child` / `delete_child` of
- * a restarting child.
+ * a restarting child, `ignore` from a child's start, junk from a start.
  * Pure logic, with in-process children; the worker variant is in supervisor-workers.test.ts.
  */
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ChildRestartingError } from '../src/errors.js';
+import { ChildRestartingError, StartFailureError } from '../src/errors.js';
 import { Supervisor } from '../src/supervisor/supervisor.js';
+import type { ChildSpec, RunningChild } from '../src/supervisor/types.js';
 import { FakeWorld, until } from './helpers/fake-child.js';
 
 const silent = pino({ level: 'silent' });
@@ -24,6 +25,28 @@ afterEach(async () => {
 });
 
 const statusOf = (s: Supervisor, id: string) => s.whichChildren().find((c) => c.id === id)?.status;
+
+/**
+ * A spec whose start resolves `undefined` (ignore) while `ignoring()` holds, and a fake child
+ * otherwise.
+ */
+function ignorable(w: FakeWorld, id: string, ignoring: () => boolean, extra: Partial<ChildSpec> = {}): ChildSpec<RunningChild | undefined> {
+  const real = w.spec(id);
+  return {
+    id,
+    start: async (ctx) => {
+      if (!ignoring()) return real.start(ctx);
+      w.log.push(`ignore:${id}`);
+      return undefined;
+    },
+    ...extra,
+  };
+}
+
+/** A spec whose start resolves `value`, which is not a RunningChild. */
+function junk(id: string, value: unknown): ChildSpec {
+  return { id, start: async () => value as RunningChild };
+}
 
 describe('Supervisor OTP semantics', { timeout: 20_000 }, () => {
   describe('restartChild / deleteChild of a restarting child (OTP {error, restarting})', () => {
@@ -73,6 +96,166 @@ describe('Supervisor OTP semantics', { timeout: 20_000 }, () => {
       await s.terminateChild('a');
       await s.deleteChild('a');
       expect(s.whichChildren().map((c) => c.id)).toEqual(['b']);
+    });
+  });
+
+  describe('start() resolving undefined: ignore (OTP ignore)', () => {
+    it('at init: the spec is kept, the child is not running, the others start', async () => {
+      const w = new FakeWorld();
+      let ignoring = true;
+      const s = await start({ children: [w.spec('a'), ignorable(w, 'i', () => ignoring), w.spec('c')] });
+      expect(w.log).toEqual(['start:a', 'ignore:i', 'start:c']);
+      expect(s.whichChildren().map((c) => [c.id, c.status, c.child])).toEqual([
+        ['a', 'running', w.get('a')],
+        ['i', 'terminated', undefined],
+        ['c', 'running', w.get('c')],
+      ]);
+      expect(s.child('i')).toBeUndefined();
+      expect(s.countChildren()).toEqual({ specs: 3, active: 2, supervisors: 0, workers: 3 });
+      // restartChild tries it again: ignored once more, then it starts.
+      await expect(s.restartChild('i')).resolves.toBeUndefined();
+      expect(statusOf(s, 'i')).toBe('terminated');
+      ignoring = false;
+      const child = await s.restartChild('i');
+      expect(child).toBe(w.get('i'));
+      expect(statusOf(s, 'i')).toBe('running');
+      // Running now, it is supervised like any other child.
+      w.get('i').die();
+      await until(() => w.starts.get('i') === 2);
+    });
+
+    it('startChild: resolves undefined, keeps the spec (already_present), never restarts it', async () => {
+      const w = new FakeWorld();
+      const s = await start({});
+      const restarting: unknown[] = [];
+      s.on('child_restarting', (e) => restarting.push(e));
+      const started: unknown[] = [];
+      s.on('child_started', (e) => started.push(e));
+      await expect(s.startChild(ignorable(w, 'i', () => true))).resolves.toBeUndefined();
+      expect(s.whichChildren()).toEqual([
+        { id: 'i', type: 'worker', restart: 'permanent', status: 'terminated', child: undefined, restarts: 0, lastExit: undefined },
+      ]);
+      await expect(s.startChild(ignorable(w, 'i', () => true))).rejects.toMatchObject({ code: 'already_present' });
+      await new Promise((r) => setTimeout(r, 30));
+      expect(restarting).toEqual([]);
+      expect(started).toEqual([]);
+      await s.deleteChild('i');
+      expect(s.countChildren().specs).toBe(0);
+    });
+
+    it('a temporary child that ignores is not kept (OTP drops it)', async () => {
+      const w = new FakeWorld();
+      const s = await start({ children: [ignorable(w, 't0', () => true, { restart: 'temporary' })] });
+      expect(s.countChildren().specs).toBe(0);
+      await expect(s.startChild(ignorable(w, 't1', () => true, { restart: 'temporary' }))).resolves.toBeUndefined();
+      expect(s.countChildren().specs).toBe(0);
+    });
+
+    it('a restart that ignores leaves the child down without a retry; restartChild starts it later', async () => {
+      const w = new FakeWorld();
+      let ignoring = false;
+      const s = await start({ children: [ignorable(w, 'a', () => ignoring), w.spec('b')] });
+      const restarted: unknown[] = [];
+      s.on('child_restarted', (e) => restarted.push(e));
+      ignoring = true;
+      w.get('a').die();
+      await until(() => w.log.includes('ignore:a'));
+      await new Promise((r) => setTimeout(r, 30));
+      expect(w.log.filter((l) => l === 'ignore:a')).toHaveLength(1);
+      expect(s.whichChildren()[0]).toMatchObject({ id: 'a', status: 'terminated', child: undefined, restarts: 1 });
+      expect(restarted).toEqual([]);
+      expect(s.state).toBe('running');
+      ignoring = false;
+      await s.restartChild('a');
+      expect(statusOf(s, 'a')).toBe('running');
+      expect(w.starts.get('b')).toBe(1);
+    });
+
+    it('in a one_for_all restart, an ignoring child does not stop its siblings from restarting', async () => {
+      const w = new FakeWorld();
+      let ignoring = false;
+      const s = await start({ strategy: 'one_for_all', children: [w.spec('a'), ignorable(w, 'b', () => ignoring), w.spec('c')] });
+      ignoring = true;
+      w.get('a').die();
+      await until(() => w.starts.get('c') === 2);
+      expect(s.whichChildren().map((c) => [c.id, c.status])).toEqual([
+        ['a', 'running'],
+        ['b', 'terminated'],
+        ['c', 'running'],
+      ]);
+    });
+  });
+
+  describe('start() resolving junk: a typed start failure, handled like a start() that throws', () => {
+    const cases: Array<[string, unknown, RegExp]> = [
+      ['null', null, /resolved with null/],
+      ['a number', 42, /resolved with number 42/],
+      ['a string', 'up', /resolved with string "up"/],
+      ['an object without exited', { shutdown: () => Promise.resolve() }, /resolved with an object without an exited promise/],
+      ['an object without shutdown', { exited: new Promise(() => undefined) }, /resolved with an object without a shutdown function/],
+    ];
+    for (const [what, value, message] of cases) {
+      it(`startChild with ${what}: StartFailureError naming what was returned, spec not kept`, async () => {
+        const s = await start({});
+        const err: unknown = await s.startChild(junk('j', value)).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(StartFailureError);
+        expect(err).not.toBeInstanceOf(TypeError);
+        expect(err).toMatchObject({ code: 'start_failure', details: { id: 'j' } });
+        expect((err as Error).message).toMatch(/^child j failed to start: start\(\) /);
+        expect((err as Error).message).toMatch(message);
+        expect(s.countChildren().specs).toBe(0); // as for a start() that throws
+        expect(s.state).toBe('running');
+      });
+    }
+
+    it('at init: the supervisor fails to start with StartFailureError and stops the started children', async () => {
+      const w = new FakeWorld();
+      await expect(Supervisor.start({ logger: silent, children: [w.spec('a'), junk('j', {})] })).rejects.toMatchObject({
+        name: 'StartFailureError',
+        code: 'start_failure',
+        message: expect.stringMatching(/child j failed to start: start\(\) resolved with an object without/),
+      });
+      expect(w.log).toEqual(['start:a', 'exit:a:shutdown']);
+    });
+
+    it('on restart: counts as a failed restart, is retried, and the child comes back', async () => {
+      const w = new FakeWorld();
+      const real = w.spec('a');
+      let junkLeft = 0;
+      const spec: ChildSpec = {
+        id: 'a',
+        start: async (ctx) => {
+          if (junkLeft > 0) {
+            junkLeft -= 1;
+            w.log.push('junk:a');
+            return 'not a child' as unknown as RunningChild;
+          }
+          return real.start(ctx);
+        },
+      };
+      const s = await start({ maxRestarts: 10, children: [spec] });
+      const exits: Array<{ class: string; reason: string }> = [];
+      s.on('child_exited', (e: { class: string; reason: string }) => exits.push(e));
+      junkLeft = 2;
+      w.get('a').die();
+      await until(() => w.starts.get('a') === 2, 10_000, 'a restarted');
+      expect(w.log.filter((l) => l === 'junk:a')).toHaveLength(2);
+      expect(exits.map((e) => e.class)).toEqual(['crash', 'start_failure', 'start_failure']);
+      expect(exits[1]!.reason).toMatch(/start\(\) resolved with string "not a child"/);
+      expect(s.whichChildren()[0]).toMatchObject({ status: 'running', child: w.get('a') });
+    });
+
+    it('on restart: junk every time escalates like a start() that always throws', async () => {
+      const w = new FakeWorld();
+      let junkNow = false;
+      const real = w.spec('a');
+      const s = await start({
+        maxRestarts: 2,
+        children: [{ id: 'a', start: async (ctx) => (junkNow ? (7 as unknown as RunningChild) : real.start(ctx)) }],
+      });
+      junkNow = true;
+      w.get('a').die();
+      expect((await s.exited).class).toBe('escalated');
     });
   });
 });
