@@ -1,6 +1,6 @@
 /**
  * The supervisor against OTP's `supervisor_SUITE` semantics: `restart_child` / `delete_child` of
- * a restarting child, `ignore` from a child's start, junk from a start.
+ * a restarting child, `ignore` from a child's start, junk from a start, strict child specs.
  * Pure logic, with in-process children; the worker variant is in supervisor-workers.test.ts.
  */
 import { pino } from 'pino';
@@ -256,6 +256,33 @@ describe('Supervisor OTP semantics', { timeout: 20_000 }, () => {
       junkNow = true;
       w.get('a').die();
       expect((await s.exited).class).toBe('escalated');
+    });
+  });
+
+  describe('strict child specs', () => {
+    it('an unknown child-spec key is rejected with InvalidConfigError naming it, like an unknown option', async () => {
+      const w = new FakeWorld();
+      const bad = { ...w.spec('a'), significant: true } as ChildSpec;
+      const err: unknown = await Supervisor.start({ logger: silent, children: [w.spec('ok'), bad] }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ name: 'InvalidConfigError', code: 'invalid_config' });
+      expect((err as Error).message).toMatch(/significant/);
+      expect(w.log).toEqual([]); // validated before anything starts
+      const s = await start({});
+      await expect(s.startChild(bad)).rejects.toMatchObject({ code: 'invalid_config', message: expect.stringMatching(/significant/) });
+      expect(s.countChildren().specs).toBe(0);
+      // unknown supervisor options were already rejected this way
+      await expect(Supervisor.start({ logger: silent, significant: true } as never)).rejects.toMatchObject({
+        code: 'invalid_config',
+        message: expect.stringMatching(/significant/),
+      });
+    });
+
+    it('the specs the library builds still pass', async () => {
+      const w = new FakeWorld();
+      const s = await start({
+        children: [w.spec('a', { restart: 'transient', shutdown: 'brutal_kill', type: 'worker' }), Supervisor.childSpec('sub', { backoff: fast })],
+      });
+      expect(s.countChildren()).toMatchObject({ specs: 2, active: 2 });
     });
   });
 });

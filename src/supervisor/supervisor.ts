@@ -95,6 +95,8 @@ const shutdownSchema = z.union([z.number().int().min(0).max(MAX_TIMER_MS), z.lit
 /** A child spec whose `start` may resolve `undefined` (ignore): what the supervisor accepts. */
 type AnyChildSpec = ChildSpec<RunningChild | undefined>;
 
+// Strict, like the supervisor options: an unknown field (a typo, or an OTP key this supervisor
+// does not implement, such as `significant`) is an error, not silently dropped.
 const childSpecSchema = z
   .object({
     id: z.string().min(1),
@@ -103,7 +105,7 @@ const childSpecSchema = z
     shutdown: shutdownSchema.optional(),
     type: z.enum(['worker', 'supervisor']).default('worker'),
   })
-  .passthrough();
+  .strict();
 
 const optionsSchema = z
   .object({
@@ -140,7 +142,8 @@ interface Entry {
 }
 
 function resolveSpec(input: unknown): ResolvedSpec {
-  const s = parseOrThrow(childSpecSchema, input, 'child spec');
+  const id = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
+  const s = parseOrThrow(childSpecSchema, input, typeof id === 'string' && id !== '' ? `child spec ${id}` : 'child spec');
   return {
     id: s.id,
     start: s.start,
@@ -277,7 +280,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
    * Adds and starts a child. Rejects with `already_started` if a child with that id runs,
    * `already_present` if its spec is kept but not running, `start_failure` if it fails to start
    * (the spec is then not kept), `stopped` if the supervisor is not running, `invalid_config` on
-   * a bad spec. Resolves `undefined` if the child's `start` resolved
+   * a bad spec (unknown fields included). Resolves `undefined` if the child's `start` resolved
    * `undefined` (ignore): the spec is kept (a `temporary` one is not) and nothing runs.
    */
   startChild(spec: ChildSpec): Promise<RunningChild>;

@@ -74,7 +74,7 @@ export type RestartType = 'permanent' | 'transient' | 'temporary';
 export type ChildType = 'worker' | 'supervisor';
 
 /**
- * A child specification (OTP child spec).
+ * A child specification (OTP child spec). Unknown fields are rejected with `InvalidConfigError`.
  *
  * `C` is what `start` may resolve with: a {@link RunningChild} (the default), or
  * `RunningChild | undefined` for a child that may decline to run (OTP `ignore`), e.g.
