@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'already_started'
   | 'already_present'
   | 'running'
+  | 'restarting'
   | 'not_running'
   | 'timeout'
   | 'worker_exited'
@@ -101,6 +102,16 @@ export class AlreadyPresentError extends ThreadvisorError {
 export class ChildRunningError extends ThreadvisorError {
   constructor(id: string) {
     super('running', `child is running: ${id}`, { id });
+  }
+}
+
+/**
+ * `restartChild` or `deleteChild` on a child whose restart is pending (OTP `restarting`): the
+ * supervisor keeps retrying it; try again once it runs, or `terminateChild` it first.
+ */
+export class ChildRestartingError extends ThreadvisorError {
+  constructor(id: string) {
+    super('restarting', `child is restarting: ${id}`, { id });
   }
 }
 

@@ -169,6 +169,25 @@ describe('Supervisor with real worker children', { timeout: 60_000 }, () => {
     expect(root.state).toBe('escalated');
   });
 
+  it('restartChild and deleteChild of a crashed worker waiting out its backoff reject with restarting; the restart still happens', async () => {
+    const s = await start({ backoff: { initialDelayMs: 300, maxDelayMs: 300, jitter: 0 }, children: [child('a'), child('b')] });
+    const before = threadOf(s, 'a');
+    const log = record(s);
+    void host(s, 'a').call('crash', 'boom').catch(() => undefined);
+    await waitFor(() => s.whichChildren()[0]!.status === 'restarting');
+    await expect(s.restartChild('a')).rejects.toMatchObject({ name: 'ChildRestartingError', code: 'restarting' });
+    await expect(s.deleteChild('a')).rejects.toMatchObject({ code: 'restarting' });
+    expect(s.whichChildren().map((c) => [c.id, c.status])).toEqual([
+      ['a', 'restarting'],
+      ['b', 'running'],
+    ]);
+    await waitFor(() => log.includes('start:a'));
+    expect(log).toEqual(['exit:a:crash', 'start:a']);
+    expect(s.whichChildren()[0]).toMatchObject({ status: 'running', restarts: 1 });
+    expect(threadOf(s, 'a')).not.toBe(before);
+    expect(await host(s, 'a').call('add', 1, 2)).toBe(3);
+  });
+
   it('a control call in flight when its worker dies rejects promptly with worker_exited', async () => {
     const s = await start({ children: [child('a')] });
     const h = host(s, 'a');

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import {
   AlreadyPresentError,
   AlreadyStartedError,
+  ChildRestartingError,
   ChildRunningError,
   InvalidConfigError,
   NotFoundError,
@@ -47,8 +48,8 @@ export interface SupervisorOptions {
    * Default: `periodMs`.
    */
   backoffResetMs?: number;
-  /** Children started in order by {@link Supervisor.start}. */
-  children?: ChildSpec[];
+  /** Children started in order by {@link Supervisor.start}. A child whose `start` resolves `undefined` is ignored (see {@link ChildSpec.start}). */
+  children?: Array<ChildSpec<RunningChild | undefined>>;
   /** pino logger; each child gets a child logger bound to `supervisor` and `childId`. */
   logger?: Logger;
   /**
@@ -91,15 +92,20 @@ const strategySchema = z.enum(['one_for_one', 'one_for_all', 'rest_for_one']);
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const shutdownSchema = z.union([z.number().int().min(0).max(MAX_TIMER_MS), z.literal('brutal_kill'), z.literal('infinity')]);
 
+/** A child spec whose `start` may resolve `undefined` (ignore): what the supervisor accepts. */
+type AnyChildSpec = ChildSpec<RunningChild | undefined>;
+
+// Strict, like the supervisor options: an unknown field (a typo, or an OTP key this supervisor
+// does not implement, such as `significant`) is an error, not silently dropped.
 const childSpecSchema = z
   .object({
     id: z.string().min(1),
-    start: z.custom<ChildSpec['start']>((v) => typeof v === 'function', 'expected a start function'),
+    start: z.custom<AnyChildSpec['start']>((v) => typeof v === 'function', 'expected a start function'),
     restart: z.enum(['permanent', 'transient', 'temporary']).default('permanent'),
     shutdown: shutdownSchema.optional(),
     type: z.enum(['worker', 'supervisor']).default('worker'),
   })
-  .passthrough();
+  .strict();
 
 const optionsSchema = z
   .object({
@@ -118,7 +124,7 @@ const optionsSchema = z
 /** A validated child spec with defaults filled in. */
 interface ResolvedSpec {
   readonly id: string;
-  readonly start: ChildSpec['start'];
+  readonly start: AnyChildSpec['start'];
   readonly restart: RestartType;
   readonly shutdown: Shutdown;
   readonly type: ChildType;
@@ -136,7 +142,8 @@ interface Entry {
 }
 
 function resolveSpec(input: unknown): ResolvedSpec {
-  const s = parseOrThrow(childSpecSchema, input, 'child spec');
+  const id = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
+  const s = parseOrThrow(childSpecSchema, input, typeof id === 'string' && id !== '' ? `child spec ${id}` : 'child spec');
   return {
     id: s.id,
     start: s.start,
@@ -144,6 +151,27 @@ function resolveSpec(input: unknown): ResolvedSpec {
     type: s.type,
     shutdown: s.shutdown ?? (s.type === 'supervisor' ? 'infinity' : 5000),
   };
+}
+
+/** True if `value` has the shape of a {@link RunningChild}. */
+function isRunningChild(value: unknown): value is RunningChild {
+  if ((typeof value !== 'object' && typeof value !== 'function') || value === null) return false;
+  const v = value as { exited?: unknown; shutdown?: unknown };
+  return typeof (v.exited as { then?: unknown } | undefined)?.then === 'function' && typeof v.shutdown === 'function';
+}
+
+/** What a `start` resolved with instead of a {@link RunningChild}, for its start failure. */
+function describeNonChild(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'object' || typeof value === 'function') {
+    const v = value as { exited?: unknown; shutdown?: unknown };
+    const missing: string[] = [];
+    if (typeof (v.exited as { then?: unknown } | undefined)?.then !== 'function') missing.push('an exited promise');
+    if (typeof v.shutdown !== 'function') missing.push('a shutdown function');
+    return `${typeof value === 'function' ? 'a function' : 'an object'} without ${missing.join(' or ')}`;
+  }
+  const text = typeof value === 'string' ? JSON.stringify(value) : String(value);
+  return `${typeof value} ${text.length > 60 ? `${text.slice(0, 60)}...` : text}`;
 }
 
 /**
@@ -251,9 +279,13 @@ export class Supervisor extends EventEmitter implements RunningChild {
   /**
    * Adds and starts a child. Rejects with `already_started` if a child with that id runs,
    * `already_present` if its spec is kept but not running, `start_failure` if it fails to start
-   * (the spec is then not kept), `stopped` if the supervisor is not running.
+   * (the spec is then not kept), `stopped` if the supervisor is not running, `invalid_config` on
+   * a bad spec (unknown fields included). Resolves `undefined` if the child's `start` resolved
+   * `undefined` (ignore): the spec is kept (a `temporary` one is not) and nothing runs.
    */
-  startChild(spec: ChildSpec): Promise<RunningChild> {
+  startChild(spec: ChildSpec): Promise<RunningChild>;
+  startChild(spec: AnyChildSpec): Promise<RunningChild | undefined>;
+  startChild(spec: AnyChildSpec): Promise<RunningChild | undefined> {
     return this.#serial(async () => {
       this.#assertRunning();
       const resolved = resolveSpec(spec);
@@ -287,23 +319,30 @@ export class Supervisor extends EventEmitter implements RunningChild {
 
   /**
    * Starts a kept child again now. A running child is first stopped within its shutdown budget
-   * (OTP's `restart_child` refuses a running child; here it restarts it). A pending delayed
-   * restart is done at once. Unknown id: `not_found`.
+   * (OTP's `restart_child` refuses a running child; here it restarts it). Rejects with
+   * `restarting` ({@link ChildRestartingError}) while a restart of the child is pending, as OTP
+   * does: the supervisor keeps retrying it. Resolves `undefined` if the child ignored its start.
+   * Unknown id: `not_found`.
    */
-  restartChild(id: string): Promise<RunningChild> {
+  restartChild(id: string): Promise<RunningChild | undefined> {
     return this.#serial(async () => {
       this.#assertRunning();
       const entry = this.#get(id);
+      if (entry.status === 'restarting') throw new ChildRestartingError(id);
       if (entry.running) await this.#terminate(entry);
       entry.restarts += 1;
       return this.#startEntry(entry, entry.restarts);
     });
   }
 
-  /** Removes a stopped child's spec. Rejects with `running` if it is running, `not_found` if unknown. */
+  /**
+   * Removes a stopped child's spec. Rejects with `running` if it is running, `restarting`
+   * ({@link ChildRestartingError}) while a restart of it is pending, `not_found` if unknown.
+   */
   deleteChild(id: string): Promise<void> {
     return this.#serial(async () => {
       const entry = this.#get(id);
+      if (entry.status === 'restarting') throw new ChildRestartingError(id);
       if (entry.running || entry.status === 'starting') throw new ChildRunningError(id);
       entry.status = 'terminated';
       this.#remove(entry);
@@ -415,15 +454,18 @@ export class Supervisor extends EventEmitter implements RunningChild {
     this.#timers.clear();
   }
 
-  /** Starts one entry; on failure it is left `restarting`-less (`terminated`) and the error thrown. */
-  async #startEntry(entry: Entry, attempt: number): Promise<RunningChild> {
+  /**
+   * Starts one entry; on failure it is left `terminated` and the error thrown. Resolves
+   * `undefined` if the child ignored its start (it is left `terminated`, a temporary one removed).
+   */
+  async #startEntry(entry: Entry, attempt: number): Promise<RunningChild | undefined> {
     entry.status = 'starting';
     // The run is measured from the start attempt: a start that fails never counts as stable.
     entry.startedAt = Date.now();
     const { id } = entry.spec;
-    let child: RunningChild;
+    let result: unknown;
     try {
-      child = await entry.spec.start({
+      result = await entry.spec.start({
         supervisor: this.name,
         childId: id,
         attempt,
@@ -431,23 +473,42 @@ export class Supervisor extends EventEmitter implements RunningChild {
         redact: this.#redact,
       });
     } catch (err) {
-      entry.status = 'terminated';
       const reason = this.#redact(err instanceof Error ? err.message : String(err));
-      entry.lastExit = { class: 'start_failure', reason, ...(err instanceof Error ? { error: err } : {}) };
-      this.#logger.warn({ childId: id, reason }, 'child failed to start');
+      this.#startFailed(entry, reason, err);
       throw err instanceof StartFailureError ? err : new StartFailureError(id, reason, { cause: err });
     }
+    // Anything but a RunningChild or undefined (ignore) fails like a start() that throws.
+    if (result !== undefined && !isRunningChild(result)) {
+      const reason = this.#redact(`start() resolved with ${describeNonChild(result)}, not a RunningChild`);
+      const err = new StartFailureError(id, reason);
+      this.#startFailed(entry, reason, err);
+      throw err;
+    }
+    const child = result;
     if (this.#state !== 'running' || !this.#entries.includes(entry)) {
       // Stopped (or deleted) while it was starting: do not keep it.
-      await child.shutdown(entry.spec.shutdown);
+      if (child) await child.shutdown(entry.spec.shutdown);
       entry.status = 'terminated';
       throw new StoppedError(`supervisor ${this.name}`);
+    }
+    if (!child) {
+      // OTP `ignore`: nothing runs and nothing is restarted; the spec stays for restartChild.
+      entry.status = 'terminated';
+      if (entry.spec.restart === 'temporary') this.#remove(entry);
+      this.#logger.info({ childId: id, attempt }, 'child ignored its start');
+      return undefined;
     }
     entry.running = child;
     entry.status = 'running';
     publish(this, 'supervisor', 'child_started', () => ({ supervisor: this.name, childId: id, attempt }));
     void child.exited.then((exit) => this.#onExit(entry, child, exit));
     return child;
+  }
+
+  #startFailed(entry: Entry, reason: string, err: unknown): void {
+    entry.status = 'terminated';
+    entry.lastExit = { class: 'start_failure', reason, ...(err instanceof Error ? { error: err } : {}) };
+    this.#logger.warn({ childId: entry.spec.id, reason }, 'child failed to start');
   }
 
   #onExit(entry: Entry, child: RunningChild, exit: ChildExit): void {
@@ -531,8 +592,9 @@ export class Supervisor extends EventEmitter implements RunningChild {
       if (this.#state !== 'running') return;
       if (!this.#entries.includes(e) || e.status !== 'restarting') continue;
       e.restarts += 1;
+      let child: RunningChild | undefined;
       try {
-        await this.#startEntry(e, e.restarts);
+        child = await this.#startEntry(e, e.restarts);
       } catch (err) {
         if (this.#state !== 'running') return;
         // A failed restart counts as another death of that child.
@@ -542,6 +604,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
         await this.#handleDeath(e, failure);
         return;
       }
+      if (!child) continue; // ignored: it stays down, the rest of the group restarts
       publish(this, 'supervisor', 'child_restarted', () => ({
         supervisor: this.name,
         childId: e.spec.id,

@@ -73,12 +73,26 @@ export type RestartType = 'permanent' | 'transient' | 'temporary';
 /** Child type: a plain worker or a nested supervisor. */
 export type ChildType = 'worker' | 'supervisor';
 
-/** A child specification (OTP child spec). */
-export interface ChildSpec {
+/**
+ * A child specification (OTP child spec). Unknown fields are rejected with `InvalidConfigError`.
+ *
+ * `C` is what `start` may resolve with: a {@link RunningChild} (the default), or
+ * `RunningChild | undefined` for a child that may decline to run (OTP `ignore`), e.g.
+ * `ChildSpec<RunningChild | undefined>`.
+ */
+export interface ChildSpec<C extends RunningChild | undefined = RunningChild> {
   /** Unique id within its supervisor. */
   readonly id: string;
-  /** Starts the child; resolves once it is up. A rejection is a start failure. */
-  readonly start: (ctx: StartContext) => Promise<RunningChild>;
+  /**
+   * Starts the child; resolves once it is up. A rejection is a start failure, and so is a value
+   * that is not a {@link RunningChild} (a `StartFailureError` saying what was returned).
+   *
+   * Resolving `undefined` means *ignore* (OTP `ignore`): nothing runs, the spec is kept with
+   * status `terminated` (a `temporary` spec is dropped), it is not restarted, and
+   * `Supervisor.restartChild` may try it again later. During a restart by the supervisor, an
+   * ignoring child stays down and its siblings are restarted as usual.
+   */
+  readonly start: (ctx: StartContext) => Promise<C>;
   /**
    * `permanent` (default): always restarted. `transient`: restarted only after an abnormal end.
    * `temporary`: never restarted, and removed from the supervisor when it ends.
