@@ -54,3 +54,4 @@ export type {
   ProbeResult,
 } from './channel.js';
 export * from './manager/index.js';
+export type { LoopbackSettings } from '../workers/channels/loopback.js';
