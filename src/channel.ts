@@ -77,13 +77,9 @@ export type ProbeOutcome = 'ok' | 'degraded' | 'failed';
 export type ProbeResult = void | ProbeOutcome | { outcome: ProbeOutcome; reason?: string };
 
 /**
- * A channel. `connect`, `disconnect` and `send` are required; a channel has `poll` (the runtime
- * calls it in a loop and delivers each returned batch), `listen` (it pushes with `ctx.emit` until
- * `ctx.signal` aborts) or neither. An error a callback throws may carry
- * `class: 'recoverable' | 'fatal' | 'degraded'` (or be a `ChannelError`); otherwise `classify`,
- * then the runtime's classification table decides.
+ * The members every channel definition has besides `probe` (see {@link ChannelDefinition}).
  */
-export interface ChannelDefinition<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>> {
+export interface ChannelDefinitionBase<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>> {
   /** The channel type, e.g. `telegram`; must equal the instance's `channelType`. */
   readonly type: string;
   /** Opens the connection. May return metadata (shown in the `connected` event). */
@@ -100,14 +96,53 @@ export interface ChannelDefinition<Message = unknown, Receipt = unknown, Setting
   poll?(ctx: ChannelContext<Settings, Credentials>): Promise<PollResult> | PollResult;
   /** Pushes inbound messages with `ctx.emit` until `ctx.signal` aborts. */
   listen?(ctx: ChannelContext<Settings, Credentials>): Promise<void> | void;
-  /** Checks the connection's health; a throw or a timeout is a failed probe. */
-  probe?(ctx: ChannelContext<Settings, Credentials>): Promise<ProbeResult> | ProbeResult;
   /** Classifies an error this channel threw; `undefined` defers to the runtime's table. */
   classify?(err: unknown): FailureClass | undefined;
 }
 
-/** Identity function that types a channel definition. Use it as the module's default export. */
+/**
+ * A channel. `connect`, `disconnect` and `send` are required; a channel has `poll` (the runtime
+ * calls it in a loop and delivers each returned batch), `listen` (it pushes with `ctx.emit` until
+ * `ctx.signal` aborts) or neither. An error a callback throws may carry
+ * `class: 'recoverable' | 'fatal' | 'degraded'` (or be a `ChannelError`); otherwise `classify`,
+ * then the runtime's classification table decides.
+ */
+export interface ChannelDefinition<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>
+  extends ChannelDefinitionBase<Message, Receipt, Settings, Credentials> {
+  /** Checks the connection's health; a throw or a timeout is a failed probe. */
+  probe?(ctx: ChannelContext<Settings, Credentials>): Promise<ProbeResult> | ProbeResult;
+}
+
+/**
+ * The contextual return type of `probe` in {@link defineChannel}'s first overload. TypeScript
+ * widens an `async` function's single returned literal (`return 'ok'`) to `string` when the
+ * expected return type is a union of a promise and a non-promise (`Promise<T> | T`, see
+ * microsoft/TypeScript#30185), so `ChannelDefinition`'s own `probe` type would reject it. Every
+ * member here is a promise, which keeps the literal for `async` probes; the intersections keep it
+ * for synchronous ones, which then match the second overload (plain `ChannelDefinition`).
+ */
+export type ProbeReturnHint = Promise<ProbeResult> | (Promise<ProbeResult> & Exclude<ProbeResult, void>);
+
+/** {@link ChannelDefinition} with `probe` typed by {@link ProbeReturnHint} (the first overload of {@link defineChannel}). */
+export interface AsyncProbeChannelDefinition<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>
+  extends ChannelDefinitionBase<Message, Receipt, Settings, Credentials> {
+  /** Checks the connection's health; a throw or a timeout is a failed probe. */
+  probe?(ctx: ChannelContext<Settings, Credentials>): ProbeReturnHint;
+}
+
+/**
+ * Identity function that types a channel definition. Use it as the module's default export.
+ *
+ * A `probe` may return `'ok'`, `'degraded'` or `'failed'` (or `{ outcome, reason? }`, or nothing)
+ * from an `async` or a synchronous function; the literal is inferred, no `as const` needed.
+ */
 export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
+  definition: AsyncProbeChannelDefinition<Message, Receipt, Settings, Credentials>,
+): ChannelDefinition<Message, Receipt, Settings, Credentials>;
+export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
+  definition: ChannelDefinition<Message, Receipt, Settings, Credentials>,
+): ChannelDefinition<Message, Receipt, Settings, Credentials>;
+export function defineChannel<Message, Receipt, Settings, Credentials>(
   definition: ChannelDefinition<Message, Receipt, Settings, Credentials>,
 ): ChannelDefinition<Message, Receipt, Settings, Credentials> {
   return definition;

@@ -55,3 +55,4 @@ export type {
   ProbeResult,
 } from './channel.js';
 export * from './manager/index.js';
+export type { LoopbackSettings } from '../workers/channels/loopback.js';

@@ -62,11 +62,17 @@ export const REDACT_PATHS = [
   '*.apiKey',
 ];
 
-/** The logger used when none is given: JSON to stdout at `warn` (or `THREADVISOR_LOG_LEVEL`). */
+/**
+ * The logger used when none is given: JSON lines to stderr (fd 2, so they never mix into the
+ * application's stdout) at `warn` (or `THREADVISOR_LOG_LEVEL`), credentials redacted.
+ */
 export function defaultLogger(): Logger {
-  return pino({
-    name: 'threadvisor',
-    level: process.env.THREADVISOR_LOG_LEVEL ?? 'warn',
-    redact: { paths: REDACT_PATHS, censor: '[Redacted]' },
-  });
+  return pino(
+    {
+      name: 'threadvisor',
+      level: process.env.THREADVISOR_LOG_LEVEL ?? 'warn',
+      redact: { paths: REDACT_PATHS, censor: '[Redacted]' },
+    },
+    pino.destination(2),
+  );
 }

@@ -45,8 +45,12 @@ export interface LoopbackInbound {
 /** A callback of the loopback channel that can be made to hang. */
 export type LoopbackHangOn = 'connect' | 'disconnect' | 'send' | 'poll' | 'probe';
 
-/** The loopback channel's settings; see the table at the top of the module. */
-export interface LoopbackSettings {
+/**
+ * The loopback channel's settings (`startInstance({ channel: 'loopback', settings })`); see the
+ * table at the top of the module. Exported from `threadvisor` as a type. A type alias, not an
+ * interface, so that it is assignable to `StartInstanceOptions['settings']` (`Record<string, unknown>`).
+ */
+export type LoopbackSettings = {
   /** Delay of every connect and send, ms (default 0). */
   latencyMs?: number;
   /** The first N connects of the worker fail recoverable (default 0). */
@@ -67,7 +71,7 @@ export interface LoopbackSettings {
   hangOn?: LoopbackHangOn;
   /** Lets `send({ fault })` inject faults. */
   faults?: boolean;
-}
+};
 
 /** A fault `send({ fault })` can inject when `faults` is on. */
 export type LoopbackFault = 'crash' | 'exit' | 'hang' | 'oom' | 'disconnect' | 'fatal';
