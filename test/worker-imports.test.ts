@@ -13,7 +13,7 @@ const root = fileURLToPath(new URL('../dist/', import.meta.url));
 const entry = `${root}workers/instance-worker.js`;
 
 /** What the worker side may load of the project. */
-const ALLOWED = [/^src\/wire\/[\w-]+\.js$/, /^src\/channel\.js$/, /^src\/errors\.js$/, /^workers\/[\w-]+\.js$/];
+const ALLOWED = [/^src\/wire\/[\w-]+\.js$/, /^src\/channel\.js$/, /^src\/errors\.js$/, /^workers\/([\w-]+\/)*[\w-]+\.js$/];
 
 describe('the instance worker module graph', { timeout: 30_000 }, () => {
   it('holds no main-thread module and no pino', () => {

@@ -1,0 +1,52 @@
+/**
+ * Loading a channel module in an instance worker: its **default export** (required), validated
+ * with `channelDefinitionSchema`, and its `type` checked against the instance's `channelType`.
+ * Each module is imported once per worker (instances of one channel type share it), and so is
+ * the schema.
+ *
+ * @packageDocumentation
+ */
+import { clip, describe, get } from './util.js';
+import type { AnyChannel } from './context.js';
+
+/** A loaded channel, or why it could not be used (the reason names the member or the load error). */
+export type LoadedChannel = { ok: true; channel: AnyChannel } | { ok: false; reason: string };
+
+/** One worker's channel modules, by URL. */
+export class ChannelModules {
+  readonly #modules = new Map<string, Promise<{ ok: true; def: unknown } | { ok: false; reason: string }>>();
+
+  /** The channel of module `url` for an instance of `channelType`. Never rejects. */
+  async load(url: string, channelType: string): Promise<LoadedChannel> {
+    let pending = this.#modules.get(url);
+    if (!pending) {
+      pending = this.#import(url);
+      this.#modules.set(url, pending);
+    }
+    const mod = await pending;
+    if (!mod.ok) return mod;
+    const channel = mod.def as AnyChannel;
+    if (channel.type !== channelType) {
+      return { ok: false, reason: `channel module ${url} has type '${channel.type}', but the instance's channelType is '${channelType}'` };
+    }
+    return { ok: true, channel };
+  }
+
+  async #import(url: string): Promise<{ ok: true; def: unknown } | { ok: false; reason: string }> {
+    const { channelDefinitionSchema } = await import('../../src/channel.js');
+    let mod: unknown;
+    try {
+      mod = await import(url);
+    } catch (err) {
+      return { ok: false, reason: clip(`channel module ${url} failed to load: ${describe(err)}`) };
+    }
+    const def = get(mod, 'default');
+    if (def === undefined) return { ok: false, reason: `channel module ${url} has no default export (expected defineChannel({...}))` };
+    const parsed = channelDefinitionSchema.safeParse(def);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
+      return { ok: false, reason: clip(`channel module ${url} is invalid: ${issues}`) };
+    }
+    return { ok: true, def };
+  }
+}

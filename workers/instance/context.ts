@@ -1,0 +1,256 @@
+/**
+ * One hosted instance inside an instance worker: its channel, its connection (connect and
+ * reconnect, inbound, probes), its inbound credit and its send drain. Everything that was
+ * module-level state of the worker lives here, so a worker can host several instances, each
+ * with its own; the worker host (`../instance-worker.ts`) routes the data port's messages to
+ * them by instance number.
+ *
+ * What the context posts is addressed with its instance number (`i`). The notice sequences are
+ * described in `../instance-worker.ts`.
+ *
+ * @packageDocumentation
+ */
+import type { ChannelContext, ChannelDefinition, ChannelLogger } from '../../src/channel.js';
+import { TimeoutError } from '../../src/errors.js';
+import type { BackoffPolicy } from '../../src/wire/backoff.js';
+import { classifyError } from '../../src/wire/classify.js';
+import type { FailureClass } from '../../src/wire/errors.js';
+import type { InstanceBoot, LifecycleBody, LogLevel, Notice } from '../../src/wire/protocol.js';
+import { readInboundAck, readSendBatch } from '../../src/wire/validate.js';
+import { connectLoop } from './connect.js';
+import { Inbound } from './inbound.js';
+import { SendDrain } from './send-drain.js';
+import { clip, cloneable, crash, isPlainRecord, reasonOf, type Op } from './util.js';
+
+/** A channel definition as the worker runs it (message, receipt and settings types erased). */
+export type AnyChannel = ChannelDefinition<unknown, unknown, Record<string, unknown>, Record<string, unknown>>;
+
+/** What a context needs of its boot: everything but the data port. */
+export type InstanceConfig = Omit<InstanceBoot, 'data'>;
+
+/** Posts one message on the worker's data port (the host's port, shared by its instances). */
+export type Poster = (message: Notice) => void;
+
+/** One connection generation: its signal aborts when it ends. */
+export interface Connection {
+  readonly controller: AbortController;
+  /** `connect` resolved for this generation (so `disconnect` is due when it ends). */
+  opened: boolean;
+}
+
+/** One hosted instance. */
+export class InstanceContext {
+  /** The instance's number on the wire. */
+  readonly iid: number;
+  readonly config: InstanceConfig;
+  /** The channel, or `undefined` when its module could not be loaded (a fatal notice said why). */
+  readonly channel: AnyChannel | undefined;
+  readonly backoff: BackoffPolicy;
+  readonly inbound: Inbound;
+  readonly sends: SendDrain;
+  /** What the channel sees as `ctx.instance`. */
+  readonly instance: ChannelContext['instance'];
+  readonly logger: ChannelLogger;
+  /** A graceful stop has begun: nothing more is reported or attempted. */
+  stopped = false;
+  /** Fatal error posted, or reconnects exhausted: nothing more is attempted. */
+  finished = false;
+  readonly stopController = new AbortController();
+  /** The open connection (connect resolved, not lost). */
+  live: Connection | undefined;
+  /** The connection being established, and its `connect` call. */
+  connecting: { conn: Connection; call: Promise<unknown> } | undefined;
+  #starting: Promise<void> | undefined;
+  readonly #send: Poster;
+
+  constructor(config: InstanceConfig, channel: AnyChannel | undefined, send: Poster) {
+    this.iid = config.iid;
+    this.config = config;
+    this.channel = channel;
+    this.#send = send;
+    const r = config.reconnect;
+    this.backoff = { initialDelayMs: r.baseMs, maxDelayMs: r.maxMs, jitter: r.jitter, random: Math.random };
+    this.instance = Object.freeze({
+      id: config.instance.id,
+      name: config.instance.name,
+      channelType: config.instance.channelType,
+      settings: config.instance.settings ?? {},
+      credentials: config.instance.credentials ?? {},
+    });
+    const log = (level: LogLevel) => (msg: unknown, obj?: unknown) => this.log(level, msg, obj);
+    this.logger = { trace: log('trace'), debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+    this.inbound = new Inbound(this, config.inboundWindow ?? 0, config.cursor);
+    this.sends = new SendDrain(this);
+  }
+
+  // ---- posting ----------------------------------------------------------------------------------
+
+  /** Posts a message on the data port as it is (already addressed). */
+  postRaw(message: Notice): void {
+    this.#send(message);
+  }
+
+  /** Posts a notice about this instance (addressed with its number, `i`). */
+  post(body: LifecycleBody): void {
+    const notice = { ...body, i: this.iid } as Notice;
+    try {
+      this.#send(notice);
+    } catch {
+      // Only inbound batches and log objects can fail to clone; both are copied before posting.
+      this.#send(cloneable(notice) as Notice);
+    }
+  }
+
+  /** Posts a lifecycle notice unless a graceful stop has begun. */
+  report(body: LifecycleBody): void {
+    if (!this.stopped) this.post(body);
+  }
+
+  log(level: LogLevel, msg: unknown, obj?: unknown): void {
+    const notice: LifecycleBody & { t: 'log' } = { t: 'log', level, msg: typeof msg === 'string' ? msg : String(msg) };
+    if (obj !== undefined) {
+      const copy = cloneable(obj);
+      notice.obj = isPlainRecord(copy) ? copy : { value: copy };
+    }
+    this.post(notice);
+  }
+
+  // ---- channel calls ----------------------------------------------------------------------------
+
+  contextFor(signal: AbortSignal): ChannelContext {
+    return { instance: this.instance, logger: this.logger, signal, emit: this.inbound.emit, cursor: this.inbound.resumeCursor };
+  }
+
+  classify(err: unknown): FailureClass {
+    const channel = this.channel;
+    return classifyError(err, channel?.classify?.bind(channel));
+  }
+
+  /**
+   * Runs one channel callback under its budget. Its `ctx.signal` aborts when `parent` aborts or the
+   * budget runs out (which rejects with {@link TimeoutError}). `ms` <= 0 or not finite: no budget.
+   */
+  invoke<T>(op: Op, ms: number, parent: AbortSignal | undefined, fn: (ctx: ChannelContext) => T | Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    let onParentAbort: (() => void) | undefined;
+    if (parent) {
+      if (parent.aborted) controller.abort(parent.reason);
+      else {
+        onParentAbort = () => controller.abort(parent.reason);
+        parent.addEventListener('abort', onParentAbort, { once: true });
+      }
+    }
+    let timer: NodeJS.Timeout | undefined;
+    return new Promise<T>((resolve, reject) => {
+      if (Number.isFinite(ms) && ms > 0 && ms <= 2 ** 31 - 1) {
+        timer = setTimeout(() => {
+          const err = new TimeoutError(op, ms);
+          controller.abort(err);
+          reject(err);
+        }, ms);
+      }
+      let result: T | Promise<T>;
+      try {
+        result = fn(this.contextFor(controller.signal));
+      } catch (err) {
+        reject(err as Error);
+        return;
+      }
+      Promise.resolve(result).then(resolve, reject);
+    }).finally(() => {
+      if (timer) clearTimeout(timer);
+      if (onParentAbort) parent?.removeEventListener('abort', onParentAbort);
+    });
+  }
+
+  // ---- connection state -------------------------------------------------------------------------
+
+  async disconnectQuietly(conn: Connection): Promise<void> {
+    const channel = this.channel;
+    if (!channel || !conn.opened) return;
+    conn.opened = false;
+    try {
+      await this.invoke('disconnect', this.config.timeouts.disconnectMs, undefined, (ctx) => channel.disconnect(ctx));
+    } catch (err) {
+      this.log('warn', 'channel disconnect failed', { reason: reasonOf('disconnect', err) });
+    }
+  }
+
+  /** A fatal error: report it, close the connection, attempt nothing more. */
+  enterFatal(reason: string, code: string, conn?: Connection): void {
+    if (this.finished || this.stopped) return;
+    this.finished = true;
+    this.report({ t: 'fatal', reason: clip(reason), code });
+    if (conn) {
+      if (this.live === conn) this.live = undefined;
+      conn.controller.abort(new Error(reason));
+      void this.disconnectQuietly(conn);
+    }
+  }
+
+  /** The open connection `conn` was lost: report it, close it, reconnect from attempt 1. */
+  connectionLost(conn: Connection, reason: string): void {
+    if (this.stopped || this.finished || this.live !== conn) return;
+    this.live = undefined;
+    conn.controller.abort(new Error(reason));
+    this.report({ t: 'status', status: 'disconnected', reason: clip(reason) });
+    void (async () => {
+      await this.disconnectQuietly(conn);
+      await connectLoop(this, 1, reason);
+    })().catch(crash);
+  }
+
+  /** The connection is open: senders waiting for it go on. */
+  opened(conn: Connection): void {
+    this.live = conn;
+    this.sends.wake();
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------------------
+
+  /** Starts connecting in the background (once; a channel that failed to load does nothing). */
+  start(): Promise<void> {
+    if (!this.#starting) {
+      this.#starting = Promise.resolve();
+      if (!this.stopped && !this.finished && this.channel) void connectLoop(this, 0).catch(crash);
+    }
+    return this.#starting;
+  }
+
+  /** A message from the main thread about this instance: a send batch or an inbound ack. */
+  receive(message: unknown): void {
+    const upTo = readInboundAck(message);
+    if (upTo !== undefined) {
+      this.inbound.onAck(upTo);
+      return;
+    }
+    const batch = readSendBatch(message);
+    if (batch !== undefined) this.sends.hold(batch);
+  }
+
+  /** Graceful stop: nothing more is reported; the connection (or one being made) is closed. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.sends.stop();
+    this.stopController.abort(new Error('stopping'));
+    this.inbound.flush();
+    const pending = this.connecting;
+    const conn = this.live;
+    this.live = undefined;
+    if (pending) {
+      pending.conn.controller.abort(new Error('stopping'));
+      // A connect that still succeeds is closed below; one that ignores its signal ends by its budget.
+      await pending.call.then(
+        () => {
+          pending.conn.opened = true;
+        },
+        () => undefined,
+      );
+      await this.disconnectQuietly(pending.conn);
+    }
+    if (conn) {
+      conn.controller.abort(new Error('stopping'));
+      await this.disconnectQuietly(conn);
+    }
+  }
+}
