@@ -43,7 +43,6 @@ export type { InstanceHealth, OnMessage, RestartPolicy, RuntimeOptions, RuntimeS
 export { OutboundQueue, PRESSURE_LEVELS } from './runtime/outbound.js';
 export type { AckResult, EnqueueManyOptions, EnqueueOptions, SendOutcome, IdempotencyKey, OutboundCounters, OutboundStats, PressureLevel, RetryOptions } from './runtime/outbound.js';
 export { noticeSchema } from './runtime/protocol.js';
-export { EXIT_RECONNECT_EXHAUSTED } from './wire/protocol.js';
 export type { InstanceBoot, InstanceWorkerApi, Notice, ReconnectPolicy, CallbackTimeouts } from './wire/protocol.js';
 export { defineChannel, channelDefinitionSchema } from './channel.js';
 export type {

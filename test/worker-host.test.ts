@@ -361,6 +361,21 @@ describe('WorkerHost: death classification', { timeout: 20_000 }, () => {
     await expectRejection(host.call('echo', 1), WorkerExitedError);
   });
 
+  it('terminate(reason) ends a healthy worker at once with an abnormal exit naming the reason; shutdown after it changes nothing', async () => {
+    const host = await start({ mode: 'serve' });
+    const exit = await host.terminate('instance gave up');
+    expect(exit).toMatchObject({ class: 'exit', reason: 'instance gave up' });
+    expect(await host.terminate('again')).toBe(exit);
+    expect(await host.shutdown('brutal_kill')).toBe(exit);
+  });
+
+  it('terminate after a graceful stop has begun is the stop: the exit stays a shutdown', async () => {
+    const host = await start({ mode: 'serve' });
+    const stopping = host.shutdown(5000);
+    await host.terminate('too late');
+    expect(await stopping).toMatchObject({ class: 'shutdown' });
+  });
+
   it('counts malformed heartbeat messages instead of throwing', async () => {
     const { logger, lines } = captureLogger();
     const host = await start({ mode: 'malformed_pong' }, { logger, heartbeat: { intervalMs: 50 } });

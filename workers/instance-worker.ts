@@ -40,8 +40,9 @@
  *   [`probe failed`] → `status disconnected {reason}` → `disconnect` (best effort) →
  *   `reconnect scheduled {attempt: 1}` → `reconnect attempt {attempt: 1}` → … as above.
  * - **Exhaustion** (attempt `maxAttempts` failed): `reconnect failed {attempt: max}` →
- *   `status disconnected` → `reconnect exhausted {attempt: max, reason, class: 'recoverable'}` →
- *   the thread ends with exit code `EXIT_RECONNECT_EXHAUSTED` (75) on the next turn.
+ *   `status disconnected` → `reconnect exhausted {attempt: max, reason, class: 'recoverable'}`; nothing more is attempted.
+ *   The thread stays up: the main thread decides what follows (the runtime starts the instance
+ *   over in a fresh worker, a restart counted by its supervisor).
  * - **Fatal** (a fatal connect error): `reconnect failed {attempt, class: 'fatal'}` →
  *   `fatal {reason, code: 'fatal_connect'}`; fatal poll / probe / listen errors post
  *   `fatal {code: 'fatal_poll' | 'fatal_probe' | 'fatal_listen'}` (a failed probe posts its `probe`

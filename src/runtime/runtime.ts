@@ -16,7 +16,7 @@ import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
-import { EXIT_RECONNECT_EXHAUSTED, type AckResult, type InboundAck, type InstanceBoot, type InstanceWorkerApi, type LifecycleBody, type SendBatch } from '../wire/protocol.js';
+import { type AckResult, type InboundAck, type InstanceBoot, type InstanceWorkerApi, type LifecycleBody, type SendBatch } from '../wire/protocol.js';
 import { isAckRun, readAckRun } from '../wire/validate.js';
 import { OutboundQueue, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
 import { acksSchema, noticeSchema } from './protocol.js';
@@ -269,8 +269,11 @@ function resolveChannel(channel: string | URL): string {
   return channel; // a package specifier, resolved by the worker
 }
 
-function exitKind(exit: Pick<ChildExit, 'class' | 'code'>): string {
-  return exit.class === 'exit' && exit.code === EXIT_RECONNECT_EXHAUSTED ? 'reconnect_exhausted' : exit.class;
+/** Why the runtime ends a worker whose instance spent its reconnect attempts (the restart's kind too). */
+const RECONNECT_EXHAUSTED = 'reconnect_exhausted';
+
+function exitKind(exit: Pick<ChildExit, 'class' | 'reason'>): string {
+  return exit.class === 'exit' && exit.reason === RECONNECT_EXHAUSTED ? RECONNECT_EXHAUSTED : exit.class;
 }
 
 /**
@@ -903,6 +906,9 @@ export class Runtime extends EventEmitter {
       case 'reconnect':
         if (n.phase === 'attempt') server.notifyReconnectAttempt(n.attempt, n.reason);
         else server.notifyReconnect(n.phase, n.attempt, n.reason, n.delayMs, n.class);
+        // The instance spent its reconnect attempts: it starts over in a fresh worker, a restart
+        // its supervisor counts (and escalates past its intensity), as for a crash.
+        if (n.phase === 'exhausted') void host.terminate(RECONNECT_EXHAUSTED);
         return;
       case 'probe':
         server.notifyProbe(n.outcome, n.latencyMs, n.reason, n.class);

@@ -18,9 +18,6 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { FailureClass, WireError } from './errors.js';
 
-/** Exit code with which an instance worker ends after its reconnect attempts are exhausted. */
-export const EXIT_RECONNECT_EXHAUSTED = 75;
-
 /** Most messages carried by one `inbound` notice; larger batches are split. */
 export const INBOUND_CHUNK = 1000;
 

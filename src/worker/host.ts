@@ -267,6 +267,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   #startFailReason: string | undefined;
   #stopRequested = false;
   #forced: ForcedReason | undefined;
+  /** Why the owner ended the worker with {@link WorkerHost.terminate}. */
+  #terminated: string | undefined;
   #lostPort: 'control' | 'heartbeat' | undefined;
   #exitCode: number | undefined;
   #controlClosed = false;
@@ -545,6 +547,23 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     } else if (parsed === 'brutal_kill') {
       this.#force('brutal_kill');
     }
+    return this.exited;
+  }
+
+  /**
+   * Ends the worker at once, without a graceful stop, because its owner decided so: not a fault
+   * of the thread, but an outcome of what it runs (an instance whose reconnect attempts are
+   * exhausted must start over in a fresh worker). The exit is `{ class: 'exit', reason }`, an
+   * abnormal exit: a supervisor restarts a `permanent` or `transient` child. Does nothing once
+   * the worker is stopping or gone. Resolves with the exit.
+   */
+  terminate(reason: string): Promise<ChildExit> {
+    if (this.#exit) return Promise.resolve(this.#exit);
+    if (this.#dying || this.#stopRequested || this.#terminated !== undefined) return this.exited;
+    this.#terminated = this.#redact(reason) || 'terminated';
+    this.#stopHeartbeat();
+    this.#log.debug({ reason: this.#terminated }, 'terminating worker');
+    this.#kill();
     return this.exited;
   }
 
@@ -850,6 +869,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
 
   #classify(code: number): ChildExit {
     if (this.#stopRequested) return { class: 'shutdown', reason: this.#forced ?? 'shutdown', code };
+    if (this.#terminated !== undefined) return { class: 'exit', reason: this.#terminated, code };
     if (this.#hangDetected) return { class: 'hang', reason: 'heartbeat_timeout', code };
     if (this.#lostPort) return { class: 'crash', reason: `${this.#lostPort} port closed without exit`, code };
     const err = this.#error;
@@ -870,6 +890,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     if (known) return { class: known.class, reason: known.reason, code: known.code };
     if (this.#state === 'starting') return { class: 'start_failure', reason: 'worker died before ready' };
     if (this.#stopRequested) return { class: 'shutdown', reason: this.#forced ?? 'shutdown' };
+    if (this.#terminated !== undefined) return { class: 'exit', reason: this.#terminated };
     if (this.#hangDetected) return { class: 'hang', reason: 'heartbeat_timeout' };
     if (this.#error) {
       return errorCode(this.#error) === 'ERR_WORKER_OUT_OF_MEMORY'

@@ -7,18 +7,19 @@
  * @packageDocumentation
  */
 import { backoffDelay } from '../../src/wire/backoff.js';
-import { EXIT_RECONNECT_EXHAUSTED } from '../../src/wire/protocol.js';
 import type { Connection, InstanceContext } from './context.js';
 import { pollLoop, runListen } from './inbound.js';
 import { probeLoop } from './probe.js';
 import { clip, cloneable, crash, isPlainRecord, reasonOf, sleep } from './util.js';
 
-/** Reconnect attempts are exhausted: report it; nothing more is attempted. */
+/**
+ * Reconnect attempts are exhausted: report it; nothing more is attempted. What follows is the
+ * main thread's decision (the runtime starts the instance over), not this thread's: an instance's
+ * outcome never ends the thread that hosts it.
+ */
 function exhausted(ctx: InstanceContext, attempt: number, reason: string): void {
   ctx.finished = true;
   ctx.report({ t: 'reconnect', phase: 'exhausted', attempt, reason: clip(reason), class: 'recoverable' });
-  // Let the notice leave before the thread ends (the main side also reads the exit code).
-  setTimeout(() => process.exit(EXIT_RECONNECT_EXHAUSTED), 10);
 }
 
 /**
