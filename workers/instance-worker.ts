@@ -7,10 +7,10 @@
  * context (`context.ts`), its connect loop (`connect.ts`), inbound loop and credit
  * (`inbound.ts`), probes (`probe.ts`) and send drain (`send-drain.ts`).
  *
- * The runtime spawns it through a
- * `WorkerHost` with an {@link InstanceBoot} as `workerData`, calls `start`, then `send` for every
- * outbound message, and stops it through the host's graceful shutdown. Everything else flows back
- * as {@link Notice}s on the boot's `data` port.
+ * The runtime spawns it through a `WorkerHost` with an {@link InstanceBoot} as `workerData`,
+ * calls `start` (the one control-plane call), posts send batches and inbound acks on the boot's
+ * `data` port, and stops it through the host's graceful shutdown. Everything else flows back as
+ * {@link Notice}s and acks on that port.
  *
  * The worker loads only the wire layer (`src/wire/`), the channel contract and the error classes
  * of the project (a test walks its import graph); zod comes with the channel contract, to
@@ -40,8 +40,8 @@
  *   [`probe failed`] → `status disconnected {reason}` → `disconnect` (best effort) →
  *   `reconnect scheduled {attempt: 1}` → `reconnect attempt {attempt: 1}` → … as above.
  * - **Exhaustion** (attempt `maxAttempts` failed): `reconnect failed {attempt: max}` →
- *   `status disconnected` → `reconnect exhausted {attempt: max, reason, class: 'recoverable'}`; nothing more is attempted.
- *   The thread stays up: the main thread decides what follows (the runtime starts the instance
+ *   `status disconnected` → `reconnect exhausted {attempt: max, reason, class: 'recoverable'}`;
+ *   nothing more is attempted. The thread stays up: the main thread decides what follows (the runtime starts the instance
  *   over in a fresh worker, a restart counted by its supervisor).
  * - **Fatal** (a fatal connect error): `reconnect failed {attempt, class: 'fatal'}` →
  *   `fatal {reason, code: 'fatal_connect'}`; fatal poll / probe / listen errors post
@@ -50,19 +50,15 @@
  *   until the runtime stops it. It does not exit by itself.
  * - **Degraded** poll error: `failure {op: 'poll', class: 'degraded'}`, the loop goes on after
  *   `pollIdleMs`. A degraded probe (returned or thrown): only its `probe` notice.
- * - **send:** `success {op: 'send'}` or `failure {op: 'send', reason, class}`. A send error never
- *   ends the instance by itself, whatever its class: a fatal send error (a 403 for one recipient,
- *   an invalid payload) condemns that message, not the connection; revoked credentials surface
- *   through the next poll or probe. The class reaches the caller in the rejection.
+ * - **send:** each message of a send batch is acknowledged: `acks` with the receipt (runs of
+ *   successes), or with `{ class, code, reason }` (see `src/wire/errors.ts`), e.g.
+ *   `{ class: 'recoverable', code: 'timeout', reason: 'send timed out after 200 ms' }`. A send
+ *   error never ends the instance by itself, whatever its class: a fatal send error (a 403 for one
+ *   recipient, an invalid payload) condemns that message, not the connection; revoked credentials
+ *   surface through the next poll or probe. Sends wait in the worker until the channel is
+ *   connected (see `./instance/send-drain.ts`).
  *
  * After a graceful stop has begun no status or reconnect notice is posted any more.
- *
- * ## What `send` rejects with (as the main thread sees it, after comlink)
- * A plain `Error` with `name` and `message` only (see `src/wire/errors.ts`; read it back with
- * `decodeWorkerError`): message `[<class>/<code>] <reason>`, e.g.
- * `[recoverable/not_connected] instance i1 is not connected` (name `ChannelError`),
- * `[recoverable/timeout] send timed out after 200 ms` (name `TimeoutError`),
- * `[fatal/unauthorized] <channel message>` (the channel error's own name).
  *
  * ## Timeouts and signals
  * Every callback runs under its budget from `boot.timeouts` (`listen` has none: it runs until its
@@ -86,11 +82,9 @@
  * @packageDocumentation
  */
 import { MessagePort } from 'node:worker_threads';
-import { encodeWorkerError } from '../src/wire/errors.js';
 import type { InstanceBoot, InstanceWorkerApi, Notice } from '../src/wire/protocol.js';
 import { ChannelModules } from './instance/channel-module.js';
 import { InstanceContext } from './instance/context.js';
-import { codeOf, reasonOf } from './instance/util.js';
 import { serve, workerData } from './runtime.js';
 
 function readBoot(raw: unknown): InstanceBoot {
@@ -137,27 +131,6 @@ const instance = await host(config);
 
 const api: InstanceWorkerApi = {
   start: () => instance.start(),
-
-  async send(message: unknown) {
-    const channel = instance.channel;
-    const conn = instance.live;
-    if (!channel || !conn || instance.stopped || conn.controller.signal.aborted) {
-      throw encodeWorkerError('ChannelError', 'recoverable', 'not_connected', `instance ${instance.instance.id} is not connected`);
-    }
-    try {
-      const receipt = await instance.invoke('send', instance.config.timeouts.sendMs, conn.controller.signal, (ctx) =>
-        channel.send(ctx, message, { attempt: 1, redelivery: false }),
-      );
-      instance.post({ t: 'success', op: 'send' });
-      return receipt;
-    } catch (err) {
-      const cls = instance.classify(err);
-      const reason = reasonOf('send', err);
-      instance.post({ t: 'failure', op: 'send', reason, class: cls });
-      const name = err instanceof Error ? err.name : 'Error';
-      throw encodeWorkerError(name, cls, codeOf(err) ?? 'error', reason);
-    }
-  },
 };
 
 serve(api, { onStop: async () => void (await Promise.all([...contexts.values()].map((c) => c.stop()))) });

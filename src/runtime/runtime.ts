@@ -822,7 +822,6 @@ export class Runtime extends EventEmitter {
           transferList: [data.port2],
           heartbeat: o.heartbeat,
           readyTimeoutMs: o.readyTimeoutMs,
-          callTimeoutMs: o.timeouts.sendMs + 1000,
           ...(entry.resourceLimits ? { resourceLimits: entry.resourceLimits } : {}),
         },
         ctx,

@@ -173,6 +173,4 @@ export interface InstanceWorkerApi {
    * `fatal` notice, and then this does nothing.
    */
   start(): Promise<void>;
-  /** Delivers one message through the channel; resolves with its receipt. */
-  send(message: unknown): Promise<unknown>;
 }

@@ -1,12 +1,15 @@
 /**
  * Test helpers for the instance worker (`workers/instance-worker.ts`) driven directly through a
  * `WorkerHost`, without a `Runtime`: builds an {@link InstanceBoot}, wires the data port, and
- * collects the worker's notices (each validated with `noticeSchema`).
+ * collects the worker's notices (each validated with `noticeSchema`). Sends go as the runtime
+ * sends them: a `send` batch on the data port, answered by an ack (`harness.send`).
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { pino } from 'pino';
-import type { InstanceBoot, InstanceWorkerApi, LifecycleBody as Notice } from '../../src/wire/protocol.js';
-import { noticeSchema } from '../../src/runtime/protocol.js';
+import type { WireError } from '../../src/wire/errors.js';
+import type { InstanceBoot, InstanceWorkerApi, LifecycleBody as Notice, SendBatch } from '../../src/wire/protocol.js';
+import { isAckRun, readAckRun } from '../../src/wire/validate.js';
+import { acksSchema, noticeSchema } from '../../src/runtime/protocol.js';
 import { WorkerHost, type WorkerHostOptions } from '../../src/worker/host.js';
 import { fixtureUrl, waitFor } from './fixtures.js';
 
@@ -52,6 +55,14 @@ export interface InstanceHarness {
     pred?: (n: NoticeOf<T>) => boolean,
     opts?: { timeoutMs?: number; from?: number },
   ): Promise<NoticeOf<T>>;
+  /**
+   * Sends one message on the data port, as the runtime does (a batch of one, a fresh epoch):
+   * resolves with the channel's receipt; rejects with a {@link SendFailure} carrying the
+   * worker's `{ class, code, reason }`, or `unsent` when the worker handed it back.
+   */
+  send(message: unknown, opts?: { attempt?: number; key?: string; redelivered?: boolean }): Promise<unknown>;
+  /** Acks of every form received so far (for tests of the wire itself). */
+  readonly acks: unknown[];
   /** Brutal kill (if still running) and port cleanup. Idempotent. */
   dispose(): Promise<void>;
 }
@@ -60,6 +71,17 @@ const quiet = pino({ level: 'silent' });
 
 /** Every harness started and not yet disposed (for `afterEach` cleanup). */
 export const harnesses = new Set<InstanceHarness>();
+
+/** A send the worker acknowledged as failed (or handed back unsent). */
+export class SendFailure extends Error {
+  constructor(
+    readonly error: WireError | undefined,
+    readonly unsent = false,
+  ) {
+    super(unsent ? 'handed back unsent' : `[${error?.class}/${error?.code}] ${error?.reason}`);
+    this.name = 'SendFailure';
+  }
+}
 
 /** The instance number a harness gives its worker (every notice must carry it). */
 export const HARNESS_IID = 7;
@@ -94,7 +116,32 @@ export async function startInstanceWorker(
   const { port1, port2 } = new MessageChannel();
   const notices: Notice[] = [];
   const invalid: unknown[] = [];
+  const acks: unknown[] = [];
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  let nextSeq = 0;
+  const settle = (seq: number, fn: (p: { resolve: (v: unknown) => void; reject: (e: Error) => void }) => void): void => {
+    const p = pending.get(seq);
+    if (!p) return;
+    pending.delete(seq);
+    fn(p);
+  };
   port1.on('message', (message: unknown) => {
+    if ((message as { t?: unknown } | null)?.t === 'acks' && (message as { i?: unknown }).i === HARNESS_IID) {
+      acks.push(message);
+      if (isAckRun(message as object)) {
+        const run = readAckRun(message as object, 1_000_000);
+        if (!run) return void invalid.push(message);
+        run.receipts.forEach((r, k) => settle(run.seq + k, (p) => p.resolve(r)));
+        return;
+      }
+      const parsed = acksSchema.safeParse(message);
+      if (!parsed.success) return void invalid.push(message);
+      for (const r of parsed.data.results) {
+        if (r.ok) settle(r.seq, (p) => p.resolve(r.receipt));
+        else settle(r.seq, (p) => p.reject('unsent' in r ? new SendFailure(undefined, true) : new SendFailure(r.error)));
+      }
+      return;
+    }
     const parsed = noticeSchema.safeParse(message);
     if (parsed.success && (message as { i?: unknown }).i === HARNESS_IID) notices.push(parsed.data);
     else invalid.push(message);
@@ -120,6 +167,18 @@ export async function startInstanceWorker(
     notices,
     invalid,
     port: port1,
+    acks,
+    send(message, opts = {}) {
+      const seq = nextSeq++;
+      const batch: SendBatch = { t: 'send', i: HARNESS_IID, epoch: seq, seq, messages: [message] };
+      if (opts.attempt !== undefined) batch.attempts = [opts.attempt];
+      if (opts.key !== undefined) batch.keys = [opts.key];
+      if (opts.redelivered !== undefined) batch.redelivered = [opts.redelivered];
+      return new Promise<unknown>((resolve, reject) => {
+        pending.set(seq, { resolve, reject });
+        port1.postMessage(batch);
+      });
+    },
     async waitForNotice<T extends Notice['t']>(
       t: T,
       pred: (n: NoticeOf<T>) => boolean = () => true,
