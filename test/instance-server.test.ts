@@ -256,7 +256,7 @@ describe('InstanceServer', { timeout: 10_000 }, () => {
     expect(bare).toEqual([]);
   });
 
-  it('connecting → connected sets connectedAt, resets counters and merges meta into the event', () => {
+  it('connecting → connected sets connectedAt, resets reconnect counters (not failures) and merges meta into the event', () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     vi.setSystemTime(2_000);
     const s = make();
@@ -266,7 +266,8 @@ describe('InstanceServer', { timeout: 10_000 }, () => {
     expect(s.status().status).toBe('connecting');
     vi.setSystemTime(2_500);
     expect(s.notifyConnected({ attempts: 2, reason: 'probe', instanceId: 'spoofed' })).toBe(true);
-    expect(s.status()).toMatchObject({ status: 'connected', connectedAt: 2_500, consecutiveFailures: 0, lastError: null, reconnectAttempt: 0 });
+    // A new connection is no proof of health: the failure before it still counts.
+    expect(s.status()).toMatchObject({ status: 'connected', connectedAt: 2_500, consecutiveFailures: 1, lastError: null, reconnectAttempt: 0 });
     expect(names(evs)).toEqual(['connecting', 'connected']);
     expect(evs[0]![1]).toMatchObject({ from: 'starting' });
     expect(evs[1]![1]).toMatchObject({ attempts: 2, reason: 'probe', from: 'connecting', connectedAt: 2_500, instanceId: s.instanceId, at: 2_500 });
@@ -299,6 +300,32 @@ describe('InstanceServer', { timeout: 10_000 }, () => {
     // disconnected ⇄ connected
     expect(s.notifyConnected()).toBe(true);
     expect(s.currentStatus).toBe('connected');
+  });
+
+  it('failures on connections that break at once keep counting to error; a stable period starts the count over', () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_000);
+    const s = make({}, { maxConsecutiveFailures: 3, stableAfterMs: 5_000 });
+    for (let i = 0; i < 2; i++) {
+      s.notifyConnecting();
+      s.notifyConnected();
+      s.notifyFailure('probe failed');
+      s.notifyDisconnected('probe failed');
+    }
+    expect(s.consecutiveFailures).toBe(2);
+    // Connected and quiet for the stable period: the next failure counts from 1 again.
+    s.notifyConnected();
+    vi.setSystemTime(6_000);
+    s.notifyFailure('probe failed');
+    expect(s.consecutiveFailures).toBe(1);
+    // Failures closer together than the stable period keep counting, up to error.
+    vi.setSystemTime(7_000);
+    s.notifyDisconnected('probe failed');
+    s.notifyConnected();
+    s.notifyFailure('probe failed');
+    vi.setSystemTime(8_000);
+    s.notifyFailure('probe failed');
+    expect(s.status()).toMatchObject({ status: 'error', consecutiveFailures: 3 });
   });
 
   it('counts failures; a success resets them (scenarios 9, 10)', () => {

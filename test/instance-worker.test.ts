@@ -597,6 +597,46 @@ describe('probes', () => {
   );
 
   it(
+    'connections that break at once continue the attempt count and exhaust it (no endless reconnect loop)',
+    async () => {
+      // Every connect succeeds, every probe fails: each connection breaks right away.
+      const h = await startInstanceWorker({ probeIntervalMs: 20, settings: { probe: 'failed' }, reconnect: { maxAttempts: 2, resetAfterMs: 60_000 } });
+      await h.waitForNotice('reconnect', (n) => n.phase === 'exhausted');
+      expect(lifecycle(h.notices).filter((l) => l.startsWith('status:') || l.startsWith('reconnect:s') || l.startsWith('reconnect:e'))).toEqual([
+        'status:connecting',
+        'status:connected',
+        'status:disconnected',
+        'reconnect:scheduled:1',
+        'status:connected',
+        'status:disconnected',
+        'reconnect:scheduled:2',
+        'status:connected',
+        'status:disconnected',
+        'reconnect:exhausted:2:recoverable',
+      ]);
+    },
+    T,
+  );
+
+  it(
+    'a connection that stayed up for resetAfterMs starts the attempt count over',
+    async () => {
+      const h = await startInstanceWorker({ settings: { faults: true }, reconnect: { maxAttempts: 1, resetAfterMs: 50 } });
+      // Each connection is lost (an injected ECONNRESET) only after it has been up for 100 ms.
+      for (let i = 1; i <= 3; i++) {
+        await waitFor(() => h.notices.filter(isConnected).length >= i);
+        await new Promise((r) => setTimeout(r, 100));
+        await h.send({ fault: 'disconnect' });
+      }
+      await waitFor(() => h.notices.filter(isConnected).length >= 4);
+      const scheduled = h.notices.filter((n) => n.t === 'reconnect' && n.phase === 'scheduled').map((n) => (n as { attempt: number }).attempt);
+      expect(scheduled.every((a) => a === 1)).toBe(true);
+      expect(h.notices.some((n) => n.t === 'reconnect' && n.phase === 'exhausted')).toBe(false);
+    },
+    T,
+  );
+
+  it(
     'maxAttempts 0: a lost connection exhausts at once',
     async () => {
       const h = await startInstanceWorker({ probeIntervalMs: 10_000, settings: { probe: 'failed' }, reconnect: { maxAttempts: 0 } });

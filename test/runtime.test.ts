@@ -130,6 +130,20 @@ describe('Runtime', { timeout: 60_000 }, () => {
     expect(server.restartCount).toBe(3);
   });
 
+  it('a channel whose every connection fails its probe does not reconnect forever: failures count to error', async () => {
+    const rt = await start({
+      reconnect: { maxAttempts: 2, baseMs: 5, maxMs: 5, jitter: 0 },
+      maxConsecutiveFailures: 3,
+      probe: { intervalMs: 20, timeoutMs: 1000 },
+    });
+    const connects = collect(rt, 'instance:connected');
+    const server = await rt.startInstance({ name: 'hopeless', channelType: 'loopback', channel: 'loopback', settings: { probe: 'failed' } });
+    await waitFor(() => server.currentStatus === 'error', 20_000);
+    expect(server.status()).toMatchObject({ status: 'error', consecutiveFailures: 3 });
+    // Three connections, each broken by its first probe; not a hundred.
+    expect(connects.length).toBeLessThanOrEqual(3);
+  });
+
   it('fatal startup errors end in error without a restart loop', async () => {
     const rt = await start();
     const cases = [

@@ -116,7 +116,9 @@ describe('Supervisor with real worker children', { timeout: 60_000 }, () => {
         child('sibling'),
         child('thrower', once({ mode: 'throw_after', ms: 200 })),
         child('exiter', once({ mode: 'exit_after', ms: 200, code: 3 })),
-        child('hog', once({ mode: 'oom_after', ms: 200 })),
+        // A heap filling up runs GC back to back; on a loaded machine that can starve pongs for
+        // a while before V8 gives up, so the hog gets a patient heartbeat: the OOM must win.
+        child('hog', once({ mode: 'oom_after', ms: 200 }), {}, { intervalMs: 500, maxMissed: 20 }),
         child('spinner', once({ mode: 'hang_after', ms: 200 }), {}, tightHeartbeat),
       ],
     });

@@ -168,6 +168,13 @@ export interface HealthSnapshot {
 export interface InstanceServerOptions {
   /** Consecutive failures that move the instance to `error`. Default 10 (as the original). */
   maxConsecutiveFailures?: number;
+  /**
+   * A connection that has stayed up this long without a failure is stable: only then does the
+   * count of consecutive failures start over (a success, or a fresh start, resets it at once). A
+   * new connection alone does not: a channel whose every connection fails right away keeps
+   * counting until `maxConsecutiveFailures`. Default 5000 ms.
+   */
+  stableAfterMs?: number;
   /** pino logger; a child bound to `instanceId` and `channelType` is used. Default: the library logger. */
   logger?: Logger;
   /** Reports the sender queue depth for health. */
@@ -177,6 +184,7 @@ export interface InstanceServerOptions {
 const optionsSchema = z
   .object({
     maxConsecutiveFailures: z.number().int().min(1).default(10),
+    stableAfterMs: z.number().int().min(0).max(2_147_483_647).default(5000),
     logger: loggerSchema.optional(),
     queueDepth: z.custom<() => number>((v) => typeof v === 'function', 'expected a function').optional(),
   })
@@ -231,6 +239,9 @@ export class InstanceServer extends EventEmitter {
   #status: InstanceStatus = 'starting';
   #connectedAt: number | null = null;
   #consecutiveFailures = 0;
+  readonly #stableAfterMs: number;
+  /** When the last failure was counted (ms epoch), or null. */
+  #lastFailureAt: number | null = null;
   #lastError: string | null = null;
   #lastRestartClass: RestartClass | null = null;
   #lastRestartReason: string | null = null;
@@ -263,6 +274,7 @@ export class InstanceServer extends EventEmitter {
     });
     this.#secrets = collectSecrets(parsed.credentials);
     this.#maxConsecutiveFailures = opts.maxConsecutiveFailures;
+    this.#stableAfterMs = opts.stableAfterMs;
     this.#queueDepth = opts.queueDepth;
     const base = opts.logger ?? (sharedDefaultLogger ??= defaultLogger());
     this.#log = base.child({ component: 'instance', instanceId: parsed.id, channelType: parsed.channelType });
@@ -465,17 +477,19 @@ export class InstanceServer extends EventEmitter {
   }
 
   /**
-   * The channel is connected: → `connected`; consecutiveFailures, reconnectAttempt → 0 and
-   * lastError → null. On a transition connectedAt = now and `connected` is emitted with `meta`
-   * (scrubbed; e.g. `{ attempts, reason, elapsedMs }` after a reconnect) merged in. A same-state
-   * re-notify (e.g. every successful probe) keeps connectedAt and emits nothing.
+   * The channel is connected: → `connected`; reconnectAttempt → 0 and lastError → null. On a
+   * transition connectedAt = now and `connected` is emitted with `meta` (scrubbed; e.g.
+   * `{ attempts, reason, elapsedMs }` after a reconnect) merged in; consecutiveFailures is kept (a
+   * new connection is no proof of health: the count starts over once it has been stable for
+   * `stableAfterMs`, or on a success). A same-state re-notify (the connection is confirmed
+   * healthy) keeps connectedAt, resets consecutiveFailures and emits nothing.
    */
   notifyConnected(meta: Readonly<Record<string, unknown>> = {}): boolean {
     if (this.#ignoredIfStopped('notifyConnected')) return false;
     const from = this.#status;
     const kind = this.#move('connected', 'notifyConnected');
     if (kind === 'invalid') return false;
-    this.#consecutiveFailures = 0;
+    if (kind !== 'transition') this.#consecutiveFailures = 0;
     this.#reconnectAttempt = 0;
     this.#lastError = null;
     if (kind === 'transition') {
@@ -506,13 +520,19 @@ export class InstanceServer extends EventEmitter {
   }
 
   /**
-   * A delivery or operation failed: consecutiveFailures += 1, lastError = reason. When the count
-   * reaches `maxConsecutiveFailures` the status moves to `error` (emitting `error` with trigger
-   * `max_consecutive_failures`, once, on entry).
+   * A delivery or operation failed: consecutiveFailures += 1, lastError = reason (after a stable
+   * period, connected for `stableAfterMs` since the connection opened and since the last failure,
+   * the count starts over first). When the count reaches `maxConsecutiveFailures` the status moves
+   * to `error` (emitting `error` with trigger `max_consecutive_failures`, once, on entry).
    */
   notifyFailure(reason: unknown): boolean {
     if (this.#ignoredIfStopped('notifyFailure')) return false;
     const why = this.redactReason(reason);
+    const now = Date.now();
+    if (this.#status === 'connected' && this.#connectedAt !== null && now - Math.max(this.#connectedAt, this.#lastFailureAt ?? 0) >= this.#stableAfterMs) {
+      this.#consecutiveFailures = 0;
+    }
+    this.#lastFailureAt = now;
     this.#consecutiveFailures += 1;
     this.#lastError = why;
     if (this.#consecutiveFailures >= this.#maxConsecutiveFailures && this.#status !== 'error') {

@@ -73,10 +73,11 @@ const runtimeOptionsSchema = z
         baseMs: ms.default(250),
         maxMs: ms.default(5000),
         jitter: z.number().min(0).max(1).default(0.2),
+        resetAfterMs: ms.default(5000),
       })
       .strict()
       .refine((r) => r.maxMs >= r.baseMs, { message: 'maxMs must be >= baseMs', path: ['maxMs'] })
-      .default({ maxAttempts: 5, baseMs: 250, maxMs: 5000, jitter: 0.2 }),
+      .default({ maxAttempts: 5, baseMs: 250, maxMs: 5000, jitter: 0.2, resetAfterMs: 5000 }),
     heartbeat: z
       .object({ intervalMs: ms.default(1000), maxMissed: z.number().int().min(1).default(3) })
       .strict()
@@ -126,7 +127,19 @@ export interface RuntimeOptions {
   /** Per-instance supervision: more than `maxRestarts` worker restarts in `periodMs` → `error`. */
   restart?: RestartPolicy;
   /** The worker's reconnect loop after a recoverable connection failure. */
-  reconnect?: { maxAttempts?: number; baseMs?: number; maxMs?: number; jitter?: number };
+  reconnect?: {
+    maxAttempts?: number;
+    baseMs?: number;
+    maxMs?: number;
+    jitter?: number;
+    /**
+     * A connection that stays up this long is stable: only then do reconnect attempts start over
+     * from 1 (and the failures counted toward `maxConsecutiveFailures`). A connection lost sooner
+     * continues the count, so a channel whose every connection breaks at once exhausts its
+     * attempts instead of reconnecting forever. Default 5000 ms.
+     */
+    resetAfterMs?: number;
+  };
   /** Heartbeats between the runtime and each worker. `intervalMs: 0` disables them. */
   heartbeat?: { intervalMs?: number; maxMissed?: number };
   /** Probe schedule (`intervalMs: 0` = never) and the budget of one probe. */
@@ -348,6 +361,7 @@ export class Runtime extends EventEmitter {
     const server = new InstanceServer(record, {
       logger: this.#root, // it adds its own component (instance): one component key per line
       maxConsecutiveFailures: this.#opts.maxConsecutiveFailures,
+      stableAfterMs: this.#opts.reconnect.resetAfterMs,
       queueDepth: () => ref.entry?.queue.depth ?? queue.depth,
     });
     for (const event of INSTANCE_EVENTS) {

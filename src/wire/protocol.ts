@@ -31,6 +31,12 @@ export interface ReconnectPolicy {
   maxMs: number;
   /** ± jitter ratio. */
   jitter: number;
+  /**
+   * A connection that stays up this long is stable: the attempts after its loss start over from
+   * 1. A connection lost sooner continues the count (attempt n+1 after a connection made at
+   * attempt n), so connections that break at once still exhaust `maxAttempts`.
+   */
+  resetAfterMs: number;
 }
 
 /** Timeout budgets of the channel callbacks, ms. */

@@ -35,7 +35,8 @@ export async function connectLoop(ctx: InstanceContext, firstAttempt: number, ca
   let originalReason = cause;
   let attempt = firstAttempt;
   if (attempt > maxAttempts) {
-    // No reconnect attempt allowed at all (maxAttempts 0): the loss itself exhausts the budget.
+    // No reconnect attempt left (maxAttempts 0, or connections that kept breaking at once): the
+    // loss itself exhausts the budget.
     exhausted(ctx, maxAttempts, cause ?? 'connection lost');
     return;
   }
@@ -50,7 +51,7 @@ export async function connectLoop(ctx: InstanceContext, firstAttempt: number, ca
       if (ctx.stopped) return;
       ctx.report({ t: 'reconnect', phase: 'attempt', attempt });
     }
-    const conn: Connection = { controller: new AbortController(), opened: false };
+    const conn: Connection = { controller: new AbortController(), opened: false, attempt, openedAt: 0 };
     const call = ctx.invoke('connect', config.timeouts.connectMs, conn.controller.signal, (c) => channel.connect(c));
     ctx.connecting = { conn, call };
     let meta: unknown;

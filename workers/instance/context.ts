@@ -36,6 +36,10 @@ export interface Connection {
   readonly controller: AbortController;
   /** `connect` resolved for this generation (so `disconnect` is due when it ends). */
   opened: boolean;
+  /** The attempt that made it (0: the initial connect). */
+  attempt: number;
+  /** When it opened (`performance.now()`), or 0. */
+  openedAt: number;
 }
 
 /** One hosted instance. */
@@ -194,14 +198,18 @@ export class InstanceContext {
     this.live = undefined;
     conn.controller.abort(new Error(reason));
     this.report({ t: 'status', status: 'disconnected', reason: clip(reason) });
+    // A stable connection starts the count over; one lost sooner continues it.
+    const stable = performance.now() - conn.openedAt >= this.config.reconnect.resetAfterMs;
+    const next = stable ? 1 : conn.attempt + 1;
     void (async () => {
       await this.disconnectQuietly(conn);
-      await connectLoop(this, 1, reason);
+      await connectLoop(this, next, reason);
     })().catch(crash);
   }
 
   /** The connection is open: senders waiting for it go on. */
   opened(conn: Connection): void {
+    conn.openedAt = performance.now();
     this.live = conn;
     this.sends.wake();
   }
