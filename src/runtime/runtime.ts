@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { AlreadyStartedError, ChannelInvalidError, InstanceNotFoundError, NotRunningError, StoppedError, type ThreadvisorError } from '../errors.js';
 import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instance/record.js';
-import { INSTANCE_EVENTS, InstanceServer, instanceCredentials, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
+import { INSTANCE_EVENTS, InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
 import { backoffOptionsSchema, type BackoffOptions } from '../supervisor/backoff.js';
 import { Supervisor } from '../supervisor/supervisor.js';
 import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/types.js';
@@ -225,6 +225,11 @@ interface Entry {
   readonly secrets: readonly string[];
   /** Scrubs every form of the credential values out of text (no truncation); given to the queue. */
   readonly redact: (text: string) => string;
+  /**
+   * The raw credentials, for the worker's boot only. Kept here, in the runtime's private entry,
+   * and nowhere in the `InstanceServer` handed to users; never put them in any output.
+   */
+  readonly credentials: Readonly<Record<string, unknown>>;
   /** Serialises this instance's start, stop, restart and fatal stop (instances never wait on each other). */
   ops: Promise<unknown>;
   readonly channel: string;
@@ -360,6 +365,7 @@ export class Runtime extends EventEmitter {
       server,
       secrets,
       redact,
+      credentials: Object.freeze({ ...record.credentials }),
       iid: ++this.#lastIid,
       ops: Promise.resolve(),
       channel: resolveChannel(o.channel),
@@ -804,7 +810,7 @@ export class Runtime extends EventEmitter {
         name: server.name,
         channelType: server.channelType,
         settings: entry.settings,
-        credentials: server[instanceCredentials](),
+        credentials: entry.credentials,
       },
       channel: entry.channel,
       reconnect: o.reconnect,
