@@ -1,6 +1,6 @@
 /**
  * Public surface of the instance lifecycle core (record, status machine, classification,
- * `InstanceServer`). The internal credentials accessor symbol is deliberately not re-exported.
+ * `InstanceServer`).
  *
  * @packageDocumentation
  */

@@ -7,13 +7,16 @@
  *   censor pino uses for `REDACT_PATHS` in `src/telemetry.ts`). Keys say which secrets are configured, which helps
  *   debugging; they are not secret themselves.
  * - Every credential **string value of 4 characters or more** (nested values included) is replaced
- *   by `'[Redacted]'` wherever it appears inside free text: error messages, reasons, settings
- *   strings, event metadata. Its URI-encoded and JSON-escaped forms are replaced too. Shorter
- *   values and non-string values (numbers, booleans) are not searched for: too short to be secrets
- *   and too likely to collide with ordinary text.
+ *   by `'[Redacted]'` wherever it appears inside free text: error messages, stacks, codes, reasons,
+ *   settings strings, event metadata. So are its encoded forms (see {@link collectSecrets}):
+ *   URI-encoded, JSON-escaped, base64 (standard and url-safe, alone or inside longer base64 data
+ *   such as a `Basic` authorization header), and the case variants of each (matching ignores
+ *   case). Shorter values and non-string values (numbers, booleans) are not searched for: too
+ *   short to be secrets and too likely to collide with ordinary text.
  *
  * @packageDocumentation
  */
+import { Buffer } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { parseOrThrow } from '../validate.js';
@@ -77,35 +80,114 @@ export function parseInstance(input: unknown): Instance {
 }
 
 /**
- * Every credential string value of at least {@link MIN_SECRET_LENGTH} characters, nested values
- * included, longest first (so a secret containing another is replaced whole).
+ * Shortest base64 fragment searched for: a credential base64-encoded inside longer data leaves
+ * only its middle characters fixed, and fragments shorter than this would collide with ordinary
+ * text.
  */
-export function collectSecrets(credentials: Readonly<Record<string, unknown>>): string[] {
-  const found = new Set<string>();
-  const seen = new WeakSet<object>();
-  const walk = (v: unknown): void => {
-    if (typeof v === 'string') {
-      if (v.length >= MIN_SECRET_LENGTH) found.add(v);
-    } else if (typeof v === 'object' && v !== null && !seen.has(v)) {
-      seen.add(v);
-      for (const x of Array.isArray(v) ? v : Object.values(v)) walk(x);
-    }
-  };
-  walk(credentials);
-  const all = new Set<string>();
-  for (const s of found) {
-    all.add(s);
-    all.add(encodeURIComponent(s));
-    all.add(JSON.stringify(s).slice(1, -1));
+const MIN_ENCODED_LENGTH = 8;
+
+/** Keys whose value names a user, paired with every secret for `Basic` authorization forms. */
+const USER_KEY = /^(?:user(?:_?name)?|login|account|email|client_?id|key_?id|access_?key_?id)$/i;
+
+/**
+ * The base64 characters of `bytes` that stay the same wherever the bytes sit inside longer
+ * base64-encoded data: one fragment per alignment (0, 1 or 2 bytes before them in their 3-byte
+ * group), without the edge characters that mix in the bits of neighbouring bytes.
+ */
+function base64Fragments(bytes: Buffer, encoding: 'base64' | 'base64url'): string[] {
+  const out: string[] = [];
+  for (let lead = 0; lead < 3; lead++) {
+    const total = lead + bytes.length;
+    const encoded = Buffer.concat([Buffer.alloc(lead), bytes]).toString(encoding);
+    const from = [0, 2, 3][lead] as number;
+    const to = Math.floor(total / 3) * 4 + ([0, 1, 2][total % 3] as number);
+    if (to - from >= MIN_ENCODED_LENGTH) out.push(encoded.slice(from, to));
   }
-  return [...all].filter((s) => s.length >= MIN_SECRET_LENGTH).sort((a, b) => b.length - a.length);
+  return out;
 }
 
-/** Replaces every occurrence of each of `secrets` (as produced by {@link collectSecrets}) in `text`. */
+/** `value` as it appears inside a URI component and inside a JSON string. */
+function textual(value: string): string[] {
+  return [value, encodeURIComponent(value), JSON.stringify(value).slice(1, -1)];
+}
+
+/**
+ * Every form in which the credentials may leak into text, longest first (so a secret containing
+ * another is replaced whole). The secrets are the credential string values of at least
+ * {@link MIN_SECRET_LENGTH} characters, nested values included; for each of them:
+ *
+ * - the value, its `encodeURIComponent` form and its JSON-escaped form;
+ * - its base64, standard (padded and not) and url-safe, and the fragments of it that stay fixed
+ *   when it is encoded inside longer data (a `Basic` header with any user, a JSON body), each
+ *   also URI-encoded and JSON-escaped;
+ * - the base64 of `user:secret` for every user-like value (`user`, `username`, `login`,
+ *   `clientId`, … keys) of the credentials: `Basic` authorization headers.
+ *
+ * Case variants need no entry of their own: {@link scrubWith} matches ignoring case. The list is
+ * meant for {@link scrubWith} / {@link scrubValue} / {@link renderReason}, which compile it into one
+ * regular expression on first use; compute it once per set of credentials.
+ */
+export function collectSecrets(credentials: Readonly<Record<string, unknown>>): string[] {
+  const values = new Set<string>();
+  const users = new Set<string>();
+  const seen = new WeakSet<object>();
+  const walk = (v: unknown, key: string | undefined): void => {
+    if (typeof v === 'string') {
+      if (v.length >= MIN_SECRET_LENGTH) values.add(v);
+      if (v.length > 0 && key !== undefined && USER_KEY.test(key)) users.add(v);
+    } else if (typeof v === 'object' && v !== null && !seen.has(v)) {
+      seen.add(v);
+      if (Array.isArray(v)) for (const x of v) walk(x, undefined);
+      else for (const [k, x] of Object.entries(v)) walk(x, k);
+    }
+  };
+  walk(credentials, undefined);
+  const forms = new Map<string, string>(); // lower-cased form → form: matching ignores case anyway
+  const add = (form: string): void => {
+    if (form.length >= MIN_SECRET_LENGTH) forms.set(form.toLowerCase(), form);
+  };
+  const addEncoded = (plain: string): void => {
+    const bytes = Buffer.from(plain, 'utf8');
+    const std = bytes.toString('base64');
+    const encoded = [std, std.replace(/=+$/, ''), bytes.toString('base64url')];
+    for (const enc of ['base64', 'base64url'] as const) encoded.push(...base64Fragments(bytes, enc));
+    for (const e of encoded) if (e.length >= MIN_ENCODED_LENGTH) for (const t of textual(e)) add(t);
+  };
+  for (const secret of values) {
+    for (const t of textual(secret)) add(t);
+    addEncoded(secret);
+    for (const user of users) if (user !== secret) addEncoded(`${user}:${secret}`);
+  }
+  return [...forms.values()].sort((a, b) => b.length - a.length);
+}
+
+/** Compiled forms of a secrets list, rebuilt when the list changed length (it should not change). */
+const compiled = new WeakMap<readonly string[], { readonly length: number; readonly pattern: RegExp | null }>();
+
+const REGEXP_SPECIAL = /[\\^$.*+?()[\]{}|/]/g;
+
+/** The one case-insensitive pattern matching any of `secrets`, longest alternative first. */
+function patternOf(secrets: readonly string[]): RegExp | null {
+  const hit = compiled.get(secrets);
+  if (hit !== undefined && hit.length === secrets.length) return hit.pattern;
+  const alternatives = secrets
+    .filter((s) => typeof s === 'string' && s.length > 0)
+    .sort((a, b) => b.length - a.length)
+    .map((s) => s.replace(REGEXP_SPECIAL, '\\$&'));
+  const pattern = alternatives.length === 0 ? null : new RegExp(alternatives.join('|'), 'gi');
+  compiled.set(secrets, { length: secrets.length, pattern });
+  return pattern;
+}
+
+/**
+ * Replaces every occurrence of each of `secrets` (as produced by {@link collectSecrets}), in any
+ * letter case, in `text`, in a single pass (so the marker is never scrubbed again). The list is
+ * compiled into one regular expression on first use and cached for the array.
+ */
 export function scrubWith(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) if (out.includes(s)) out = out.split(s).join(REDACTED);
-  return out;
+  if (secrets.length === 0 || text.length === 0) return text;
+  const pattern = patternOf(secrets);
+  return pattern === null ? text : text.replace(pattern, REDACTED);
 }
 
 /**
@@ -131,8 +213,9 @@ export function scrubValue(value: unknown, secrets: readonly string[]): unknown 
     if (stack.has(v)) return '[Circular]';
     if (v instanceof Error) {
       const code = (v as { code?: unknown }).code;
-      const e: Record<string, unknown> = { name: v.name, message: scrubWith(v.message, secrets) };
-      if (typeof code === 'string' || typeof code === 'number') e.code = code;
+      const e: Record<string, unknown> = { name: scrubWith(v.name, secrets), message: scrubWith(v.message, secrets) };
+      if (typeof code === 'string') e.code = scrubWith(code, secrets);
+      else if (typeof code === 'number') e.code = code;
       return e;
     }
     if (!Array.isArray(v) && Object.getPrototypeOf(v) !== Object.prototype && Object.getPrototypeOf(v) !== null) {

@@ -194,13 +194,6 @@ const RESTART_CLASSES: readonly string[] = ['recoverable', 'fatal'];
 const RECONNECT_PHASES: readonly string[] = ['scheduled', 'attempt', 'failed', 'exhausted'];
 const PROBE_OUTCOMES: readonly string[] = ['ok', 'degraded', 'failed'];
 
-/**
- * **Internal.** Symbol of the one accessor that returns an instance's raw credentials, for the
- * runtime to send them to the worker at start. It is not re-exported from the package entry;
- * nothing that produces output may call it.
- */
-export const instanceCredentials: unique symbol = Symbol('threadvisor.instance.credentials');
-
 let sharedDefaultLogger: Logger | undefined;
 
 function badArgument(what: string, path: string, message: string): InvalidConfigError {
@@ -220,9 +213,9 @@ function badArgument(what: string, path: string, message: string): InvalidConfig
  *   {@link InstanceServer.notifyStarting} (fresh start).
  * - After {@link InstanceServer.stop} every notification is ignored and counted
  *   (`ignoredAfterStop`); queries keep working.
- * - Credentials never leave the server except through the internal {@link instanceCredentials}
- *   accessor: status, health, `getInstance`, events and logs are redacted, and every reason is
- *   scrubbed of credential values.
+ * - Credentials never leave the server: it has no accessor for them (the runtime that starts the
+ *   worker keeps its own copy); status, health, `getInstance`, events and logs are redacted, and
+ *   every reason is scrubbed of credential values in every form (see `collectSecrets`).
  * - Arguments outside their type (an unknown restart class, probe outcome or reconnect phase, a
  *   negative attempt) are programming errors and throw {@link InvalidConfigError}.
  *
@@ -377,18 +370,6 @@ export class InstanceServer extends EventEmitter {
    */
   getInstance(): RedactedInstance {
     return { ...redactInstance(this.#instance), status: this.#status };
-  }
-
-  /**
-   * **Internal — for the runtime only.** A copy of the raw credentials, to send to the worker at
-   * start. Never put its result in any output.
-   */
-  [instanceCredentials](): Record<string, unknown> {
-    try {
-      return structuredClone(this.#instance.credentials) as Record<string, unknown>;
-    } catch {
-      return { ...this.#instance.credentials };
-    }
   }
 
   /**

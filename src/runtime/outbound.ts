@@ -124,6 +124,14 @@ export interface OutboundQueueOptions {
   onReady?: () => void;
   /** Monotonic clock, ms. Default `performance.now()`. */
   now?: () => number;
+  /**
+   * Scrubs secrets out of failure text before it goes into an error or an event: the worker's
+   * failure reasons and codes, the reasons given to {@link OutboundQueue.requeueInFlight} and
+   * {@link OutboundQueue.close}. So the `DeliveryFailedError` (message, stack, cause, details) and
+   * the `delivery:retry` / `delivery:gave_up` / `delivery:requeued` payloads carry only scrubbed
+   * text. Called on failures only. Default: text unchanged.
+   */
+  redact?: (text: string) => string;
 }
 
 /** Options of one {@link OutboundQueue.enqueue}. */
@@ -301,6 +309,7 @@ export const outboundQueueOptionsSchema = z
     pressure: pressureSchema.default({ warn: 0.7, degraded: 0.85, shed: 0.95, hysteresis: 0.05 }),
     onReady: fn<() => void>().optional(),
     now: fn<() => number>().optional(),
+    redact: fn<(text: string) => string>().optional(),
   })
   .strict();
 
@@ -551,6 +560,7 @@ const CH_DUPLICATE = eventChannel('delivery', 'skipped_duplicate');
 const CH_REQUEUED = eventChannel('delivery', 'requeued');
 
 const defaultNow = (): number => performance.now();
+const identity = (text: string): string => text;
 const RESOLVED = Promise.resolve();
 /** Rethrows an error nothing can handle as an uncaught exception. */
 const crashLater = (err: unknown): void => {
@@ -638,6 +648,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   readonly #maxAttempts: number;
   readonly #maxCrashes: number;
   readonly #now: () => number;
+  readonly #redact: (text: string) => string;
   /** Level thresholds: `#enter[k]` = min depth of level k, `#stay[k]` = min depth to remain in k. */
   readonly #enter: number[];
   readonly #stay: number[];
@@ -674,6 +685,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#maxCrashes = o.maxCrashes;
     this.#policy = resolveBackoff({ initialDelayMs: o.retry.initialDelayMs, maxDelayMs: o.retry.maxDelayMs, jitter: o.retry.jitter, random: o.retry.random });
     this.#now = o.now ?? defaultNow;
+    this.#redact = o.redact ?? identity;
     const p = o.pressure;
     const t = [0, p.warn, p.degraded, p.shed];
     this.#enter = t.map((r) => this.#minDepth(r));
@@ -1172,7 +1184,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   /** A failed attempt: returns true when the entry is to be retried (caller puts it back). */
   #fail(e: Entry<M, R>, error: WireError | undefined, now: number): boolean {
-    const err: WireError = error ?? { class: 'recoverable', reason: 'delivery failed (no error given)' };
+    const err = this.#scrubbed(error);
     e.attempts++;
     if (err.class === 'recoverable' && e.attempts < this.#maxAttempts) {
       const delayMs = backoffDelay(this.#policy, e.attempts - 1);
@@ -1203,8 +1215,18 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     // An unknown class (the runtime validates acks; this is belt and braces) is final.
     const cls: FailureClass = err.class === 'recoverable' || err.class === 'degraded' ? err.class : 'fatal';
     const why: DeliveryFailureReason = cls === 'recoverable' ? 'max_attempts' : cls;
-    this.#giveUp(e, why, new ChannelError(String(err.reason), { class: cls, code: err.code }), now);
+    this.#giveUp(e, why, new ChannelError(err.reason, { class: cls, code: err.code }), now);
     return false;
+  }
+
+  /**
+   * The worker's failure with its reason and code scrubbed, before anything (an error, its stack,
+   * an event) is built from them.
+   */
+  #scrubbed(error: WireError | undefined): { class: WireError['class']; code: string | undefined; reason: string } {
+    if (error === undefined) return { class: 'recoverable', code: undefined, reason: 'delivery failed (no error given)' };
+    const code = typeof error.code === 'string' ? this.#redact(error.code) : error.code;
+    return { class: error.class, code, reason: this.#redact(String(error.reason)) };
   }
 
   #giveUp(e: Entry<M, R>, why: DeliveryFailureReason, last: ChannelError, now: number): void {
@@ -1281,6 +1303,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
    */
   requeueInFlight(reason: string, options: { crashed?: boolean } = {}): number {
     if (this.#closed || this.#inFlight === 0) return 0;
+    reason = this.#redact(reason);
     const entries: Entry<M, R>[] = [];
     const f = this.#flight;
     while (f.length > 0) {
@@ -1341,7 +1364,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    const err = this.#stoppedError(reason);
+    const err = this.#stoppedError(this.#redact(reason));
     const doomed: Entry<M, R>[] = [];
     while (this.#flight.length > 0) {
       const e = this.#flight.shift();

@@ -7,8 +7,8 @@ import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:work
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { AlreadyStartedError, ChannelInvalidError, InstanceNotFoundError, NotRunningError, StoppedError, type ThreadvisorError } from '../errors.js';
-import { collectSecrets, parseInstance, scrubValue } from '../instance/record.js';
-import { INSTANCE_EVENTS, InstanceServer, instanceCredentials, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
+import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instance/record.js';
+import { INSTANCE_EVENTS, InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
 import { backoffOptionsSchema, type BackoffOptions } from '../supervisor/backoff.js';
 import { Supervisor } from '../supervisor/supervisor.js';
 import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/types.js';
@@ -236,6 +236,13 @@ interface Entry {
   readonly server: InstanceServer;
   /** Credential values, for scrubbing what the worker sends back (log objects). */
   readonly secrets: readonly string[];
+  /** Scrubs every form of the credential values out of text (no truncation); given to the queue. */
+  readonly redact: (text: string) => string;
+  /**
+   * The raw credentials, for the worker's boot only. Kept here, in the runtime's private entry,
+   * and nowhere in the `InstanceServer` handed to users; never put them in any output.
+   */
+  readonly credentials: Readonly<Record<string, unknown>>;
   /** Serialises this instance's start, stop, restart and fatal stop (instances never wait on each other). */
   ops: Promise<unknown>;
   readonly channel: string;
@@ -357,7 +364,9 @@ export class Runtime extends EventEmitter {
     const pump = () => {
       if (ref.entry) this.#pump(ref.entry);
     };
-    const queue = this.#newQueue(record.id, capacity, pump);
+    const secrets = collectSecrets(record.credentials);
+    const redact = (text: string): string => scrubWith(text, secrets);
+    const queue = this.#newQueue(record.id, capacity, pump, redact);
     const server = new InstanceServer(record, {
       logger: this.#root, // it adds its own component (instance): one component key per line
       maxConsecutiveFailures: this.#opts.maxConsecutiveFailures,
@@ -371,7 +380,9 @@ export class Runtime extends EventEmitter {
     const entry: Entry = {
       id: record.id,
       server,
-      secrets: collectSecrets(record.credentials),
+      secrets,
+      redact,
+      credentials: Object.freeze({ ...record.credentials }),
       iid: ++this.#lastIid,
       ops: Promise.resolve(),
       channel: resolveChannel(o.channel),
@@ -499,7 +510,7 @@ export class Runtime extends EventEmitter {
       this.#clearRecover(entry);
       entry.state = 'restarting';
       await this.#stopTree(entry);
-      if (entry.queue.closed) entry.queue = this.#newQueue(entry.id, entry.capacity, () => this.#pump(entry));
+      if (entry.queue.closed) entry.queue = this.#newQueue(entry.id, entry.capacity, () => this.#pump(entry), entry.redact);
       entry.failure = undefined;
       entry.server.notifyRestartMarker('recoverable', 'restart requested', { kind: 'manual' });
       entry.server.notifyStarting('restart requested');
@@ -564,13 +575,14 @@ export class Runtime extends EventEmitter {
   }
 
   /** A fresh outbound queue for an instance; `pump` is called when it has sends to hand out. */
-  #newQueue(instanceId: string, capacity: number, pump: () => void): OutboundQueue {
+  #newQueue(instanceId: string, capacity: number, pump: () => void, redact: (text: string) => string): OutboundQueue {
     const queue = new OutboundQueue({
       instanceId,
       capacity,
       dedupeCacheSize: this.#opts.dedupeCacheSize,
       retry: this.#opts.delivery,
       onReady: pump,
+      redact,
     });
     queue.on('instance:pressure', (p: unknown) => this.emit('instance:pressure', p));
     for (const event of this.#deliveryForwarded) queue.on(event, (p: unknown) => this.emit(event, p));
@@ -815,7 +827,7 @@ export class Runtime extends EventEmitter {
         name: server.name,
         channelType: server.channelType,
         settings: entry.settings,
-        credentials: server[instanceCredentials](),
+        credentials: entry.credentials,
       },
       channel: entry.channel,
       reconnect: o.reconnect,

@@ -160,7 +160,11 @@ export interface HeartbeatMissedEvent {
   readonly at: number;
 }
 
-/** Payload of the `exit` event (and of `threadvisor:worker:exit`). */
+/**
+ * Payload of the `exit` event (and of `threadvisor:worker:exit`). When the start context has a
+ * `redact` (a supervised child), `exit.error` is a scrubbed copy of the worker's error (name,
+ * message, stack, code), never the raw one.
+ */
 export interface WorkerExitEvent {
   readonly childId: string;
   readonly threadId: number;
@@ -215,6 +219,21 @@ function defaultChildId(filename: string | URL): string {
 
 function errorCode(err: Error | undefined): unknown {
   return err === undefined ? undefined : (err as Error & { code?: unknown }).code;
+}
+
+/**
+ * A copy of a worker's error with its name, message, stack and code passed through `redact`: the
+ * error a worker dies of may quote a secret, and its exit record is published and logged. Other
+ * properties are not copied.
+ */
+function scrubbedError(err: Error, redact: (text: string) => string): Error {
+  const copy = new Error(redact(String(err.message)));
+  copy.name = redact(String(err.name));
+  copy.stack = typeof err.stack === 'string' ? redact(err.stack) : `${copy.name}: ${copy.message}`;
+  const code = errorCode(err);
+  if (typeof code === 'string') (copy as Error & { code?: unknown }).code = redact(code);
+  else if (typeof code === 'number') (copy as Error & { code?: unknown }).code = code;
+  return copy;
 }
 
 /**
@@ -378,8 +397,10 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       ? base.child(opts.logger || !ctx?.childId ? { childId: this.childId, threadId: this.threadId } : { threadId: this.threadId })
       : fallbackLogger().child({ childId: this.childId, threadId: this.threadId });
 
+    const redact = ctx?.redact;
     worker.on('error', (err: Error) => {
-      this.#error ??= err;
+      // Kept scrubbed: it becomes `exit.error`, which the `exit` event publishes.
+      this.#error ??= redact ? scrubbedError(err, redact) : err;
       this.#log.debug({ reason: this.#redact(err.message), errorName: err.name }, 'worker error');
     });
     worker.on('exit', (code: number) => this.#onExit(code));
