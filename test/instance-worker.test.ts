@@ -412,13 +412,14 @@ describe('channel module validation', () => {
   ];
   for (const [fixture, channelType, mention] of cases) {
     it(
-      `${fixture} → fatal channel_invalid naming the problem; start() resolves`,
+      `${fixture} → start() answers channel_invalid naming the problem; nothing starts`,
       async () => {
-        const h = await startInstanceWorker({ channel: channelFixtureUrl(fixture), channelType });
-        const fatal = await h.waitForNotice('fatal');
-        expect(fatal.code).toBe('channel_invalid');
-        expect(fatal.reason).toContain(mention);
-        expect(lifecycle(h.notices)).toEqual(['fatal:channel_invalid']);
+        const h = await startInstanceWorker({ channel: channelFixtureUrl(fixture), channelType }, { start: false });
+        const result = await h.host.call('start');
+        expect(result).toMatchObject({ ok: false, code: 'channel_invalid', reason: expect.stringContaining(mention) });
+        expect(await h.host.call('start')).toEqual(result);
+        await new Promise((r) => setTimeout(r, 100));
+        expect(lifecycle(h.notices)).toEqual([]);
         expect(h.host.state).toBe('up');
       },
       T,
@@ -426,11 +427,10 @@ describe('channel module validation', () => {
   }
 
   it(
-    'a missing module → fatal channel_invalid',
+    'a missing module → start() answers channel_invalid',
     async () => {
-      const h = await startInstanceWorker({ channel: new URL('./does-not-exist.js', loopbackUrl) });
-      const fatal = await h.waitForNotice('fatal');
-      expect(fatal).toMatchObject({ code: 'channel_invalid', reason: expect.stringContaining('failed to load') });
+      const h = await startInstanceWorker({ channel: new URL('./does-not-exist.js', loopbackUrl) }, { start: false });
+      expect(await h.host.call('start')).toMatchObject({ ok: false, code: 'channel_invalid', reason: expect.stringContaining('failed to load') });
     },
     T,
   );

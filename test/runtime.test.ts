@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { ChannelInvalidError, InstanceNotFoundError } from '../src/errors.js';
+import { ChannelInvalidError, InstanceNotFoundError, StartFailureError } from '../src/errors.js';
 import { Runtime, type RuntimeOptions } from '../src/runtime/runtime.js';
 import { activeResources, fixtureUrl, resourceGrowth, trackWorkers, waitFor } from './helpers/fixtures.js';
 
@@ -144,26 +144,42 @@ describe('Runtime', { timeout: 60_000 }, () => {
     expect(connects.length).toBeLessThanOrEqual(3);
   });
 
-  it('fatal startup errors end in error without a restart loop', async () => {
+  it('a fatal connect error ends in error without a restart loop', async () => {
+    const rt = await start();
+    const s = await rt.startInstance({ name: 'bad-creds', channelType: 'loopback', channel: 'loopback', settings: { fatalConnect: true } });
+    await waitFor(() => s.currentStatus === 'error');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(s.currentStatus).toBe('error');
+    expect(s.lastRestartClass).toBe('fatal');
+    expect(s.restartCount).toBeLessThanOrEqual(1); // the fatal marker, no restarts
+    expect((await rt.health(s.instanceId)).worker?.state).toBe('down');
+    await expect(rt.send(s.instanceId, {})).rejects.toMatchObject({ code: 'not_running' });
+  });
+
+  it('startInstance rejects with start_failure when the channel cannot load or is invalid; the instance is gone', async () => {
     const rt = await start();
     const cases = [
-      { name: 'bad-creds', channel: 'loopback', settings: { fatalConnect: true } },
-      { name: 'missing-module', channel: join(tmp, 'does-not-exist.js') },
-      { name: 'no-send', channel: fixtureUrl('channels/no-send') },
+      { channelType: 'loopback', channel: join(tmp, 'does-not-exist.js'), mention: 'failed to load' },
+      { channelType: 'loopback', channel: 'loopbak', mention: 'failed to load' },
+      { channelType: 'loopback', channel: fixtureUrl('channels/throws-at-load'), mention: 'broken at load' },
+      { channelType: 'loopback', channel: fixtureUrl('channels/no-send'), mention: 'send' },
+      { channelType: 'loopback', channel: fixtureUrl('channels/no-default'), mention: 'no default export' },
+      { channelType: 'not-loopback', channel: 'loopback', mention: "type 'loopback'" },
     ];
-    const servers = await Promise.all(cases.map((c) => rt.startInstance({ channelType: 'loopback', ...c })));
-    await waitFor(() => servers.every((s) => s.currentStatus === 'error'));
-    await new Promise((r) => setTimeout(r, 300));
-    for (const s of servers) {
-      expect(s.currentStatus).toBe('error');
-      expect(s.lastRestartClass).toBe('fatal');
-      expect(s.restartCount).toBeLessThanOrEqual(1); // the fatal marker, no restarts
-      expect((await rt.health(s.instanceId)).worker?.state).toBe('down');
+    for (const [i, c] of cases.entries()) {
+      const id = `bad-${i}`;
+      const err = await rt.startInstance({ id, name: id, channelType: c.channelType, channel: c.channel }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err, c.mention).toBeInstanceOf(StartFailureError);
+      expect(err).toMatchObject({ code: 'start_failure', message: expect.stringContaining(c.mention) });
+      expect((err as Error).cause).toBeInstanceOf(ChannelInvalidError);
+      expect(rt.whereis(id)).toBeUndefined();
     }
-    expect(servers[2]!.lastError).toMatch(/send/);
-    await expect(rt.send(servers[0]!.instanceId, {})).rejects.toMatchObject({ code: 'not_running' });
-    await expect(rt.send(servers[1]!.instanceId, {})).rejects.toBeInstanceOf(ChannelInvalidError);
-    await expect(rt.send(servers[2]!.instanceId, {})).rejects.toMatchObject({ code: 'channel_invalid', message: expect.stringMatching(/send/) });
+    // The id is free again: started right, it runs.
+    const ok = await rt.startInstance({ id: 'bad-0', name: 'fixed', channelType: 'loopback', channel: 'loopback' }, { waitFor: 'connected' });
+    expect(ok.currentStatus).toBe('connected');
   });
 
   it('a crash loop exceeds the instance intensity and puts only that instance in error', async () => {

@@ -17,12 +17,13 @@
  * validate the channel module.
  *
  * ## `start()`
- * Imports the channel module (`boot.channel`, a URL), takes its **default export** (required) and
- * validates it with `channelDefinitionSchema`. A load error, a missing default export, a missing or
- * mistyped member, or a `type` other than the instance's `channelType` posts
- * `{ t: 'fatal', code: 'channel_invalid', reason }` (the reason names the member or the load error)
- * and resolves: the worker then idles until the runtime stops it. Otherwise the connect loop starts
- * in the background and `start()` resolves. A second call returns the first call's promise.
+ * Before ready, the worker imports the channel module (`boot.channel`, a URL), takes its
+ * **default export** (required) and validates it with `channelDefinitionSchema`. A load error, a
+ * missing default export, a missing or mistyped member, or a `type` other than the instance's
+ * `channelType` makes `start()` answer `{ ok: false, code: 'channel_invalid', reason }` (the
+ * reason names the member or the load error), and the worker idles until the runtime stops it.
+ * Otherwise `start()` answers `{ ok: true }` and the connect loop starts on the next turn. A second
+ * call returns the first call's promise.
  *
  * ## Notice sequences
  * Attempt 0 is the initial connect; reconnect attempts are numbered 1..`reconnect.maxAttempts`.
@@ -110,12 +111,11 @@ const contexts = new Map<number, InstanceContext>();
 
 const postToMain = (message: Notice): void => port.postMessage(message);
 
-/** Creates the context of an instance; a channel that cannot be used is reported as a fatal notice. */
+/** Creates the context of an instance; a channel that cannot be used is answered by its `start()`. */
 async function host(boot: typeof config): Promise<InstanceContext> {
   const loaded = await modules.load(boot.channel, boot.instance.channelType);
-  const ctx = new InstanceContext(boot, loaded.ok ? loaded.channel : undefined, postToMain);
+  const ctx = new InstanceContext(boot, loaded.ok ? loaded.channel : loaded.reason, postToMain);
   contexts.set(ctx.iid, ctx);
-  if (!loaded.ok) ctx.enterFatal(loaded.reason, 'channel_invalid');
   return ctx;
 }
 

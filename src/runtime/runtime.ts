@@ -6,9 +6,20 @@ import { pathToFileURL } from 'node:url';
 import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { AlreadyStartedError, ChannelInvalidError, InstanceNotFoundError, NotRunningError, StoppedError, type ThreadvisorError } from '../errors.js';
+import {
+  AbortedError,
+  AlreadyStartedError,
+  ChannelInvalidError,
+  InstanceNotFoundError,
+  NotRunningError,
+  StartFailureError,
+  StoppedError,
+  TimeoutError,
+  type ThreadvisorError,
+} from '../errors.js';
 import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instance/record.js';
 import { INSTANCE_EVENTS, InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
+import { INSTANCE_STATUSES, type InstanceStatus } from '../instance/state-machine.js';
 import { backoffOptionsSchema, type BackoffOptions } from '../supervisor/backoff.js';
 import { Supervisor } from '../supervisor/supervisor.js';
 import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/types.js';
@@ -16,7 +27,7 @@ import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
-import { type AckResult, type InboundAck, type InstanceBoot, type InstanceWorkerApi, type LifecycleBody, type SendBatch } from '../wire/protocol.js';
+import type { AckResult, InboundAck, InstanceBoot, InstanceWorkerApi, LifecycleBody, SendBatch, StartResult } from '../wire/protocol.js';
 import { isAckRun, readAckRun } from '../wire/validate.js';
 import { OutboundQueue, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
 import { acksSchema, noticeSchema } from './protocol.js';
@@ -202,6 +213,39 @@ export interface StartInstanceOptions {
   queueCapacity?: number;
 }
 
+/** How long {@link Runtime.startInstance} waits, and what for. */
+export interface StartWaitOptions {
+  /**
+   * `'started'` (default): resolve once the worker has loaded and validated the channel module
+   * (connecting goes on in the background). `'connected'`: resolve once the channel is connected;
+   * reject with `start_failure` (the instance removed) when it ends in `error` first (a fatal
+   * connect, reconnects and restarts exhausted) or `timeoutMs` passes.
+   */
+  waitFor?: 'started' | 'connected';
+  /** With `waitFor: 'connected'`: at most this long, ms. Default: no limit of its own. */
+  timeoutMs?: number;
+  /** Gives up the wait (the instance is removed): rejects with `aborted`. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Runtime.whenStatus}. */
+export interface WhenStatusOptions {
+  /** At most this long, ms: then `timeout`. Default: no limit. */
+  timeoutMs?: number;
+  /** Gives up the wait: rejects with `aborted`. */
+  signal?: AbortSignal;
+}
+
+const waitSchema = z
+  .object({
+    waitFor: z.enum(['started', 'connected']).optional(),
+    timeoutMs: z.number().int().min(1).max(2_147_483_647).optional(),
+    signal: z.instanceof(AbortSignal).optional(),
+  })
+  .strict();
+
+const statusesSchema = z.union([z.enum(INSTANCE_STATUSES), z.array(z.enum(INSTANCE_STATUSES)).min(1)]);
+
 const startInstanceSchema = z
   .object({
     id: z.string().min(1).optional(),
@@ -267,6 +311,8 @@ interface Entry {
   failure: ThreadvisorError | undefined;
   /** The settings as given (the server's copy has credential values scrubbed out). */
   readonly settings: Record<string, unknown>;
+  /** `startInstance` is still starting it: a channel that cannot load fails the call, not the instance. */
+  firstStart: boolean;
 }
 
 /** A health snapshot with the data plane's figures. */
@@ -348,12 +394,19 @@ export class Runtime extends EventEmitter {
 
   /**
    * Starts an instance: registers its {@link InstanceServer}, spawns its worker under a per-instance
-   * supervisor and resolves with the server once the worker has loaded its channel (connecting
-   * continues in the background; watch `instance:connected`). Rejects with `invalid_config`
-   * (listing bad fields), `already_started` (the id runs), `start_failure` or `stopped`.
+   * supervisor and resolves with the server once the worker has loaded and validated its channel
+   * module (connecting continues in the background), or, with `wait.waitFor: 'connected'`, once the
+   * channel is connected. To wait for a status later, see {@link Runtime.whenStatus}.
+   *
+   * Rejects with `invalid_config` (listing bad fields), `already_started` (the id runs), `stopped`,
+   * `aborted` (the wait's signal), or `start_failure`: the channel module cannot be loaded or is
+   * invalid (its `cause` is a `ChannelInvalidError` naming the problem), the worker cannot start,
+   * or (waiting for `connected`) the instance ended in `error` first or the wait timed out. After
+   * any rejection the instance is gone: the same id may be started again.
    */
-  async startInstance(options: StartInstanceOptions): Promise<InstanceServer> {
+  async startInstance(options: StartInstanceOptions, wait: StartWaitOptions = {}): Promise<InstanceServer> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
+    const w = parseOrThrow(waitSchema, wait, 'startInstance wait options');
     const o = parseOrThrow(startInstanceSchema, options, 'instance options');
     const record = parseInstance({ id: o.id, name: o.name, channelType: o.channelType, credentials: o.credentials ?? {}, settings: o.settings ?? {} });
     if (this.#entries.has(record.id)) throw new AlreadyStartedError(record.id);
@@ -401,6 +454,7 @@ export class Runtime extends EventEmitter {
       queue,
       dataPort: undefined,
       columns: new ColumnEncoder(),
+      firstStart: true,
     };
     ref.entry = entry;
     this.#entries.set(record.id, entry);
@@ -410,9 +464,79 @@ export class Runtime extends EventEmitter {
     } catch (err) {
       if (this.#entries.get(record.id) === entry) this.#entries.delete(record.id);
       server.stop(server.redactReason(err) ?? 'start failed');
-      throw err;
+      const invalid = entry.failure;
+      throw invalid instanceof ChannelInvalidError ? new StartFailureError(record.id, invalid.message, { cause: invalid }) : err;
+    } finally {
+      entry.firstStart = false;
+    }
+    if (w.waitFor === 'connected') {
+      try {
+        await this.#whenStatus(entry, ['connected'], w.timeoutMs, w.signal);
+      } catch (err) {
+        if (this.#entries.get(record.id) === entry) await this.stopInstance(record.id).catch(() => undefined);
+        if (err instanceof AbortedError || err instanceof StoppedError) throw err;
+        const why = err instanceof TimeoutError ? err.message : (server.lastError ?? 'it ended in error before connecting');
+        throw new StartFailureError(record.id, `not connected: ${why}`, { cause: err });
+      }
     }
     return server;
+  }
+
+  /**
+   * Resolves with the instance's status once it is `status` (or one of `status`), at once when it
+   * already is. Rejects with `not_running` when it enters `error` first (unless `error` is awaited;
+   * `status().lastError` says why), `stopped` when it is stopped or removed, `timeout` after
+   * `timeoutMs`, `aborted` on the signal; `not_found` for an unknown id.
+   */
+  whenStatus(id: string, status: InstanceStatus | readonly InstanceStatus[], opts: WhenStatusOptions = {}): Promise<InstanceStatus> {
+    try {
+      const wanted = parseOrThrow(statusesSchema, status, 'whenStatus status');
+      const o = parseOrThrow(waitSchema.omit({ waitFor: true }), opts, 'whenStatus options');
+      return this.#whenStatus(this.#get(id), typeof wanted === 'string' ? [wanted] : wanted, o.timeoutMs, o.signal);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  #whenStatus(entry: Entry, wanted: readonly InstanceStatus[], timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<InstanceStatus> {
+    const { server } = entry;
+    const what = `instance ${entry.id} status ${wanted.join(' | ')}`;
+    return new Promise<InstanceStatus>((resolve, reject) => {
+      const events = ['started', 'connecting', 'connected', 'disconnected', 'error', 'stopped'].map((e) => `instance:${e}`);
+      let timer: NodeJS.Timeout | undefined;
+      const done = (): void => {
+        for (const e of events) server.off(e, check);
+        signal?.removeEventListener('abort', onAbort);
+        if (timer) clearTimeout(timer);
+      };
+      const onAbort = (): void => {
+        done();
+        reject(new AbortedError(what, { cause: signal?.reason }));
+      };
+      const check = (): void => {
+        const now = server.currentStatus;
+        if (wanted.includes(now)) {
+          done();
+          resolve(now);
+        } else if (server.stoppedEmitted || this.#entries.get(entry.id) !== entry) {
+          done();
+          reject(new StoppedError(`instance ${entry.id}`));
+        } else if (now === 'error') {
+          done();
+          reject(entry.failure ?? new NotRunningError(`instance ${entry.id}`));
+        }
+      };
+      if (signal?.aborted) return onAbort();
+      for (const e of events) server.on(e, check);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          done();
+          reject(new TimeoutError(what, timeoutMs));
+        }, timeoutMs);
+      }
+      check();
+    });
   }
 
   /** The status map of an instance. Unknown id: {@link NotFoundError} (`not_found`). */
@@ -867,12 +991,24 @@ export class Runtime extends EventEmitter {
         entry.queue.requeueInFlight(`worker ${exitKind(exit)}: ${exit.reason}`, { crashed: exit.class !== 'shutdown' });
       }
     });
+    let started: StartResult;
     try {
       // Loading zod and the channel module is part of getting ready: same budget as the spawn.
-      await host.callWithTimeout(o.readyTimeoutMs, 'start');
+      started = await host.callWithTimeout(o.readyTimeoutMs, 'start');
     } catch (err) {
       await host.shutdown('brutal_kill');
       throw err;
+    }
+    if (!started.ok) {
+      // The channel module cannot be loaded or is invalid: retrying cannot help.
+      const reason = server.redactReason(started.reason) ?? 'invalid channel';
+      entry.failure = new ChannelInvalidError(entry.id, reason);
+      if (entry.firstStart) {
+        await host.shutdown('brutal_kill');
+        throw entry.failure; // startInstance rejects with start_failure; the instance is removed
+      }
+      this.#fatal(entry, reason); // on a restart: the instance goes to error, no restart loop
+      return host;
     }
     if (host.state === 'up') {
       entry.dataPort = data.port1;

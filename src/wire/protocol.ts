@@ -171,12 +171,15 @@ export type NoticeBody = LifecycleBody | AcksBody;
 /** One message from an instance worker on its data port. */
 export type Notice = LifecycleNotice | AcksNotice;
 
+/** What {@link InstanceWorkerApi.start} answers: started, or why the channel cannot run. */
+export type StartResult = { ok: true } | { ok: false; code: 'channel_invalid'; reason: string };
+
 /** The control-plane API an instance worker serves (through the WorkerHost's comlink port). */
 export interface InstanceWorkerApi {
   /**
-   * Starts connecting (then the inbound loop) in the background. The channel module was loaded
-   * and validated before the worker reported ready; a module that failed was reported as a
-   * `fatal` notice, and then this does nothing.
+   * Starts connecting (then the inbound loop) in the background, after this call has answered.
+   * The channel module was loaded and validated before the worker reported ready; a module that
+   * failed is answered `{ ok: false, code: 'channel_invalid', reason }`, and nothing starts.
    */
-  start(): Promise<void>;
+  start(): Promise<StartResult>;
 }

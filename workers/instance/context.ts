@@ -15,7 +15,7 @@ import { TimeoutError } from '../../src/errors.js';
 import type { BackoffPolicy } from '../../src/wire/backoff.js';
 import { classifyError } from '../../src/wire/classify.js';
 import type { FailureClass } from '../../src/wire/errors.js';
-import type { InstanceBoot, LifecycleBody, LogLevel, Notice } from '../../src/wire/protocol.js';
+import type { InstanceBoot, LifecycleBody, LogLevel, Notice, StartResult } from '../../src/wire/protocol.js';
 import { readInboundAck, readSendBatch } from '../../src/wire/validate.js';
 import { connectLoop } from './connect.js';
 import { Inbound } from './inbound.js';
@@ -47,8 +47,10 @@ export class InstanceContext {
   /** The instance's number on the wire. */
   readonly iid: number;
   readonly config: InstanceConfig;
-  /** The channel, or `undefined` when its module could not be loaded (a fatal notice said why). */
+  /** The channel, or `undefined` when its module could not be used (`start()` answers why). */
   readonly channel: AnyChannel | undefined;
+  /** Why the channel module could not be used. */
+  readonly #loadFailure: string | undefined;
   readonly backoff: BackoffPolicy;
   readonly inbound: Inbound;
   readonly sends: SendDrain;
@@ -64,13 +66,15 @@ export class InstanceContext {
   live: Connection | undefined;
   /** The connection being established, and its `connect` call. */
   connecting: { conn: Connection; call: Promise<unknown> } | undefined;
-  #starting: Promise<void> | undefined;
+  #starting: Promise<StartResult> | undefined;
   readonly #send: Poster;
 
-  constructor(config: InstanceConfig, channel: AnyChannel | undefined, send: Poster) {
+  constructor(config: InstanceConfig, channel: AnyChannel | string, send: Poster) {
     this.iid = config.iid;
     this.config = config;
-    this.channel = channel;
+    this.channel = typeof channel === 'string' ? undefined : channel;
+    this.#loadFailure = typeof channel === 'string' ? channel : undefined;
+    if (this.#loadFailure !== undefined) this.finished = true;
     this.#send = send;
     const r = config.reconnect;
     this.backoff = { initialDelayMs: r.baseMs, maxDelayMs: r.maxMs, jitter: r.jitter, random: Math.random };
@@ -216,11 +220,21 @@ export class InstanceContext {
 
   // ---- lifecycle --------------------------------------------------------------------------------
 
-  /** Starts connecting in the background (once; a channel that failed to load does nothing). */
-  start(): Promise<void> {
+  /**
+   * Starts connecting in the background, on the next turn: the answer leaves first, so even a
+   * `connect` that blocks the thread cannot hold it (that is a hang, for the heartbeat). Once; a
+   * channel that could not be loaded starts nothing and answers why.
+   */
+  start(): Promise<StartResult> {
     if (!this.#starting) {
-      this.#starting = Promise.resolve();
-      if (!this.stopped && !this.finished && this.channel) void connectLoop(this, 0).catch(crash);
+      if (this.#loadFailure !== undefined) {
+        this.#starting = Promise.resolve({ ok: false, code: 'channel_invalid', reason: this.#loadFailure });
+      } else {
+        this.#starting = Promise.resolve({ ok: true });
+        setImmediate(() => {
+          if (!this.stopped && !this.finished && this.channel) void connectLoop(this, 0).catch(crash);
+        });
+      }
     }
     return this.#starting;
   }
