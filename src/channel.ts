@@ -1,7 +1,8 @@
 /**
  * The channel contract: what a channel module (one platform: a chat API, a stream, a webhook
  * source) implements. A channel module's default export is `defineChannel({...})`. It is loaded
- * and validated inside the instance's worker thread; every callback runs there.
+ * and validated inside the instance's worker thread; every callback runs there. The runtime also
+ * imports it once on the main thread, only to read its optional `settingsSchema`.
  *
  * @packageDocumentation
  */
@@ -70,6 +71,16 @@ export interface SendInfo {
   readonly redelivery: boolean;
 }
 
+/**
+ * A schema of a channel's settings: a zod schema, or any object with a zod-like `safeParse`
+ * (failure issues carry a `path` and a `message`). See {@link ChannelDefinitionBase.settingsSchema}.
+ */
+export interface SettingsSchema {
+  safeParse(value: unknown):
+    | { success: true }
+    | { success: false; error: { issues: ReadonlyArray<{ readonly path: ReadonlyArray<PropertyKey>; readonly message: string; readonly code?: string }> } };
+}
+
 /** Outcome of a probe: `ok`, `degraded` (still running, visible in health) or `failed`. */
 export type ProbeOutcome = 'ok' | 'degraded' | 'failed';
 
@@ -82,6 +93,13 @@ export type ProbeResult = void | ProbeOutcome | { outcome: ProbeOutcome; reason?
 export interface ChannelDefinitionBase<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>> {
   /** The channel type, e.g. `telegram`; must equal the instance's `channelType`. */
   readonly type: string;
+  /**
+   * The schema of the instance's `settings` (optional). The runtime reads it on the main thread
+   * (it imports the channel module there once per module) and `startInstance` rejects settings
+   * that fail it with `invalid_config`, naming each bad field as `settings.<path>`, before any
+   * worker is spawned. The channel still receives the settings as given (not the parsed output).
+   */
+  readonly settingsSchema?: SettingsSchema;
   /** Opens the connection. May return metadata (shown in the `connected` event). */
   connect(ctx: ChannelContext<Settings, Credentials>): Promise<void | Record<string, unknown>> | void | Record<string, unknown>;
   /** Closes the connection. */
@@ -161,5 +179,11 @@ export const channelDefinitionSchema = z
     listen: fn('listen').optional(),
     probe: fn('probe').optional(),
     classify: fn('classify').optional(),
+    settingsSchema: z
+      .custom<SettingsSchema>(
+        (v) => typeof v === 'object' && v !== null && typeof (v as { safeParse?: unknown }).safeParse === 'function',
+        'expected settingsSchema to be a schema with safeParse (a zod schema)',
+      )
+      .optional(),
   })
   .refine((c) => !(c.poll && c.listen), { message: 'a channel has poll, listen or neither, not both', path: ['listen'] });

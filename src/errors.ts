@@ -150,10 +150,16 @@ export class StoppedError extends ThreadvisorError {
   }
 }
 
-/** A message crossing a thread boundary failed its schema. */
+/**
+ * A message crossing a thread boundary failed its schema, or cannot cross it at all: `rt.send`
+ * of `undefined`, or of a value structured clone refuses (a function, a symbol, a `WeakMap`, ...).
+ * `details.path` (`$.a[2].b`) names the offending value when there is one; the value itself is
+ * never part of the error.
+ */
 export class InvalidMessageError extends ThreadvisorError {
-  constructor(channel: string, reason: string) {
-    super('invalid_message', `invalid message on ${channel}: ${reason}`, { channel, reason });
+  constructor(channel: string, reason: string, options?: { path?: string }) {
+    const at = options?.path === undefined ? '' : ` at ${options.path}`;
+    super('invalid_message', `invalid message on ${channel}${at}: ${reason}`, options?.path === undefined ? { channel, reason } : { channel, reason, path: options.path });
   }
 }
 

@@ -61,7 +61,7 @@ import {
 } from '../errors.js';
 import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
 import { eventChannel, publish } from '../telemetry.js';
-import { parseOrThrow } from '../validate.js';
+import { parseConfig, parseOrThrow } from '../validate.js';
 import type { WireError } from '../wire/errors.js';
 import type { AckResult } from '../wire/protocol.js';
 import { LruCache } from './lru.js';
@@ -315,15 +315,18 @@ export const outboundQueueOptionsSchema = z
 
 const keySchema = z.union([z.string().min(1).max(1024), z.number().finite(), z.null()]);
 
-/** Zod schema of {@link EnqueueOptions} (unknown keys are ignored: callers may pass their own). */
-export const enqueueOptionsSchema = z.object({
+/** Zod schema of {@link EnqueueOptions}. Unknown keys are refused (they are usually typos). */
+export const enqueueOptionsSchema = z.strictObject({
   idempotencyKey: keySchema.optional(),
   signal: z.instanceof(AbortSignal).optional(),
   waitForCapacity: z.boolean().optional(),
 });
 
-/** Zod schema of {@link EnqueueManyOptions} (`idempotencyKey` is refused: each message takes its own). */
-export const enqueueManyOptionsSchema = z.object({
+/**
+ * Zod schema of {@link EnqueueManyOptions} (`idempotencyKey` is refused: each message takes its
+ * own). Unknown keys are refused too.
+ */
+export const enqueueManyOptionsSchema = z.strictObject({
   idempotencyKey: z.never({ error: 'not an option of a batch: each message takes its own key (its id)' }).optional(),
   signal: z.instanceof(AbortSignal).optional(),
   waitForCapacity: z.boolean().optional(),
@@ -332,6 +335,7 @@ export const enqueueManyOptionsSchema = z.object({
 /** The cheap check of the hot path; anything it does not accept goes through the zod schema. */
 function quickValid(o: unknown): o is EnqueueOptions {
   if (typeof o !== 'object' || o === null) return false;
+  for (const key in o) if (key !== 'idempotencyKey' && key !== 'signal' && key !== 'waitForCapacity') return false;
   const { idempotencyKey: k, signal, waitForCapacity: w } = o as EnqueueOptions;
   return (
     (k === undefined || k === null || (typeof k === 'string' && k.length > 0 && k.length <= 1024) || (typeof k === 'number' && Number.isFinite(k))) &&
@@ -462,13 +466,12 @@ class Entry<M, R> {
   /** Current dispatch seq while in flight. */
   seq = -1;
   firstDispatchAt = -1;
-  onAbort: (() => void) | undefined = undefined;
   /** Set for a single send (made at once) or when a duplicate asks for it (see {@link promiseOf}). */
   resolve: ((r: R) => void) | undefined = undefined;
   reject: ((e: unknown) => void) | undefined = undefined;
   promise: Promise<R> | undefined = undefined;
   /** The batch of an `enqueueMany`, and this message's place in it. */
-  group: Group<M, R> | undefined = undefined;
+  group: Group<R> | undefined = undefined;
   index = 0;
 
   constructor(
@@ -491,17 +494,18 @@ class Entry<M, R> {
   }
 }
 
+/** The waiting sends one `AbortSignal` guards in one queue, and its one `abort` listener. */
+interface SignalGuard<M, R> {
+  readonly entries: Set<Entry<M, R>>;
+  readonly listener: () => void;
+}
+
 /** The outcomes of one `enqueueMany`, resolved once every message settled. */
-class Group<M, R> {
+class Group<R> {
   readonly outcomes: SendOutcome<R>[];
   remaining: number;
   readonly promise: Promise<SendOutcome<R>[]>;
   readonly #resolve: (o: SendOutcome<R>[]) => void;
-  /** One abort listener for the whole batch (not one per waiting message). */
-  signal: AbortSignal | undefined = undefined;
-  onAbort: (() => void) | undefined = undefined;
-  /** Its messages that wait for room (aborted together). */
-  waiting: Entry<M, R>[] | undefined = undefined;
 
   constructor(n: number) {
     this.outcomes = new Array<SendOutcome<R>>(n);
@@ -513,12 +517,7 @@ class Group<M, R> {
 
   settle(i: number, outcome: SendOutcome<R>): void {
     this.outcomes[i] = outcome;
-    if (--this.remaining === 0) {
-      if (this.onAbort !== undefined) this.signal?.removeEventListener('abort', this.onAbort);
-      this.onAbort = undefined;
-      this.waiting = undefined;
-      this.#resolve(this.outcomes);
-    }
+    if (--this.remaining === 0) this.#resolve(this.outcomes);
   }
 }
 
@@ -631,6 +630,8 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   // eslint-disable-next-line no-unused-private-class-members -- held, never read: see above
   #newest: Entry<M, R> | undefined = undefined;
   readonly #waiters = new Deque<Entry<M, R>>();
+  /** The waiting entries each signal guards, with its one `abort` listener (see `#guard`). */
+  readonly #guards = new WeakMap<AbortSignal, SignalGuard<M, R>>();
   /** In-flight window: slot i holds the dispatch with seq `#flightBase + i` (undefined once acked). */
   readonly #flight = new Deque<Entry<M, R> | undefined>(64);
   #flightBase = 0;
@@ -791,7 +792,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     let wait = false;
     try {
       if (options !== undefined) {
-        const o = quickValid(options) ? options : parseOrThrow(enqueueOptionsSchema, options, 'send options');
+        const o = quickValid(options) ? options : parseConfig('send options', enqueueOptionsSchema, options);
         key = o.idempotencyKey;
         signal = o.signal;
         wait = o.waitForCapacity === true;
@@ -858,7 +859,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     try {
       if (!Array.isArray(messages)) throw new InvalidConfigError('messages of a batch send', [{ path: '', message: 'expected an array of messages' }]);
       if (options !== undefined) {
-        const o = parseOrThrow(enqueueManyOptionsSchema, options, 'batch send options');
+        const o = parseConfig('batch send options', enqueueManyOptionsSchema, options);
         signal = o.signal;
         wait = o.waitForCapacity === true;
       }
@@ -870,7 +871,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       return Promise.reject(err);
     }
     const n = messages.length;
-    const group = new Group<M, R>(n);
+    const group = new Group<R>(n);
     if (n === 0) return group.promise;
     if (this.#closed || signal?.aborted) {
       const err = this.#closed ? this.#stoppedError('closed') : new AbortedError(`send on instance ${this.instanceId}`, { cause: signal?.reason });
@@ -899,21 +900,9 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
           group.settle(i, { ok: false, error: new QueueFullError(`outbound queue of instance ${this.instanceId}`, this.capacity) });
           continue;
         }
-        const e = new Entry<M, R>(message, key, now, undefined, false);
+        const e = new Entry<M, R>(message, key, now, signal, false);
         e.group = group;
         e.index = i;
-        if (signal !== undefined) {
-          (group.waiting ??= []).push(e);
-          if (group.onAbort === undefined) {
-            const waiting = group.waiting;
-            group.signal = signal;
-            group.onAbort = () => {
-              group.onAbort = undefined;
-              for (const w of waiting) if (w.state === WAITING) this.#abortWaiter(w);
-            };
-            signal.addEventListener('abort', group.onAbort, { once: true });
-          }
-        }
         this.#park(e);
         continue;
       }
@@ -943,26 +932,56 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   #wait(message: M, key: IdempotencyKey | undefined, signal: AbortSignal | undefined): Promise<R> {
     const e = new Entry<M, R>(message, key, this.#now(), signal);
-    if (signal !== undefined) {
-      e.onAbort = () => this.#abortWaiter(e);
-      signal.addEventListener('abort', e.onAbort, { once: true });
-    }
     this.#park(e);
     return e.promise as Promise<R>;
   }
 
-  /** Puts an entry among the waiters for room. */
+  /** Puts an entry among the waiters for room (guarded by its signal, if it has one). */
   #park(e: Entry<M, R>): void {
     e.state = WAITING;
     if (e.key !== undefined) this.#pending.set(e.key, e);
     this.#waiters.push(e);
     this.#waiting++;
+    if (e.signal !== undefined) this.#guard(e.signal, e);
   }
 
-  /** Called once at most: the listener is removed when the waiter is admitted or closed. */
+  /**
+   * Registers a waiting entry with its signal. One `abort` listener per signal and queue, however
+   * many sends share the signal (a listener per send would trip Node's
+   * `MaxListenersExceededWarning` past 10 and cost a closure each); it is removed once the
+   * signal guards no waiting entry any more.
+   */
+  #guard(signal: AbortSignal, e: Entry<M, R>): void {
+    let g = this.#guards.get(signal);
+    if (g === undefined) {
+      const guard: SignalGuard<M, R> = { entries: new Set(), listener: () => this.#onAbort(signal, guard) };
+      g = guard;
+      this.#guards.set(signal, g);
+      signal.addEventListener('abort', g.listener, { once: true });
+    }
+    g.entries.add(e);
+  }
+
+  /** Takes a waiting entry off its signal's guard (admitted or closed); the last one removes the listener. */
+  #unguard(e: Entry<M, R>): void {
+    const signal = e.signal;
+    if (signal === undefined) return;
+    const g = this.#guards.get(signal);
+    if (g === undefined || !g.entries.delete(e) || g.entries.size > 0) return;
+    this.#guards.delete(signal);
+    signal.removeEventListener('abort', g.listener);
+  }
+
+  /** The signal aborted: every send it still guards gives up waiting. */
+  #onAbort(signal: AbortSignal, g: SignalGuard<M, R>): void {
+    if (this.#guards.get(signal) === g) this.#guards.delete(signal);
+    for (const e of g.entries) if (e.state === WAITING) this.#abortWaiter(e);
+    g.entries.clear();
+  }
+
+  /** Called once at most per entry, from its signal's guard. */
   #abortWaiter(e: Entry<M, R>): void {
     e.state = DONE;
-    e.onAbort = undefined;
     this.#waiting--;
     this.#tombstones++;
     if (e.key !== undefined) this.#pending.delete(e.key);
@@ -978,7 +997,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       }
       this.#tombstones = 0;
     }
-    settleError(e, new AbortedError(`send on instance ${this.instanceId}`, { cause: (e.signal ?? e.group?.signal)?.reason }));
+    settleError(e, new AbortedError(`send on instance ${this.instanceId}`, { cause: e.signal?.reason }));
   }
 
   /** Moves waiters into the queue while there is room, FIFO. */
@@ -990,10 +1009,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
         continue;
       }
       this.#waiting--;
-      if (e.onAbort !== undefined) {
-        e.signal?.removeEventListener('abort', e.onAbort);
-        e.onAbort = undefined;
-      }
+      this.#unguard(e);
       this.#admit(e);
     }
   }
@@ -1373,8 +1389,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     for (let e = this.#queue.shift(); e !== undefined; e = this.#queue.shift()) doomed.push(e);
     for (let e = this.#waiters.shift(); e !== undefined; e = this.#waiters.shift()) {
       if (e.state !== WAITING) continue;
-      if (e.onAbort !== undefined) e.signal?.removeEventListener('abort', e.onAbort);
-      e.onAbort = undefined;
+      this.#unguard(e);
       doomed.push(e);
     }
     this.#flight.clear();

@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:worker_threads';
+import { MessageChannel, SHARE_ENV, type MessagePort, type ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import {
@@ -11,6 +11,8 @@ import {
   AlreadyStartedError,
   ChannelInvalidError,
   InstanceNotFoundError,
+  InvalidConfigError,
+  InvalidMessageError,
   NotRunningError,
   StartFailureError,
   StoppedError,
@@ -24,12 +26,15 @@ import { backoffOptionsSchema, type BackoffOptions } from '../supervisor/backoff
 import { Supervisor } from '../supervisor/supervisor.js';
 import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
-import { loggerSchema, parseOrThrow } from '../validate.js';
+import { loggerSchema, parseConfig } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
+import { resourceLimitsSchema } from '../worker/schemas.js';
 import { ColumnEncoder } from '../wire/columns.js';
 import type { AckResult, InboundAck, InstanceBoot, InstanceWorkerApi, LifecycleBody, SendBatch, StartResult } from '../wire/protocol.js';
 import { isAckRun, readAckRun } from '../wire/validate.js';
 import { OutboundQueue, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
+import { findNonCloneable } from './cloneable.js';
+import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
 import { acksSchema, noticeSchema } from './protocol.js';
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
@@ -52,6 +57,45 @@ const MAX_TIMER_MS = 2_147_483_647;
 /** A timer budget, ms. */
 const budget = positive.max(MAX_TIMER_MS);
 const ms = z.number().int().min(0).max(MAX_TIMER_MS);
+
+/**
+ * The largest `queueCapacity`. A queue holds its messages on the main thread, so the bound is a
+ * memory bound: ten million pending sends is already gigabytes; a larger bound is a mistake.
+ */
+export const MAX_QUEUE_CAPACITY = 10_000_000;
+const queueCapacitySchema = z.number().int().min(1).max(MAX_QUEUE_CAPACITY);
+
+type PoolOptions = NonNullable<ConstructorParameters<typeof Piscina>[0]>;
+const threadCount = z.number().int().min(1).max(1024);
+/** piscina's options (`rt.pool`), checked here: piscina itself would throw only on first use. */
+const poolSchema = z
+  .strictObject({
+    filename: z.string().min(1).nullable().optional(),
+    name: z.string().min(1).optional(),
+    minThreads: z.number().int().min(0).max(1024).optional(),
+    maxThreads: threadCount.optional(),
+    idleTimeout: z.number().min(0).optional(),
+    maxQueue: z.union([z.number().int().min(0), z.literal(Infinity), z.literal('auto')]).optional(),
+    concurrentTasksPerWorker: threadCount.optional(),
+    atomics: z.enum(['sync', 'async', 'disabled']).optional(),
+    resourceLimits: resourceLimitsSchema.optional(),
+    argv: z.array(z.string()).optional(),
+    execArgv: z.array(z.string()).optional(),
+    env: z.union([z.custom<typeof SHARE_ENV>((v) => v === SHARE_ENV), z.record(z.string(), z.string())]).optional(),
+    workerData: z.unknown().optional(),
+    taskQueue: z.custom<NonNullable<PoolOptions['taskQueue']>>((v) => typeof v === 'object' && v !== null, 'expected a task queue object').optional(),
+    niceIncrement: z.number().int().optional(),
+    trackUnmanagedFds: z.boolean().optional(),
+    closeTimeout: z.number().min(0).optional(),
+    recordTiming: z.boolean().optional(),
+    stricterFIFO: z.boolean().optional(),
+    loadBalancer: z.custom<NonNullable<PoolOptions['loadBalancer']>>((v) => typeof v === 'function', 'expected a function').optional(),
+    workerHistogram: z.boolean().optional(),
+  })
+  .refine((p) => p.minThreads === undefined || p.minThreads <= (p.maxThreads ?? availableParallelism()), {
+    message: `minThreads must be <= maxThreads (default: the CPU count, ${availableParallelism()})`,
+    path: ['minThreads'],
+  });
 
 const restartSchema = z
   .object({
@@ -108,7 +152,7 @@ const runtimeOptionsSchema = z
       .default({ connectMs: 10_000, disconnectMs: 5000, sendMs: 10_000, pollMs: 30_000 }),
     pollIdleMs: ms.default(50),
     maxConsecutiveFailures: z.number().int().min(1).default(10),
-    queueCapacity: z.number().int().min(1).default(1000),
+    queueCapacity: queueCapacitySchema.default(1000),
     dedupeCacheSize: z.number().int().min(0).default(1000),
     delivery: z
       .object({
@@ -122,9 +166,9 @@ const runtimeOptionsSchema = z
     sendWindow: z.number().int().min(1).max(4096).default(1024),
     shutdownMs: ms.default(5000),
     readyTimeoutMs: budget.default(10_000),
-    resourceLimits: z.record(z.string(), z.number()).optional(),
+    resourceLimits: resourceLimitsSchema.optional(),
     onMessage: z.custom<OnMessage>((v) => typeof v === 'function', 'expected a function').optional(),
-    pool: z.record(z.string(), z.unknown()).optional(),
+    pool: poolSchema.optional(),
   })
   .strict();
 
@@ -254,9 +298,9 @@ const startInstanceSchema = z
     channel: z.union([z.string().min(1), z.instanceof(URL)]),
     credentials: z.record(z.string(), z.unknown()).optional(),
     settings: z.record(z.string(), z.unknown()).optional(),
-    resourceLimits: z.record(z.string(), z.number()).optional(),
+    resourceLimits: resourceLimitsSchema.optional(),
     restart: z.record(z.string(), z.unknown()).optional(),
-    queueCapacity: z.number().int().min(1).optional(),
+    queueCapacity: queueCapacitySchema.optional(),
   })
   .strict();
 
@@ -384,7 +428,7 @@ export class Runtime extends EventEmitter {
 
   /** Validates the options and starts an empty runtime. Bad options reject with `invalid_config`. */
   static async start(options: RuntimeOptions = {}): Promise<Runtime> {
-    const opts = parseOrThrow(runtimeOptionsSchema, options, 'runtime options');
+    const opts = parseConfig('runtime options', runtimeOptionsSchema, options);
     const root = opts.logger ?? defaultLogger();
     // Each instance's supervisor is the top of its own tree: the runtime is their root, and it
     // never restarts an escalated instance tree itself (error, then recoverAfterMs). So no root
@@ -406,11 +450,22 @@ export class Runtime extends EventEmitter {
    */
   async startInstance(options: StartInstanceOptions, wait: StartWaitOptions = {}): Promise<InstanceServer> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
-    const w = parseOrThrow(waitSchema, wait, 'startInstance wait options');
-    const o = parseOrThrow(startInstanceSchema, options, 'instance options');
+    const w = parseConfig('startInstance wait options', waitSchema, wait);
+    const o = parseConfig('instance options', startInstanceSchema, options);
+    // Credentials and settings go to the worker by structured clone: what cannot cross is a bad
+    // option here (named by its path, never by its value), not a start failure later.
+    const unclonable = [findNonCloneable(o.credentials, 'credentials'), findNonCloneable(o.settings, 'settings')].filter((b) => b !== undefined);
+    if (unclonable.length > 0) throw new InvalidConfigError('instance options', unclonable.map((b) => ({ path: b.path, message: b.problem })));
+    const restart = o.restart ? parseConfig('instance options.restart', restartSchema, { ...this.#opts.restart, ...o.restart }) : this.#opts.restart;
+    // The channel's settingsSchema, read on the main thread (its module imported once per URL).
+    // Known already: checked here, nothing registered. On the first start of a module: checked
+    // once it is read, before any worker is spawned (the start then fails like any other).
+    const channel = resolveChannel(o.channel);
+    const settings = o.settings ?? {};
+    const known = knownSettingsSchema(channel);
+    if (known?.schema) checkSettings(known.schema, settings, 'instance options');
     const record = parseInstance({ id: o.id, name: o.name, channelType: o.channelType, credentials: o.credentials ?? {}, settings: o.settings ?? {} });
     if (this.#entries.has(record.id)) throw new AlreadyStartedError(record.id);
-    const restart = o.restart ? parseOrThrow(restartSchema, { ...this.#opts.restart, ...o.restart }, 'instance options.restart') : this.#opts.restart;
     const capacity = o.queueCapacity ?? this.#opts.queueCapacity;
     // The queue and the server are built before the entry that ties them together.
     const ref: { entry?: Entry } = {};
@@ -438,7 +493,7 @@ export class Runtime extends EventEmitter {
       credentials: Object.freeze({ ...record.credentials }),
       iid: ++this.#lastIid,
       ops: Promise.resolve(),
-      channel: resolveChannel(o.channel),
+      channel,
       resourceLimits: (o.resourceLimits ?? this.#opts.resourceLimits) as ResourceLimits | undefined,
       restart,
       log: this.#log.child({ instanceId: record.id, channelType: record.channelType }),
@@ -460,7 +515,13 @@ export class Runtime extends EventEmitter {
     this.#entries.set(record.id, entry);
     server.markStarted();
     try {
-      await this.#op(entry, () => this.#startTree(entry));
+      await this.#op(entry, async () => {
+        if (known === undefined) {
+          const schema = await channelSettingsSchema(channel, this.#opts.readyTimeoutMs);
+          if (schema) checkSettings(schema, settings, 'instance options');
+        }
+        return this.#startTree(entry);
+      });
     } catch (err) {
       if (this.#entries.get(record.id) === entry) this.#entries.delete(record.id);
       server.stop(server.redactReason(err) ?? 'start failed');
@@ -490,8 +551,8 @@ export class Runtime extends EventEmitter {
    */
   whenStatus(id: string, status: InstanceStatus | readonly InstanceStatus[], opts: WhenStatusOptions = {}): Promise<InstanceStatus> {
     try {
-      const wanted = parseOrThrow(statusesSchema, status, 'whenStatus status');
-      const o = parseOrThrow(waitSchema.omit({ waitFor: true }), opts, 'whenStatus options');
+      const wanted = parseConfig('whenStatus status', statusesSchema, status);
+      const o = parseConfig('whenStatus options', waitSchema.omit({ waitFor: true }), opts);
       return this.#whenStatus(this.#get(id), typeof wanted === 'string' ? [wanted] : wanted, o.timeoutMs, o.signal);
     } catch (err) {
       return Promise.reject(err as Error);
@@ -541,11 +602,13 @@ export class Runtime extends EventEmitter {
 
   /** The status map of an instance. Unknown id: {@link NotFoundError} (`not_found`). */
   async status(id: string): Promise<InstanceStatusInfo> {
+    if (this.#state !== 'running') throw new StoppedError('runtime');
     return this.#get(id).server.status();
   }
 
   /** The health snapshot of an instance, worker liveness included. Unknown id: `not_found`. */
   async health(id: string): Promise<InstanceHealth> {
+    if (this.#state !== 'running') throw new StoppedError('runtime');
     return this.#health(this.#get(id));
   }
 
@@ -568,9 +631,15 @@ export class Runtime extends EventEmitter {
   send(id: string, message: unknown, options?: EnqueueOptions): Promise<unknown> {
     // Not async: the queue's own promise goes back as it is (an async wrapper would add a promise
     // and two microtask turns to every send).
+    if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
     const entry = this.#entries.get(id);
     if (entry === undefined) return Promise.reject(new InstanceNotFoundError(id));
     if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
+    // Refused before it is queued: a message that cannot cross to the worker (checked cheaply:
+    // a flat object of primitives costs a walk over its keys, no clone).
+    if (message === undefined) return Promise.reject(new InvalidMessageError(`instance ${id}`, 'the message is undefined'));
+    const bad = findNonCloneable(message);
+    if (bad !== undefined) return Promise.reject(new InvalidMessageError(`instance ${id}`, bad.problem, { path: bad.path }));
     return entry.queue.enqueue(message, options);
   }
 
@@ -584,9 +653,19 @@ export class Runtime extends EventEmitter {
    * Rejects only when no message was taken: `not_found`, `not_running`, `invalid_config`.
    */
   sendMany(id: string, messages: readonly unknown[], options?: EnqueueManyOptions): Promise<SendOutcome[]> {
+    if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
     const entry = this.#entries.get(id);
     if (entry === undefined) return Promise.reject(new InstanceNotFoundError(id));
     if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
+    // One bad message refuses the whole batch, nothing taken (as for bad options).
+    if (Array.isArray(messages)) {
+      for (let i = 0; i < messages.length; i++) {
+        const m: unknown = messages[i];
+        if (m === undefined) return Promise.reject(new InvalidMessageError(`instance ${id}`, 'the message is undefined', { path: `$[${i}]` }));
+        const bad = findNonCloneable(m, `$[${i}]`);
+        if (bad !== undefined) return Promise.reject(new InvalidMessageError(`instance ${id}`, bad.problem, { path: bad.path }));
+      }
+    }
     return entry.queue.enqueueMany(messages, options);
   }
 
@@ -627,8 +706,8 @@ export class Runtime extends EventEmitter {
    * `error` leaves it at once (without waiting for `recoverAfterMs`). Unknown id: `not_found`.
    */
   async restartInstance(id: string): Promise<void> {
-    const entry = this.#get(id);
     if (this.#state !== 'running') throw new StoppedError('runtime');
+    const entry = this.#get(id);
     await this.#op(entry, async () => {
       if (entry.state === 'stopping') throw new StoppedError(`instance ${id}`);
       this.#clearRecover(entry);
@@ -650,6 +729,7 @@ export class Runtime extends EventEmitter {
 
   /** Stops an instance (its worker disconnects within `shutdownMs`) and removes it. Emits `instance:stopped` once. */
   async stopInstance(id: string): Promise<void> {
+    if (this.#state !== 'running') throw new StoppedError('runtime');
     const entry = this.#get(id);
     entry.state = 'stopping';
     this.#clearRecover(entry);

@@ -19,7 +19,7 @@ import {
 import type { Readable } from 'node:stream';
 import * as Comlink from 'comlink';
 import type { Logger } from 'pino';
-import { InvalidConfigError, StartFailureError, TimeoutError, WorkerExitedError } from '../errors.js';
+import { InvalidConfigError, NotFoundError, StartFailureError, TimeoutError, WorkerExitedError } from '../errors.js';
 import type { ChildExit, ChildSpec, ExitClass, RestartType, RunningChild, Shutdown, StartContext } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
 import { PROTOCOL_VERSION, nodeEndpoint, type PongMessage, type SupervisedWorkerData } from '../wire/host.js';
@@ -215,6 +215,17 @@ function fallbackLogger(): Logger {
 function defaultChildId(filename: string | URL): string {
   const path = typeof filename === 'string' ? filename : filename.protocol === 'file:' ? fileURLToPath(filename) : filename.href;
   return basename(path).replace(/\.[cm]?js$/, '') || 'worker';
+}
+
+/**
+ * Whether a call's rejection is comlink failing to apply a method the worker's API does not have
+ * (`api[method]` is undefined or not a function): a `TypeError` about `apply` thrown by comlink's
+ * own frame, not by the method (a method's own `TypeError` has its own frame on top).
+ */
+function isMissingMethod(err: unknown): boolean {
+  if (!(err instanceof Error) || err.name !== 'TypeError' || !/\bapply\b/.test(err.message)) return false;
+  const top = err.stack?.split('\n').find((line) => line.trimStart().startsWith('at '));
+  return top !== undefined && /[\\/]comlink[\\/]/.test(top);
 }
 
 function errorCode(err: Error | undefined): unknown {
@@ -469,6 +480,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
    *
    * @throws {@link TimeoutError} after the deadline.
    * @throws {@link WorkerExitedError} at once when the worker dies (or has died).
+   * @throws {@link NotFoundError} (`not_found`, `details.what: 'worker method'`) when the worker's
+   *   API has no method `method`.
    * Errors thrown by the method itself are passed through as comlink rebuilds them.
    */
   call<K extends MethodName<API>>(method: K, ...args: CallArgs<API, K>): Promise<CallResult<API, K>> {
@@ -488,6 +501,9 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   ): Promise<CallResult<API, K>> {
     if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) {
       return Promise.reject(new InvalidConfigError('call', [{ path: 'timeoutMs', message: 'expected a positive number' }]));
+    }
+    if (typeof method !== 'string' || method.length === 0) {
+      return Promise.reject(new InvalidConfigError('call', [{ path: 'method', message: 'expected a method name' }]));
     }
     const what = `call ${method}`;
     if (this.#dying) return Promise.reject(new WorkerExitedError(what, this.#provisionalExit()));
@@ -519,7 +535,9 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
           if (settle()) resolve(value as CallResult<API, K>);
         },
         (err: unknown) => {
-          if (settle()) reject(err instanceof Error ? err : new Error(String(err)));
+          if (!settle()) return;
+          if (isMissingMethod(err)) reject(new NotFoundError('worker method', method));
+          else reject(err instanceof Error ? err : new Error(String(err)));
         },
       );
     });

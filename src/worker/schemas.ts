@@ -9,7 +9,6 @@
 import { SHARE_ENV } from 'node:worker_threads';
 import { z } from 'zod';
 import { loggerSchema } from '../validate.js';
-import { InvalidConfigError } from '../errors.js';
 import type { WorkerHeartbeatMessage } from '../wire/host.js';
 
 const nonNegativeInt = z.number().int().nonnegative().max(2 ** 31 - 1);
@@ -87,48 +86,4 @@ type _PongAgrees = z.infer<typeof workerHeartbeatMessageSchema> extends WorkerHe
 const _pongAgrees: _PongAgrees = true;
 void _pongAgrees;
 
-/** One bad field: its dotted path and what is wrong with it. */
-export interface ConfigIssue {
-  path: string;
-  message: string;
-}
-
-function joinPath(prefix: string, path: ReadonlyArray<PropertyKey>): string {
-  const parts = path.map((p) => String(p));
-  return [prefix, ...parts].filter((p) => p.length > 0).join('.');
-}
-
-/**
- * Flattens zod issues into `{ path, message }` pairs. Unions are resolved to the branch whose type
- * matched (so `heartbeat: { intervalMs: -1 }` reports `heartbeat.intervalMs`, not just `heartbeat`),
- * and unknown keys are reported one path each.
- */
-export function flattenIssues(issues: ReadonlyArray<z.core.$ZodIssue>, prefix = ''): ConfigIssue[] {
-  const out: ConfigIssue[] = [];
-  for (const issue of issues) {
-    const here = joinPath(prefix, issue.path);
-    if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) out.push({ path: joinPath(here, [key]), message: 'unknown option' });
-    } else if (issue.code === 'invalid_union') {
-      // A branch "matched the type" when none of its issues is a type mismatch at its own root.
-      const matched = issue.errors.filter(
-        (branch) =>
-          branch.length > 0 &&
-          !branch.some((i) => i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value')),
-      );
-      const first = matched[0];
-      if (matched.length === 1 && first) out.push(...flattenIssues(first, here));
-      else out.push({ path: here, message: issue.message });
-    } else {
-      out.push({ path: here, message: issue.message });
-    }
-  }
-  return out;
-}
-
-/** Parses `value` with `schema`, throwing {@link InvalidConfigError} that lists every bad path. */
-export function parseConfig<S extends z.ZodType>(what: string, schema: S, value: unknown): z.output<S> {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  throw new InvalidConfigError(what, flattenIssues(result.error.issues));
-}
+export { flattenIssues, parseConfig, type ConfigIssue } from '../validate.js';

@@ -27,6 +27,7 @@
  * @packageDocumentation
  */
 import { performance } from 'node:perf_hooks';
+import { z } from 'zod';
 import { defineChannel, type ChannelContext } from '../../src/channel.js';
 import { ChannelError } from '../../src/errors.js';
 
@@ -90,6 +91,36 @@ export interface LoopbackMessage {
 export interface LoopbackReceipt {
   externalId: string;
 }
+
+const count0 = z.number().min(0);
+/** A count that may be unbounded (`Infinity`). */
+const countOrInfinity = z.union([count0, z.literal(Infinity)]);
+
+/**
+ * The schema of {@link LoopbackSettings} (the table at the top of the module): the runtime checks
+ * it at `startInstance`, so bad settings fail there with `invalid_config`. Unknown keys are
+ * refused (they are usually typos). `connect` still checks by hand, for a worker started without
+ * the runtime.
+ */
+export const loopbackSettingsSchema = z.strictObject({
+  latencyMs: count0.optional(),
+  connectFailures: countOrInfinity.optional(),
+  fatalConnect: z.boolean().optional(),
+  requireToken: z.string().optional(),
+  sendFailures: countOrInfinity.optional(),
+  inbound: z
+    .strictObject({
+      ratePerSec: countOrInfinity,
+      rooms: z.union([z.number().int().min(1), z.array(z.string()).min(1)]).optional(),
+      batch: count0.optional(),
+      limit: countOrInfinity.optional(),
+    })
+    .optional(),
+  echo: z.boolean().optional(),
+  probe: z.enum(['ok', 'degraded', 'failed', 'fatal', 'hang']).optional(),
+  hangOn: z.enum(['connect', 'disconnect', 'send', 'poll', 'probe']).optional(),
+  faults: z.boolean().optional(),
+});
 
 const FAULTS: readonly string[] = ['crash', 'exit', 'hang', 'oom', 'disconnect', 'fatal'];
 const PROBES: readonly string[] = ['ok', 'degraded', 'failed', 'fatal', 'hang'];
@@ -256,6 +287,7 @@ function generate(s: NonNullable<Resolved['inbound']>): LoopbackMessage[] {
 /** The loopback channel (`type: 'loopback'`). */
 export default defineChannel<unknown, LoopbackReceipt>({
   type: 'loopback',
+  settingsSchema: loopbackSettingsSchema,
 
   async connect(ctx) {
     const s = settingsOf(ctx);
