@@ -4,9 +4,10 @@
  * and validated inside the instance's worker thread; every callback runs there. The runtime also
  * imports it once on the main thread, only to read its optional `settingsSchema`.
  *
+ * This module has no dependencies (a channel module imports it, so every worker loads it).
+ *
  * @packageDocumentation
  */
-import { z } from 'zod';
 import type { FailureClass } from './errors.js';
 
 /** The instance a channel serves, as its worker sees it (credentials included: they stay in this thread). */
@@ -166,24 +167,44 @@ export function defineChannel<Message, Receipt, Settings, Credentials>(
   return definition;
 }
 
-const fn = (what: string) => z.custom<(...args: never[]) => unknown>((v) => typeof v === 'function', `expected ${what} to be a function`);
+/** One problem of a channel definition: the member (`(root)` for the whole) and what is wrong. */
+export interface DefinitionIssue {
+  readonly path: string;
+  readonly message: string;
+}
 
-/** Zod schema a channel module's default export must satisfy (checked in the worker at load). */
-export const channelDefinitionSchema = z
-  .object({
-    type: z.string().min(1),
-    connect: fn('connect'),
-    disconnect: fn('disconnect'),
-    send: fn('send'),
-    poll: fn('poll').optional(),
-    listen: fn('listen').optional(),
-    probe: fn('probe').optional(),
-    classify: fn('classify').optional(),
-    settingsSchema: z
-      .custom<SettingsSchema>(
-        (v) => typeof v === 'object' && v !== null && typeof (v as { safeParse?: unknown }).safeParse === 'function',
-        'expected settingsSchema to be a schema with safeParse (a zod schema)',
-      )
-      .optional(),
-  })
-  .refine((c) => !(c.poll && c.listen), { message: 'a channel has poll, listen or neither, not both', path: ['listen'] });
+const REQUIRED = ['connect', 'disconnect', 'send'] as const;
+const OPTIONAL = ['poll', 'listen', 'probe', 'classify'] as const;
+
+/**
+ * Checks what a channel module's default export must be (the worker checks it at load, before
+ * anything runs): a non-empty `type`; functions `connect`, `disconnect` and `send`; optional
+ * functions `poll` or `listen` (not both), `probe` and `classify`; an optional `settingsSchema`
+ * with a `safeParse`. Returns every problem found (empty when it is a valid definition). Never
+ * throws (a throwing getter is a problem of its member).
+ */
+export function checkChannelDefinition(def: unknown): DefinitionIssue[] {
+  if (typeof def !== 'object' || def === null) return [{ path: '(root)', message: `expected an object, got ${def === null ? 'null' : typeof def}` }];
+  const issues: DefinitionIssue[] = [];
+  const read = (key: string): unknown => {
+    try {
+      return (def as Record<string, unknown>)[key];
+    } catch (err) {
+      issues.push({ path: key, message: `reading it threw: ${err instanceof Error ? err.message : String(err)}` });
+      return undefined;
+    }
+  };
+  const type = read('type');
+  if (typeof type !== 'string' || type.length === 0) issues.push({ path: 'type', message: 'expected a non-empty string' });
+  for (const key of REQUIRED) if (typeof read(key) !== 'function') issues.push({ path: key, message: `expected ${key} to be a function` });
+  for (const key of OPTIONAL) {
+    const v = read(key);
+    if (v !== undefined && typeof v !== 'function') issues.push({ path: key, message: `expected ${key} to be a function` });
+  }
+  if (read('poll') !== undefined && read('listen') !== undefined) issues.push({ path: 'listen', message: 'a channel has poll, listen or neither, not both' });
+  const schema = read('settingsSchema');
+  if (schema !== undefined && (typeof schema !== 'object' || schema === null || typeof (schema as { safeParse?: unknown }).safeParse !== 'function')) {
+    issues.push({ path: 'settingsSchema', message: 'expected settingsSchema to be a schema with safeParse (a zod schema)' });
+  }
+  return issues;
+}

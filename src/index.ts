@@ -44,7 +44,7 @@ export { OutboundQueue, PRESSURE_LEVELS } from './runtime/outbound.js';
 export type { AckResult, EnqueueManyOptions, EnqueueOptions, SendOutcome, IdempotencyKey, OutboundCounters, OutboundStats, PressureLevel, RetryOptions } from './runtime/outbound.js';
 export { noticeSchema } from './runtime/protocol.js';
 export type { InstanceBoot, InstanceWorkerApi, Notice, ReconnectPolicy, CallbackTimeouts } from './wire/protocol.js';
-export { defineChannel, channelDefinitionSchema } from './channel.js';
+export { defineChannel, checkChannelDefinition } from './channel.js';
 export type {
   ChannelContext,
   ChannelDefinition,

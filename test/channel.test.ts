@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as api from '../src/index.js';
-import { channelDefinitionSchema, defineChannel } from '../src/channel.js';
+import { checkChannelDefinition, defineChannel } from '../src/channel.js';
 
 const base = { type: 't', connect: () => {}, disconnect: () => {}, send: () => 1 };
 
@@ -10,20 +10,29 @@ describe('channel contract', { timeout: 10_000 }, () => {
     expect(def).toBe(base);
   });
 
-  it('the schema accepts poll, listen or neither', () => {
-    expect(channelDefinitionSchema.safeParse(base).success).toBe(true);
-    expect(channelDefinitionSchema.safeParse({ ...base, poll: () => [] }).success).toBe(true);
-    expect(channelDefinitionSchema.safeParse({ ...base, listen: () => {} }).success).toBe(true);
+  it('the check accepts poll, listen or neither', () => {
+    expect(checkChannelDefinition(base)).toEqual([]);
+    expect(checkChannelDefinition({ ...base, poll: () => [] })).toEqual([]);
+    expect(checkChannelDefinition({ ...base, listen: () => {} })).toEqual([]);
   });
 
-  it('the schema names a missing member and refuses poll with listen', () => {
+  it('the check names each missing or mistyped member and refuses poll with listen', () => {
     const { send: _send, ...noSend } = base;
-    const r = channelDefinitionSchema.safeParse(noSend);
-    expect(r.success).toBe(false);
-    expect(r.error!.issues.map((i) => i.path.join('.'))).toEqual(['send']);
-    const both = channelDefinitionSchema.safeParse({ ...base, poll: () => [], listen: () => {} });
-    expect(both.error!.issues.map((i) => i.path.join('.'))).toEqual(['listen']);
-    expect(channelDefinitionSchema.safeParse({ ...base, probe: 'x' }).success).toBe(false);
+    expect(checkChannelDefinition(noSend).map((i) => i.path)).toEqual(['send']);
+    expect(checkChannelDefinition({ ...base, poll: () => [], listen: () => {} }).map((i) => i.path)).toEqual(['listen']);
+    expect(checkChannelDefinition({ ...base, probe: 'x' }).map((i) => i.path)).toEqual(['probe']);
+    expect(checkChannelDefinition({ ...base, type: '' }).map((i) => i.path)).toEqual(['type']);
+    expect(checkChannelDefinition({}).map((i) => i.path)).toEqual(['type', 'connect', 'disconnect', 'send']);
+    expect(checkChannelDefinition(null)).toEqual([{ path: '(root)', message: 'expected an object, got null' }]);
+    const hostile = Object.defineProperty({ ...base }, 'send', {
+      get() {
+        throw new Error('no');
+      },
+    });
+    expect(checkChannelDefinition(hostile)).toEqual([
+      { path: 'send', message: 'reading it threw: no' },
+      { path: 'send', message: 'expected send to be a function' },
+    ]);
   });
 });
 

@@ -13,12 +13,11 @@
  * {@link Notice}s and acks on that port.
  *
  * The worker loads only the wire layer (`src/wire/`), the channel contract and the error classes
- * of the project (a test walks its import graph); zod comes with the channel contract, to
- * validate the channel module.
+ * of the project, and of packages only comlink (a test walks its import graph).
  *
  * ## `start()`
  * Before ready, the worker imports the channel module (`boot.channel`, a URL), takes its
- * **default export** (required) and validates it with `channelDefinitionSchema`. A load error, a
+ * **default export** (required) and validates it with `checkChannelDefinition`. A load error, a
  * missing default export, a missing or mistyped member, or a `type` other than the instance's
  * `channelType` makes `start()` answer `{ ok: false, code: 'channel_invalid', reason }` (the
  * reason names the member or the load error), and the worker idles until the runtime stops it.

@@ -27,8 +27,7 @@
  * @packageDocumentation
  */
 import { performance } from 'node:perf_hooks';
-import { z } from 'zod';
-import { defineChannel, type ChannelContext } from '../../src/channel.js';
+import { defineChannel, type ChannelContext, type SettingsSchema } from '../../src/channel.js';
 import { ChannelError } from '../../src/errors.js';
 
 /** The `inbound` setting of the loopback channel. */
@@ -92,36 +91,6 @@ export interface LoopbackReceipt {
   externalId: string;
 }
 
-const count0 = z.number().min(0);
-/** A count that may be unbounded (`Infinity`). */
-const countOrInfinity = z.union([count0, z.literal(Infinity)]);
-
-/**
- * The schema of {@link LoopbackSettings} (the table at the top of the module): the runtime checks
- * it at `startInstance`, so bad settings fail there with `invalid_config`. Unknown keys are
- * refused (they are usually typos). `connect` still checks by hand, for a worker started without
- * the runtime.
- */
-export const loopbackSettingsSchema = z.strictObject({
-  latencyMs: count0.optional(),
-  connectFailures: countOrInfinity.optional(),
-  fatalConnect: z.boolean().optional(),
-  requireToken: z.string().optional(),
-  sendFailures: countOrInfinity.optional(),
-  inbound: z
-    .strictObject({
-      ratePerSec: countOrInfinity,
-      rooms: z.union([z.number().int().min(1), z.array(z.string()).min(1)]).optional(),
-      batch: count0.optional(),
-      limit: countOrInfinity.optional(),
-    })
-    .optional(),
-  echo: z.boolean().optional(),
-  probe: z.enum(['ok', 'degraded', 'failed', 'fatal', 'hang']).optional(),
-  hangOn: z.enum(['connect', 'disconnect', 'send', 'poll', 'probe']).optional(),
-  faults: z.boolean().optional(),
-});
-
 const FAULTS: readonly string[] = ['crash', 'exit', 'hang', 'oom', 'disconnect', 'fatal'];
 const PROBES: readonly string[] = ['ok', 'degraded', 'failed', 'fatal', 'hang'];
 const HANGS: readonly string[] = ['connect', 'disconnect', 'send', 'poll', 'probe'];
@@ -151,8 +120,9 @@ const echoes: LoopbackMessage[] = [];
 let cache: { source: unknown; settings: Resolved } | undefined;
 let spins = 0;
 
-function invalid(path: string, expected: string): ChannelError {
-  return new ChannelError(`loopback: setting ${path} must be ${expected}`, { class: 'fatal', code: 'invalid_config' });
+/** A bad setting: a fatal `invalid_config` error naming it (`setting` is its dotted path). */
+function invalid(path: string, expected: string): ChannelError & { setting: string } {
+  return Object.assign(new ChannelError(`loopback: setting ${path} must be ${expected}`, { class: 'fatal', code: 'invalid_config' }), { setting: path });
 }
 
 function count(raw: Record<string, unknown>, key: string, fallback: number): number {
@@ -197,6 +167,44 @@ function resolveInbound(v: unknown): Resolved['inbound'] {
 function settingsOf(ctx: ChannelContext): Resolved {
   const source = ctx.instance.settings;
   if (cache?.source === source) return cache.settings;
+  const settings = resolveSettings(source);
+  cache = { source, settings };
+  return settings;
+}
+
+const SETTINGS: readonly string[] = ['latencyMs', 'connectFailures', 'fatalConnect', 'requireToken', 'sendFailures', 'inbound', 'echo', 'probe', 'hangOn', 'faults'];
+const INBOUND_SETTINGS: readonly string[] = ['ratePerSec', 'rooms', 'batch', 'limit'];
+
+/**
+ * The schema of {@link LoopbackSettings} (the table at the top of the module): the runtime checks
+ * it at `startInstance`, so bad settings fail there with `invalid_config`. Unknown keys are
+ * refused (they are usually typos). Written by hand on the parser `connect` uses (no schema
+ * library: this module loads in every loopback worker), so the two cannot disagree.
+ */
+export const loopbackSettingsSchema: SettingsSchema = {
+  safeParse(value: unknown) {
+    const issues: Array<{ path: string[]; message: string }> = [];
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      return { success: false, error: { issues: [{ path: [], message: 'expected an object' }] } };
+    }
+    for (const key of Object.keys(value)) if (!SETTINGS.includes(key)) issues.push({ path: [key], message: 'unknown setting' });
+    const inbound = (value as { inbound?: unknown }).inbound;
+    if (typeof inbound === 'object' && inbound !== null) {
+      for (const key of Object.keys(inbound)) if (!INBOUND_SETTINGS.includes(key)) issues.push({ path: ['inbound', key], message: 'unknown setting' });
+      if ((inbound as { ratePerSec?: unknown }).ratePerSec === undefined) issues.push({ path: ['inbound', 'ratePerSec'], message: 'required' });
+    }
+    try {
+      resolveSettings(value);
+    } catch (err) {
+      const setting = (err as { setting?: unknown }).setting;
+      if (typeof setting !== 'string') throw err;
+      issues.push({ path: setting.split('.'), message: (err as Error).message.replace(/^loopback: /, '') });
+    }
+    return issues.length === 0 ? { success: true } : { success: false, error: { issues } };
+  },
+};
+
+function resolveSettings(source: unknown): Resolved {
   const raw = (typeof source === 'object' && source !== null ? source : {}) as Record<string, unknown>;
   if (raw.requireToken !== undefined && typeof raw.requireToken !== 'string') throw invalid('requireToken', 'a string');
   const settings: Resolved = {
@@ -211,7 +219,6 @@ function settingsOf(ctx: ChannelContext): Resolved {
     hangOn: oneOf(raw, 'hangOn', HANGS),
     faults: flag(raw, 'faults'),
   };
-  cache = { source, settings };
   return settings;
 }
 

@@ -1,11 +1,11 @@
 /**
  * Loading a channel module in an instance worker: its **default export** (required), validated
- * with `channelDefinitionSchema`, and its `type` checked against the instance's `channelType`.
- * Each module is imported once per worker (instances of one channel type share it), and so is
- * the schema.
+ * with `checkChannelDefinition`, and its `type` checked against the instance's `channelType`.
+ * Each module is imported once per worker (instances of one channel type share it).
  *
  * @packageDocumentation
  */
+import { checkChannelDefinition } from '../../src/channel.js';
 import { clip, describe, get } from './util.js';
 import type { AnyChannel } from './context.js';
 
@@ -33,7 +33,6 @@ export class ChannelModules {
   }
 
   async #import(url: string): Promise<{ ok: true; def: unknown } | { ok: false; reason: string }> {
-    const { channelDefinitionSchema } = await import('../../src/channel.js');
     let mod: unknown;
     try {
       mod = await import(url);
@@ -42,10 +41,9 @@ export class ChannelModules {
     }
     const def = get(mod, 'default');
     if (def === undefined) return { ok: false, reason: `channel module ${url} has no default export (expected defineChannel({...}))` };
-    const parsed = channelDefinitionSchema.safeParse(def);
-    if (!parsed.success) {
-      const issues = parsed.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
-      return { ok: false, reason: clip(`channel module ${url} is invalid: ${issues}`) };
+    const issues = checkChannelDefinition(def);
+    if (issues.length > 0) {
+      return { ok: false, reason: clip(`channel module ${url} is invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`) };
     }
     return { ok: true, def };
   }
