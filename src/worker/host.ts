@@ -848,6 +848,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       : underlying;
     this.#exit = exit;
     this.#state = 'down';
+    this.#release();
     this.#resolveExited(exit);
 
     const level = wasStarting || !(exit.class === 'normal' || exit.class === 'shutdown') ? 'warn' : 'info';
@@ -865,6 +866,28 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
         }),
       );
     }
+  }
+
+  /**
+   * Lets go of a dead worker's comlink proxies and port listeners. comlink registers every proxy
+   * in a process-wide FinalizationRegistry that holds the endpoint strongly; the endpoint's port
+   * listeners reach this host, and this host holds the proxies, so without this no dead host
+   * (nor its Worker, ports and loggers) would ever be collected: one per restart. Both ports have
+   * closed, so no listener would run again.
+   */
+  #release(): void {
+    const proxies = [...this.#methods.values(), this.#remote] as unknown as Array<{ [Comlink.releaseProxy]: () => void }>;
+    this.#methods.clear();
+    for (const proxy of proxies) {
+      try {
+        // Unregisters the proxy; the release message it posts to the closed port goes nowhere.
+        proxy[Comlink.releaseProxy]();
+      } catch {
+        // already released
+      }
+    }
+    this.#controlPort.removeAllListeners();
+    this.#heartbeatPort.removeAllListeners();
   }
 
   #classify(code: number): ChildExit {
