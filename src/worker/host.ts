@@ -244,8 +244,15 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   readonly #heartbeatPort: MessagePort;
   /** Held for the worker's whole life: a collected root proxy would release the endpoint. */
   readonly #remote: Comlink.Remote<RemoteRoot>;
-  /** Method proxies by name (comlink builds a new proxy on every property access). */
+  /**
+   * comlink builds a new proxy on every property access, and each one waits in comlink's
+   * FinalizationRegistry (holding the endpoint) until a cleanup task gets to it: the proxies a
+   * host needs (`api`, its methods by name, `control.stop`) are made once and released with the
+   * host (see {@link WorkerHost.#release}).
+   */
+  #api: RemoteRoot['api'] | undefined;
   readonly #methods = new Map<string, (...args: unknown[]) => Promise<unknown>>();
+  #stop: (() => Promise<void>) | undefined;
   readonly #log: Logger;
   readonly #callTimeoutMs: number;
   readonly #intervalMs: number;
@@ -507,7 +514,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   #method(name: string): (...args: unknown[]) => Promise<unknown> {
     let fn = this.#methods.get(name);
     if (!fn) {
-      fn = this.#remote.api[name] as unknown as (...args: unknown[]) => Promise<unknown>;
+      this.#api ??= this.#remote.api as unknown as RemoteRoot['api'];
+      fn = this.#api[name] as (...args: unknown[]) => Promise<unknown>;
       this.#methods.set(name, fn);
     }
     return fn;
@@ -539,8 +547,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       if (parsed === 'brutal_kill') {
         this.#force('brutal_kill');
       } else {
-        this.#remote.control
-          .stop()
+        this.#stop ??= this.#remote.control.stop as unknown as () => Promise<void>;
+        this.#stop()
           .catch((err: unknown) => this.#log.warn({ reason: this.#redact(err instanceof Error ? err.message : String(err)) }, 'worker onStop hook failed'));
         if (parsed !== 'infinity') this.#armTimer(() => this.#force('shutdown_timeout'), parsed);
       }
@@ -876,12 +884,14 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
    * closed, so no listener would run again.
    */
   #release(): void {
-    const proxies = [...this.#methods.values(), this.#remote] as unknown as Array<{ [Comlink.releaseProxy]: () => void }>;
+    const proxies = [...this.#methods.values(), this.#api, this.#stop, this.#remote] as unknown as Array<{ [Comlink.releaseProxy]: () => void } | undefined>;
     this.#methods.clear();
+    this.#api = undefined;
+    this.#stop = undefined;
     for (const proxy of proxies) {
       try {
         // Unregisters the proxy; the release message it posts to the closed port goes nowhere.
-        proxy[Comlink.releaseProxy]();
+        proxy?.[Comlink.releaseProxy]();
       } catch {
         // already released
       }
