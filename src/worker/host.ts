@@ -274,8 +274,15 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   readonly #heartbeatPort: MessagePort;
   /** Held for the worker's whole life: a collected root proxy would release the endpoint. */
   readonly #remote: Comlink.Remote<RemoteRoot>;
-  /** Method proxies by name (comlink builds a new proxy on every property access). */
+  /**
+   * comlink builds a new proxy on every property access, and each one waits in comlink's
+   * FinalizationRegistry (holding the endpoint) until a cleanup task gets to it: the proxies a
+   * host needs (`api`, its methods by name, `control.stop`) are made once and released with the
+   * host (see {@link WorkerHost.#release}).
+   */
+  #api: RemoteRoot['api'] | undefined;
   readonly #methods = new Map<string, (...args: unknown[]) => Promise<unknown>>();
+  #stop: (() => Promise<void>) | undefined;
   readonly #log: Logger;
   readonly #callTimeoutMs: number;
   readonly #intervalMs: number;
@@ -546,7 +553,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   #method(name: string): (...args: unknown[]) => Promise<unknown> {
     let fn = this.#methods.get(name);
     if (!fn) {
-      fn = this.#remote.api[name] as unknown as (...args: unknown[]) => Promise<unknown>;
+      this.#api ??= this.#remote.api as unknown as RemoteRoot['api'];
+      fn = this.#api[name] as (...args: unknown[]) => Promise<unknown>;
       this.#methods.set(name, fn);
     }
     return fn;
@@ -578,8 +586,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       if (parsed === 'brutal_kill') {
         this.#force('brutal_kill');
       } else {
-        this.#remote.control
-          .stop()
+        this.#stop ??= this.#remote.control.stop as unknown as () => Promise<void>;
+        this.#stop()
           .catch((err: unknown) => this.#log.warn({ reason: this.#redact(err instanceof Error ? err.message : String(err)) }, 'worker onStop hook failed'));
         if (parsed !== 'infinity') this.#armTimer(() => this.#force('shutdown_timeout'), parsed);
       }
@@ -887,6 +895,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       : underlying;
     this.#exit = exit;
     this.#state = 'down';
+    this.#release();
     this.#resolveExited(exit);
 
     const level = wasStarting || !(exit.class === 'normal' || exit.class === 'shutdown') ? 'warn' : 'info';
@@ -904,6 +913,30 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
         }),
       );
     }
+  }
+
+  /**
+   * Lets go of a dead worker's comlink proxies and port listeners. comlink registers every proxy
+   * in a process-wide FinalizationRegistry that holds the endpoint strongly; the endpoint's port
+   * listeners reach this host, and this host holds the proxies, so without this no dead host
+   * (nor its Worker, ports and loggers) would ever be collected: one per restart. Both ports have
+   * closed, so no listener would run again.
+   */
+  #release(): void {
+    const proxies = [...this.#methods.values(), this.#api, this.#stop, this.#remote] as unknown as Array<{ [Comlink.releaseProxy]: () => void } | undefined>;
+    this.#methods.clear();
+    this.#api = undefined;
+    this.#stop = undefined;
+    for (const proxy of proxies) {
+      try {
+        // Unregisters the proxy; the release message it posts to the closed port goes nowhere.
+        proxy?.[Comlink.releaseProxy]();
+      } catch {
+        // already released
+      }
+    }
+    this.#controlPort.removeAllListeners();
+    this.#heartbeatPort.removeAllListeners();
   }
 
   #classify(code: number): ChildExit {
