@@ -6,6 +6,9 @@
  *   `startInstance` → `connected`, and a crash (a real uncaught throw in its worker) →
  *   `connected` again with restart delay 0, both vs the same bare spawn; beside them the number
  *   of modules the instance worker loads (a static walk of its compiled imports);
+ * - memory: the process RSS an idle connected `loopback` instance adds (its worker, its runtime
+ *   state), next to what an idle bare `new Worker` adds, both measured over a group of them
+ *   after a forced GC (run with `--expose-gc`);
  * - hang detection time vs its nominal `heartbeat.intervalMs × maxMissed`.
  */
 import { fileURLToPath } from 'node:url';
@@ -125,6 +128,29 @@ for (let i = 0; i < runs; i++) {
   void rt.send(crashy.instanceId, { fault: 'crash' }).catch(() => undefined);
   instCrashT.push((await back) - t0);
 }
+// Memory: RSS added per idle instance vs per idle bare worker (a group of each, after GC).
+const group = quick ? 6 : 12;
+const settle = async (): Promise<number> => {
+  for (let i = 0; i < 3; i++) {
+    (globalThis as { gc?: () => void }).gc?.();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return process.memoryUsage().rss;
+};
+await rt.stopInstance(crashy.instanceId);
+const rss0 = await settle();
+const bares: Worker[] = [];
+for (let i = 0; i < group; i++) {
+  const w = new Worker(bare);
+  await new Promise((r) => w.once('message', r));
+  bares.push(w);
+}
+const rssBare = (await settle()) - rss0;
+await Promise.all(bares.map((w) => w.terminate()));
+const rss1 = await settle();
+for (let i = 0; i < group; i++) await rt.startInstance({ id: `mem-${i}`, name: `mem-${i}`, channelType: 'loopback', channel: 'loopback' }, { waitFor: 'connected' });
+const rssInstances = (await settle()) - rss1;
+const mib = (bytes: number): number => Math.round((bytes / group / 2 ** 20) * 100) / 100;
 await rt.stop();
 const workerGraph = moduleGraph(fileURLToPath(new URL('../workers/instance-worker.js', import.meta.url)), fileURLToPath(new URL('../', import.meta.url)));
 
@@ -158,6 +184,7 @@ report(
     compare('crash-to-running-again, delay 0 (median)', 'ms', s.crash.median, 'bare Worker spawn-to-first-message', s.bare2.median, { max: 1.5 }),
     compare('instance start → connected, loopback (median)', 'ms', s.instance.median, 'bare Worker spawn-to-first-message', s.bare3.median),
     compare('instance crash → connected again, delay 0, loopback (median)', 'ms', s.instanceCrash.median, 'bare Worker spawn-to-first-message', s.bare4.median, { max: 1.3 }),
+    compare(`(info) memory per idle connected instance (RSS over ${group}, loopback)`, 'MiB', mib(rssInstances), `idle bare Worker (RSS over ${group})`, mib(rssBare)),
     compare('hang detection (median)', 'ms', s.hang.median, `intervalMs × maxMissed (${intervalMs} × ${maxMissed})`, intervalMs * maxMissed, { max: 1.2 }),
     compare('hang detection (p90)', 'ms', s.hang.p90, `intervalMs × maxMissed (${intervalMs} × ${maxMissed})`, intervalMs * maxMissed, { max: 1.2 }),
   ],
