@@ -107,6 +107,8 @@ const { data: port, ...config } = readBoot(workerData);
 const modules = new ChannelModules();
 /** The hosted instances, by instance number. */
 const contexts = new Map<number, InstanceContext>();
+/** Numbers of instances being hosted (their channel module loading). */
+const arriving = new Set<number>();
 
 const postToMain = (message: Notice): void => port.postMessage(message);
 
@@ -130,6 +132,28 @@ const instance = await host(config);
 
 const api: InstanceWorkerApi = {
   start: () => instance.start(),
+
+  async host(boot) {
+    const iid: unknown = (boot as { iid?: unknown } | null)?.iid;
+    if (typeof iid !== 'number' || contexts.has(iid) || arriving.has(iid)) {
+      return { ok: false, code: 'channel_invalid', reason: `instance number ${String(iid)} is missing or already hosted in this worker` };
+    }
+    arriving.add(iid);
+    try {
+      const started = await (await host(boot)).start();
+      if (!started.ok) contexts.delete(iid); // nothing runs: not hosted
+      return started;
+    } finally {
+      arriving.delete(iid);
+    }
+  },
+
+  async unhost(iid) {
+    const ctx = contexts.get(iid);
+    if (!ctx) return;
+    contexts.delete(iid);
+    await ctx.stop();
+  },
 };
 
 serve(api, { onStop: async () => void (await Promise.all([...contexts.values()].map((c) => c.stop()))) });

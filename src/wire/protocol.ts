@@ -177,9 +177,23 @@ export type StartResult = { ok: true } | { ok: false; code: 'channel_invalid'; r
 /** The control-plane API an instance worker serves (through the WorkerHost's comlink port). */
 export interface InstanceWorkerApi {
   /**
-   * Starts connecting (then the inbound loop) in the background, after this call has answered.
-   * The channel module was loaded and validated before the worker reported ready; a module that
-   * failed is answered `{ ok: false, code: 'channel_invalid', reason }`, and nothing starts.
+   * Starts the boot's instance: connecting (then the inbound loop) in the background, after this
+   * call has answered. The channel module was loaded and validated before the worker reported
+   * ready; a module that failed is answered `{ ok: false, code: 'channel_invalid', reason }`, and
+   * nothing starts.
    */
   start(): Promise<StartResult>;
+  /**
+   * Hosts one more instance in this worker (its number `config.iid` must be new here) and starts
+   * it as `start` does: its channel module is loaded once per worker, its messages share the
+   * worker's data port, addressed by its number. Answers as `start`; a number already hosted is
+   * answered `{ ok: false, code: 'channel_invalid' }` naming it.
+   */
+  host(config: Omit<InstanceBoot, 'data'>): Promise<StartResult>;
+  /**
+   * Stops one hosted instance gracefully (its channel's `disconnect` runs within its budget) and
+   * forgets it: later messages for its number are ignored. The worker and its other instances go
+   * on. Resolves when it is done; an unknown number resolves at once.
+   */
+  unhost(iid: number): Promise<void>;
 }

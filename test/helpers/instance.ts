@@ -60,7 +60,9 @@ export interface InstanceHarness {
    * resolves with the channel's receipt; rejects with a {@link SendFailure} carrying the
    * worker's `{ class, code, reason }`, or `unsent` when the worker handed it back.
    */
-  send(message: unknown, opts?: { attempt?: number; key?: string; redelivered?: boolean }): Promise<unknown>;
+  send(message: unknown, opts?: { attempt?: number; key?: string; redelivered?: boolean; iid?: number }): Promise<unknown>;
+  /** Notices of the other instances this worker hosts (see `host`), by instance number. */
+  readonly others: Map<number, Notice[]>;
   /** Acks of every form received so far (for tests of the wire itself). */
   readonly acks: unknown[];
   /** Brutal kill (if still running) and port cleanup. Idempotent. */
@@ -125,8 +127,11 @@ export async function startInstanceWorker(
     pending.delete(seq);
     fn(p);
   };
+  const others = new Map<number, Notice[]>();
+  const known = (i: unknown): boolean => i === HARNESS_IID || (typeof i === 'number' && others.has(i));
   port1.on('message', (message: unknown) => {
-    if ((message as { t?: unknown } | null)?.t === 'acks' && (message as { i?: unknown }).i === HARNESS_IID) {
+    const i = (message as { i?: unknown } | null)?.i;
+    if ((message as { t?: unknown } | null)?.t === 'acks' && known(i)) {
       acks.push(message);
       if (isAckRun(message as object)) {
         const run = readAckRun(message as object, 1_000_000);
@@ -143,7 +148,8 @@ export async function startInstanceWorker(
       return;
     }
     const parsed = noticeSchema.safeParse(message);
-    if (parsed.success && (message as { i?: unknown }).i === HARNESS_IID) notices.push(parsed.data);
+    if (parsed.success && i === HARNESS_IID) notices.push(parsed.data);
+    else if (parsed.success && typeof i === 'number' && others.has(i)) others.get(i)?.push(parsed.data);
     else invalid.push(message);
   });
   const boot: InstanceBoot = { ...bootConfig(overrides), data: port2 };
@@ -168,9 +174,10 @@ export async function startInstanceWorker(
     invalid,
     port: port1,
     acks,
+    others,
     send(message, opts = {}) {
       const seq = nextSeq++;
-      const batch: SendBatch = { t: 'send', i: HARNESS_IID, epoch: seq, seq, messages: [message] };
+      const batch: SendBatch = { t: 'send', i: opts.iid ?? HARNESS_IID, epoch: seq, seq, messages: [message] };
       if (opts.attempt !== undefined) batch.attempts = [opts.attempt];
       if (opts.key !== undefined) batch.keys = [opts.key];
       if (opts.redelivered !== undefined) batch.redelivered = [opts.redelivered];

@@ -1,8 +1,10 @@
 /**
  * The built-in `loopback` channel: an in-memory platform for tests, benchmarks and the demo. It
  * talks to nothing; every behaviour is driven by the instance's `settings`, so failures, hangs and
- * crashes can be staged on purpose. Its state (counters, sequence numbers, a pending fault) lives
- * at module level: one instance per worker, and a restarted worker starts from zero.
+ * crashes can be staged on purpose. Its state (counters, sequence numbers, a pending fault) is kept
+ * per instance, in its worker: instances that share a worker do not see each other's, and a
+ * restarted worker starts from zero. (A crash, exit, hang or OOM fault ends the whole worker, and
+ * every instance it hosts, as a real one would.)
  *
  * Settings (all optional; unknown keys are ignored, a known key of the wrong type fails `connect`
  * with a fatal `ChannelError`, channel code `invalid_config`, naming the setting):
@@ -10,11 +12,11 @@
  * | setting | default | effect |
  * |---|---|---|
  * | `latencyMs` | `0` | Delay of every `connect` and `send` (aborted by `ctx.signal`). |
- * | `connectFailures` | `0` | The first N connects of this worker fail recoverable (`ECONNREFUSED`). |
+ * | `connectFailures` | `0` | The first N connects of the instance in this worker fail recoverable (`ECONNREFUSED`). |
  * | `fatalConnect` | `false` | Every connect fails fatal, like rejected credentials (`ChannelError` class `fatal`, code `unauthorized`, HTTP 401). |
  * | `requireToken` | none | Connect fails fatal (code `invalid_token`, HTTP 401) unless `credentials.token` equals it. The error never contains either token. |
- * | `sendFailures` | `0` | The first N sends of this worker fail recoverable (code `temporary_unavailable`, HTTP 503). |
- * | `inbound` | none | `{ ratePerSec, rooms?, batch?, limit? }`: `poll` returns generated messages `{ id, room, text, seq }` at `ratePerSec` (`Infinity`: a full batch on every poll), spread over `rooms` (a count, default 1, or a list of names), at most `batch` (default 100) per poll and `limit` (default unbounded) per worker. `seq` increases by one per message, across reconnects. |
+ * | `sendFailures` | `0` | The first N sends of the instance in this worker fail recoverable (code `temporary_unavailable`, HTTP 503). |
+ * | `inbound` | none | `{ ratePerSec, rooms?, batch?, limit? }`: `poll` returns generated messages `{ id, room, text, seq }` at `ratePerSec` (`Infinity`: a full batch on every poll), spread over `rooms` (a count, default 1, or a list of names), at most `batch` (default 100) per poll and `limit` (default unbounded) per instance in a worker. `seq` increases by one per message, across reconnects. |
  * | `echo` | `false` | Every sent message comes back on the next poll as `{ id, room, text, seq, echo: message }`. |
  * | `probe` | `'ok'` | What `probe` does: `ok`, `degraded` (returns degraded), `failed` (returns failed: a recoverable probe failure), `fatal` (throws a fatal error), `hang` (never settles). |
  * | `hangOn` | none | `connect`, `disconnect`, `send`, `poll` or `probe`: that callback never settles (to exercise timeout budgets). |
@@ -108,17 +110,33 @@ interface Resolved {
   faults: boolean;
 }
 
-// ---- per-worker state ----------------------------------------------------------------------------
-let connects = 0;
-let sends = 0;
-let seq = 0;
-let generated = 0;
-let generatedThisConnection = 0;
-let connectedAt = 0;
-let pendingFault: 'disconnect' | 'fatal' | undefined;
-const echoes: LoopbackMessage[] = [];
-let cache: { source: unknown; settings: Resolved } | undefined;
+// ---- per-instance state --------------------------------------------------------------------------
+
+/** What one instance's loopback remembers (in its worker; a restarted worker starts from zero). */
+interface State {
+  connects: number;
+  sends: number;
+  seq: number;
+  generated: number;
+  generatedThisConnection: number;
+  connectedAt: number;
+  pendingFault: 'disconnect' | 'fatal' | undefined;
+  echoes: LoopbackMessage[];
+  cache: { source: unknown; settings: Resolved } | undefined;
+}
+
+const states = new Map<string, State>();
 let spins = 0;
+
+/** The state of the instance `ctx` serves. */
+function stateOf(ctx: ChannelContext): State {
+  let st = states.get(ctx.instance.id);
+  if (!st) {
+    st = { connects: 0, sends: 0, seq: 0, generated: 0, generatedThisConnection: 0, connectedAt: 0, pendingFault: undefined, echoes: [], cache: undefined };
+    states.set(ctx.instance.id, st);
+  }
+  return st;
+}
 
 /** A bad setting: a fatal `invalid_config` error naming it (`setting` is its dotted path). */
 function invalid(path: string, expected: string): ChannelError & { setting: string } {
@@ -165,10 +183,11 @@ function resolveInbound(v: unknown): Resolved['inbound'] {
 
 /** The resolved settings, parsed once per settings object. */
 function settingsOf(ctx: ChannelContext): Resolved {
+  const st = stateOf(ctx);
   const source = ctx.instance.settings;
-  if (cache?.source === source) return cache.settings;
+  if (st.cache?.source === source) return st.cache.settings;
   const settings = resolveSettings(source);
-  cache = { source, settings };
+  st.cache = { source, settings };
   return settings;
 }
 
@@ -245,11 +264,11 @@ function networkError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
-function inject(fault: LoopbackFault): void {
+function inject(st: State, fault: LoopbackFault): void {
   switch (fault) {
     case 'disconnect':
     case 'fatal':
-      pendingFault = fault;
+      st.pendingFault = fault;
       return;
     case 'crash':
       setImmediate(() => {
@@ -273,21 +292,21 @@ function inject(fault: LoopbackFault): void {
   }
 }
 
-function generate(s: NonNullable<Resolved['inbound']>): LoopbackMessage[] {
-  if (!(s.ratePerSec > 0) || generated >= s.limit) return [];
+function generate(st: State, s: NonNullable<Resolved['inbound']>): LoopbackMessage[] {
+  if (!(s.ratePerSec > 0) || st.generated >= s.limit) return [];
   const due =
     s.ratePerSec === Number.POSITIVE_INFINITY
       ? s.batch
-      : Math.floor(((performance.now() - connectedAt) * s.ratePerSec) / 1000) - generatedThisConnection;
-  const n = Math.min(due, s.batch, s.limit - generated);
+      : Math.floor(((performance.now() - st.connectedAt) * s.ratePerSec) / 1000) - st.generatedThisConnection;
+  const n = Math.min(due, s.batch, s.limit - st.generated);
   const out: LoopbackMessage[] = [];
   for (let i = 0; i < n; i++) {
-    seq++;
+    const seq = ++st.seq;
     const room = s.rooms[(seq - 1) % s.rooms.length] as string;
     out.push({ id: `in-${seq}`, room, text: `message ${seq}`, seq });
   }
-  generated += out.length;
-  generatedThisConnection += out.length;
+  st.generated += out.length;
+  st.generatedThisConnection += out.length;
   return out;
 }
 
@@ -298,9 +317,10 @@ export default defineChannel<unknown, LoopbackReceipt>({
 
   async connect(ctx) {
     const s = settingsOf(ctx);
+    const st = stateOf(ctx);
     if (s.hangOn === 'connect') return never();
     await delay(s.latencyMs, ctx.signal);
-    connects++;
+    const connects = ++st.connects;
     if (s.fatalConnect) {
       throw Object.assign(new ChannelError('loopback: credentials rejected (HTTP 401)', { class: 'fatal', code: 'unauthorized' }), {
         status: 401,
@@ -316,9 +336,9 @@ export default defineChannel<unknown, LoopbackReceipt>({
       throw networkError(`loopback: connection refused (simulated failure ${connects} of ${s.connectFailures})`, 'ECONNREFUSED');
     }
     // Resume after the last message the runtime handled (its cursor survives worker restarts).
-    if (typeof ctx.cursor === 'number' && ctx.cursor > seq) seq = ctx.cursor;
-    connectedAt = performance.now();
-    generatedThisConnection = 0;
+    if (typeof ctx.cursor === 'number' && ctx.cursor > st.seq) st.seq = ctx.cursor;
+    st.connectedAt = performance.now();
+    st.generatedThisConnection = 0;
     ctx.logger.info('loopback connected', { connects });
     return { loopback: true, connects };
   },
@@ -331,9 +351,10 @@ export default defineChannel<unknown, LoopbackReceipt>({
 
   async send(ctx, message, info) {
     const s = settingsOf(ctx);
+    const st = stateOf(ctx);
     if (s.hangOn === 'send') return never();
     if (s.latencyMs > 0) await delay(s.latencyMs, ctx.signal);
-    sends++;
+    const sends = ++st.sends;
     if (sends <= s.sendFailures) {
       throw Object.assign(networkError(`loopback: send failed (simulated failure ${sends} of ${s.sendFailures})`, 'temporary_unavailable'), {
         status: 503,
@@ -342,15 +363,14 @@ export default defineChannel<unknown, LoopbackReceipt>({
     const externalId = `lb-${sends}`;
     const fault = typeof message === 'object' && message !== null ? (message as { fault?: unknown }).fault : undefined;
     // A fault fires on first delivery only: redelivered after the worker it killed, it goes through.
-    if (s.faults && typeof fault === 'string' && FAULTS.includes(fault) && !info?.redelivery) inject(fault as LoopbackFault);
+    if (s.faults && typeof fault === 'string' && FAULTS.includes(fault) && !info?.redelivery) inject(st, fault as LoopbackFault);
     if (s.echo) {
       const m = (typeof message === 'object' && message !== null ? message : {}) as { room?: unknown; text?: unknown };
-      seq++;
-      echoes.push({
+      st.echoes.push({
         id: `echo-${externalId}`,
         room: typeof m.room === 'string' ? m.room : 'echo',
         text: typeof m.text === 'string' ? m.text : typeof message === 'string' ? message : '',
-        seq,
+        seq: ++st.seq,
         echo: message,
       });
     }
@@ -359,16 +379,17 @@ export default defineChannel<unknown, LoopbackReceipt>({
 
   async poll(ctx) {
     const s = settingsOf(ctx);
+    const st = stateOf(ctx);
     if (s.hangOn === 'poll') return never();
-    const fault = pendingFault;
-    pendingFault = undefined;
+    const fault = st.pendingFault;
+    st.pendingFault = undefined;
     if (fault === 'disconnect') throw networkError('loopback: connection reset (injected)', 'ECONNRESET');
     if (fault === 'fatal') {
       throw new ChannelError('loopback: credentials revoked (injected)', { class: 'fatal', code: 'unauthorized' });
     }
-    const out: LoopbackMessage[] = echoes.splice(0, echoes.length);
-    if (s.inbound) out.push(...generate(s.inbound));
-    return { messages: out, cursor: seq };
+    const out: LoopbackMessage[] = st.echoes.splice(0, st.echoes.length);
+    if (s.inbound) out.push(...generate(st, s.inbound));
+    return { messages: out, cursor: st.seq };
   },
 
   async probe(ctx) {
