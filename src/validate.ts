@@ -10,15 +10,11 @@ export const loggerSchema = z.custom<Logger>(
 
 /**
  * Parses `input` with `schema`; on failure throws {@link InvalidConfigError} naming `what` and
- * listing every bad field path. The one place public options meet zod.
+ * listing every bad field path (the same flattening as {@link parseConfig}, which it is with its
+ * arguments in another order).
  */
 export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
-  const r = schema.safeParse(input);
-  if (r.success) return r.data;
-  throw new InvalidConfigError(
-    what,
-    r.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })),
-  );
+  return parseConfig(what, schema, input);
 }
 
 /** One bad field: its dotted path and what is wrong with it. */

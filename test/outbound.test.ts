@@ -103,7 +103,7 @@ describe('OutboundQueue: options', { timeout: 10_000 }, () => {
     }
     expect(err).toBeInstanceOf(InvalidConfigError);
     const paths = (err as InvalidConfigError).issues.map((i) => i.path);
-    expect(paths).toEqual(expect.arrayContaining(['instanceId', 'capacity', 'dedupeCacheSize', 'retry.maxAttempts', 'retry.jitter', 'maxCrashes', 'pressure.shed', 'onReady', '']));
+    expect(paths).toEqual(expect.arrayContaining(['instanceId', 'capacity', 'dedupeCacheSize', 'retry.maxAttempts', 'retry.jitter', 'maxCrashes', 'pressure.shed', 'onReady', 'extra']));
     expect(() => makeQueue({ retry: { initialDelayMs: 10, maxDelayMs: 5 } })).toThrow(/retry.maxDelayMs/);
     expect(() => makeQueue({ pressure: { warn: 0.9, degraded: 0.8 } })).toThrow(/pressure.degraded/);
     expect(() => makeQueue({ pressure: { warn: 0.1, hysteresis: 0.2 } })).toThrow(/pressure.hysteresis/);

@@ -25,6 +25,7 @@ import {
   type RedactedInstance,
 } from './record.js';
 import { transitionKind, type InstanceStatus, type TransitionKind } from './state-machine.js';
+import { MAX_TIMER_MS } from '../wire/timers.js';
 
 /**
  * Every event an {@link InstanceServer} emits. On the server the emitter name is prefixed,
@@ -184,7 +185,7 @@ export interface InstanceServerOptions {
 const optionsSchema = z
   .object({
     maxConsecutiveFailures: z.number().int().min(1).default(10),
-    stableAfterMs: z.number().int().min(0).max(2_147_483_647).default(5000),
+    stableAfterMs: z.number().int().min(0).max(MAX_TIMER_MS).default(5000),
     logger: loggerSchema.optional(),
     queueDepth: z.custom<() => number>((v) => typeof v === 'function', 'expected a function').optional(),
   })

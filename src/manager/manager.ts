@@ -30,6 +30,7 @@ import type {
   MessageOf,
   ReplyOf,
 } from './types.js';
+import { MAX_TIMER_MS } from '../wire/timers.js';
 
 // --- option schemas ------------------------------------------------------------------------
 
@@ -330,7 +331,6 @@ class LeaseImpl implements Lease {
   }
 }
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';

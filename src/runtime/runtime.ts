@@ -36,6 +36,7 @@ import { OutboundQueue, type Batch, type EnqueueManyOptions, type EnqueueOptions
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
 import { acksSchema, noticeSchema } from './protocol.js';
+import { MAX_TIMER_MS } from '../wire/timers.js';
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
 const INBOUND_WINDOW = 8;
@@ -52,8 +53,6 @@ function builtinUrl(path: string): URL {
 export const BUILTIN_CHANNELS: Readonly<Record<string, URL>> = Object.freeze({ loopback: builtinUrl('channels/loopback.js') });
 
 const positive = z.number().positive();
-/** Node's largest timer delay (2^31 - 1 ms, about 24.8 days): a larger one fires after 1 ms. */
-const MAX_TIMER_MS = 2_147_483_647;
 /** A timer budget, ms. */
 const budget = positive.max(MAX_TIMER_MS);
 const ms = z.number().int().min(0).max(MAX_TIMER_MS);
@@ -283,7 +282,7 @@ export interface WhenStatusOptions {
 const waitSchema = z
   .object({
     waitFor: z.enum(['started', 'connected']).optional(),
-    timeoutMs: z.number().int().min(1).max(2_147_483_647).optional(),
+    timeoutMs: z.number().int().min(1).max(MAX_TIMER_MS).optional(),
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();

@@ -23,6 +23,7 @@ import {
   type RunningChild,
   type Shutdown,
 } from './types.js';
+import { MAX_TIMER_MS } from '../wire/timers.js';
 
 /** Which children a supervisor restarts when one of them dies. */
 export type Strategy = 'one_for_one' | 'one_for_all' | 'rest_for_one';
@@ -89,7 +90,6 @@ export interface ChildCounts {
 
 const strategySchema = z.enum(['one_for_one', 'one_for_all', 'rest_for_one']);
 /** Largest timer delay Node accepts (a larger one fires after 1 ms). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 const shutdownSchema = z.union([z.number().int().min(0).max(MAX_TIMER_MS), z.literal('brutal_kill'), z.literal('infinity')]);
 
 /** A child spec whose `start` may resolve `undefined` (ignore): what the supervisor accepts. */

@@ -30,6 +30,7 @@ import {
   workerHeartbeatMessageSchema,
   workerHostOptionsSchema,
 } from './schemas.js';
+import { MAX_TIMER_MS } from '../wire/timers.js';
 
 /** Default heartbeat interval. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 1000;
@@ -518,7 +519,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     return new Promise<CallResult<API, K>>((resolve, reject) => {
       const pending: PendingCall = { method, reject, timer: undefined };
       this.#pending.add(pending);
-      if (Number.isFinite(timeoutMs) && timeoutMs <= 2 ** 31 - 1) {
+      if (Number.isFinite(timeoutMs) && timeoutMs <= MAX_TIMER_MS) {
         pending.timer = this.#armTimer(() => {
           pending.timer = undefined;
           if (!this.#pending.delete(pending)) return;

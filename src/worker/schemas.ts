@@ -10,9 +10,10 @@ import { SHARE_ENV } from 'node:worker_threads';
 import { z } from 'zod';
 import { loggerSchema } from '../validate.js';
 import type { WorkerHeartbeatMessage } from '../wire/host.js';
+import { MAX_TIMER_MS } from '../wire/timers.js';
 
-const nonNegativeInt = z.number().int().nonnegative().max(2 ** 31 - 1);
-const positiveInt = z.number().int().positive().max(2 ** 31 - 1);
+const nonNegativeInt = z.number().int().nonnegative().max(MAX_TIMER_MS);
+const positiveInt = z.number().int().positive().max(MAX_TIMER_MS);
 const sizeMb = z.number().positive().finite();
 
 /** Schema of `resourceLimits` (passed through to `new Worker`). */

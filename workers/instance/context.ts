@@ -21,6 +21,7 @@ import { connectLoop } from './connect.js';
 import { Inbound } from './inbound.js';
 import { SendDrain } from './send-drain.js';
 import { clip, cloneable, crash, isPlainRecord, reasonOf, type Op } from './util.js';
+import { MAX_TIMER_MS } from '../../src/wire/timers.js';
 
 /** A channel definition as the worker runs it (message, receipt and settings types erased). */
 export type AnyChannel = ChannelDefinition<unknown, unknown, Record<string, unknown>, Record<string, unknown>>;
@@ -150,7 +151,7 @@ export class InstanceContext {
     }
     let timer: NodeJS.Timeout | undefined;
     return new Promise<T>((resolve, reject) => {
-      if (Number.isFinite(ms) && ms > 0 && ms <= 2 ** 31 - 1) {
+      if (Number.isFinite(ms) && ms > 0 && ms <= MAX_TIMER_MS) {
         timer = setTimeout(() => {
           const err = new TimeoutError(op, ms);
           controller.abort(err);
