@@ -46,6 +46,7 @@ export type {
   StartWaitOptions,
   WhenStatusOptions,
 } from './runtime/runtime.js';
+export type { RuntimeChild, RuntimeChildOptions } from './runtime/child.js';
 export { PRESSURE_LEVELS } from './runtime/outbound.js';
 export type { EnqueueManyOptions, EnqueueOptions, IdempotencyKey, OutboundStats, PressureLevel, SendOutcome } from './runtime/outbound.js';
 export { INSTANCE_STATUSES } from './instance/state-machine.js';
