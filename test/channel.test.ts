@@ -38,9 +38,15 @@ describe('channel contract', { timeout: 10_000 }, () => {
 
 describe('public API', { timeout: 10_000 }, () => {
   it('exports the runtime, supervisor, worker host, channel contract and error classes', () => {
-    for (const name of ['Runtime', 'Supervisor', 'WorkerHost', 'workerChild', 'defineChannel', 'InstanceServer', 'ChannelError', 'NotFoundError', 'classifyError', 'CLASSIFICATION_TABLE', 'TRANSITIONS']) {
+    for (const name of ['Runtime', 'Supervisor', 'WorkerHost', 'workerChild', 'defineChannel', 'checkChannelDefinition', 'InstanceServer', 'ChannelError', 'NotFoundError', 'classifyError', 'CLASSIFICATION_TABLE']) {
       expect(api, name).toHaveProperty(name);
     }
     expect(new api.NotFoundError('instance', 'x').code).toBe('not_found');
+  });
+
+  it('keeps internals off the main entry (they are in threadvisor/testing)', () => {
+    for (const name of ['TRANSITIONS', 'noticeSchema', 'OutboundQueue', 'scrubSecrets', 'backoffDelay', 'findNonJson']) {
+      expect(api, name).not.toHaveProperty(name);
+    }
   });
 });

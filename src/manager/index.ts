@@ -89,11 +89,10 @@
  */
 export { InstanceManager } from './manager.js';
 export type { InstanceManagerChildOptions, ManagerMessage, ManagerReply, StopOptions } from './manager.js';
-export { MemoryStorage, CHECKPOINT_VERSION } from './storage.js';
+export { MemoryStorage } from './storage.js';
 export type { Checkpoint, CheckpointData, CheckpointKey, Storage, WriteOptions } from './storage.js';
 export { FileStorage } from './file-storage.js';
 export type { FileStorageOptions } from './file-storage.js';
-export { findNonJson } from './json.js';
 export type { JsonValue } from './json.js';
 export type {
   Agent,

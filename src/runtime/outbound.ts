@@ -134,7 +134,7 @@ export interface OutboundQueueOptions {
   redact?: (text: string) => string;
 }
 
-/** Options of one {@link OutboundQueue.enqueue}. */
+/** Options of one `rt.send` (one {@link OutboundQueue.enqueue}). */
 export interface EnqueueOptions {
   /**
    * Deduplication key. Default: the message's `id` when the message is an object whose `id` is
@@ -147,12 +147,12 @@ export interface EnqueueOptions {
   waitForCapacity?: boolean;
 }
 
-/** Options of one {@link OutboundQueue.enqueueMany}: every message takes its default key. */
+/** Options of one `rt.sendMany` ({@link OutboundQueue.enqueueMany}): every message takes its default key. */
 export type EnqueueManyOptions = Omit<EnqueueOptions, 'idempotencyKey'>;
 
 /**
- * The outcome of one message of {@link OutboundQueue.enqueueMany}: its receipt, or the error its
- * own `enqueue` would have rejected with.
+ * The outcome of one message of `rt.sendMany` ({@link OutboundQueue.enqueueMany}): its receipt,
+ * or the error its own `send` would have rejected with.
  */
 export type SendOutcome<R = unknown> = { ok: true; receipt: R } | { ok: false; error: Error };
 
@@ -255,7 +255,7 @@ export interface OutboundCounters {
   stopped: number;
 }
 
-/** A point-in-time view of an {@link OutboundQueue} (for health). */
+/** A point-in-time view of an instance's outbound queue: `delivery` in its health snapshot. */
 export interface OutboundStats extends OutboundCounters {
   instanceId: string;
   /** Queued messages (including those waiting out a retry backoff). */

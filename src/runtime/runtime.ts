@@ -24,7 +24,7 @@ import { INSTANCE_EVENTS, InstanceServer, type HealthSnapshot, type InstanceStat
 import { INSTANCE_STATUSES, type InstanceStatus } from '../instance/state-machine.js';
 import { backoffOptionsSchema, type BackoffOptions } from '../supervisor/backoff.js';
 import { Supervisor } from '../supervisor/supervisor.js';
-import { isNormalExit, type ChildExit, type StartContext } from '../supervisor/types.js';
+import { isNormalExit, type ChildExit, type ChildSpec, type Shutdown, type StartContext } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseConfig } from '../validate.js';
 import { WorkerHost } from '../worker/host.js';
@@ -37,6 +37,7 @@ import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
 import { acksSchema, noticeSchema } from './protocol.js';
 import { MAX_TIMER_MS } from '../wire/timers.js';
+import type { RuntimeChild, RuntimeChildOptions } from './child.js';
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
 const INBOUND_WINDOW = 8;
@@ -433,6 +434,92 @@ export class Runtime extends EventEmitter {
     // never restarts an escalated instance tree itself (error, then recoverAfterMs). So no root
     // Supervisor serialises one instance's start or stop behind another's.
     return new Runtime(opts, root);
+  }
+
+  /**
+   * A child spec that runs a runtime under a `Supervisor`: its start is `Runtime.start(options)`
+   * (logging through the supervisor's child logger unless `options` has its own), then
+   * `rt.startInstance` for each of `child.instances`. The running child is a
+   * {@link RuntimeChild}: `sup.child(id)` gives it, its `runtime` the `Runtime`.
+   *
+   * The supervisor's stop is `rt.stop()` (every instance stops gracefully, `instance:stopped`
+   * once each); when the `shutdown` budget (default 30 000 ms) expires first, or with
+   * `'brutal_kill'`, every instance's worker is terminated at once. Exit class `shutdown`. A
+   * runtime stopped by anything else (`rt.stop()` called directly) exits `normal`, reason
+   * `runtime stopped`, and a `transient` spec (the default) is not restarted.
+   */
+  static childSpec(options: RuntimeOptions = {}, child: RuntimeChildOptions = {}): ChildSpec<RuntimeChild> {
+    const instances = [...(child.instances ?? [])];
+    return {
+      id: child.id ?? 'runtime',
+      type: 'supervisor',
+      restart: child.restart ?? 'transient',
+      shutdown: child.shutdown ?? 30_000,
+      start: async (ctx) => {
+        const rt = await Runtime.start({ logger: ctx.logger, ...options });
+        try {
+          for (const instance of instances) await rt.startInstance(instance);
+        } catch (err) {
+          await rt.stop();
+          throw err;
+        }
+        let resolveExited!: (exit: ChildExit) => void;
+        let ended = false;
+        const exited = new Promise<ChildExit>((resolve) => (resolveExited = resolve));
+        const end = (exit: ChildExit): void => {
+          if (ended) return;
+          ended = true;
+          resolveExited(exit);
+        };
+        const failed = (err: unknown): ChildExit => ({
+          class: 'crash',
+          reason: `runtime stop failed: ${err instanceof Error ? err.message : String(err)}`,
+          ...(err instanceof Error ? { error: err } : {}),
+        });
+        const stop = Runtime.prototype.stop;
+        let bySupervisor = false;
+        // `rt.stop()` called by anything but the supervisor ends the child too: a normal exit.
+        Object.defineProperty(rt, 'stop', {
+          configurable: true,
+          writable: true,
+          value: (): Promise<void> => {
+            const stopping = stop.call(rt);
+            if (!bySupervisor) stopping.then(() => end({ class: 'normal', reason: 'runtime stopped' }), (err: unknown) => end(failed(err)));
+            return stopping;
+          },
+        });
+        let trees: Supervisor[] | undefined;
+        let killing: Promise<void> | undefined;
+        const kill = (why: string): Promise<void> => {
+          killing ??= (async () => {
+            ctx.logger.warn({ reason: why }, 'runtime shutdown forced: terminating every instance worker');
+            await Promise.all((trees ?? []).map((t) => t.shutdown('brutal_kill')));
+            end({ class: 'shutdown', reason: why });
+          })();
+          return killing;
+        };
+        const running: RuntimeChild = {
+          runtime: rt,
+          exited,
+          shutdown: (budget: Shutdown): Promise<ChildExit> => {
+            if (ended) return exited;
+            if (trees === undefined && rt.#stopping === undefined) {
+              // The instance trees as they are now: stop() detaches them from their entries.
+              trees = [...rt.#entries.values()].flatMap((e) => (e.sup ? [e.sup] : []));
+              bySupervisor = true;
+              stop.call(rt).then(() => end({ class: 'shutdown', reason: 'shutdown' }), (err: unknown) => end({ ...failed(err), class: 'shutdown' }));
+            }
+            if (budget === 'brutal_kill') void kill('brutal_kill');
+            else if (typeof budget === 'number') {
+              const timer = setTimeout(() => void kill('shutdown budget expired'), budget);
+              void exited.finally(() => clearTimeout(timer));
+            }
+            return exited;
+          },
+        };
+        return running;
+      },
+    };
   }
 
   /**
