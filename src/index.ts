@@ -52,7 +52,8 @@ export type { EnqueueManyOptions, EnqueueOptions, IdempotencyKey, OutboundStats,
 export { INSTANCE_STATUSES } from './instance/state-machine.js';
 export type { InstanceStatus } from './instance/state-machine.js';
 export type { RedactedInstance } from './instance/record.js';
-export { INSTANCE_EVENTS, InstanceServer } from './instance/server.js';
+export { INSTANCE_EVENTS } from './instance/server.js';
+export type { InstanceHandle, InstanceListener } from './instance/handle.js';
 export type {
   HealthSnapshot,
   InstanceEmitName,

@@ -51,6 +51,7 @@ export type { Instance, InstanceInput } from './instance/record.js';
 
 // The outbound queue of one instance, without a runtime.
 export { OutboundQueue } from './runtime/outbound.js';
+export { InstanceServer } from './instance/server.js';
 export type { AckResult, OutboundCounters, OutboundQueueOptions, RetryOptions } from './runtime/outbound.js';
 
 // Checkpoints: the envelope version and the plain-JSON check of a snapshot.

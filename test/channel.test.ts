@@ -38,7 +38,7 @@ describe('channel contract', { timeout: 10_000 }, () => {
 
 describe('public API', { timeout: 10_000 }, () => {
   it('exports the runtime, supervisor, worker host, channel contract and error classes', () => {
-    for (const name of ['Runtime', 'Supervisor', 'WorkerHost', 'workerChild', 'defineChannel', 'checkChannelDefinition', 'InstanceServer', 'ChannelError', 'NotFoundError', 'classifyError', 'CLASSIFICATION_TABLE']) {
+    for (const name of ['Runtime', 'Supervisor', 'WorkerHost', 'workerChild', 'defineChannel', 'checkChannelDefinition', 'ChannelError', 'NotFoundError', 'classifyError', 'CLASSIFICATION_TABLE']) {
       expect(api, name).toHaveProperty(name);
     }
     expect(new api.NotFoundError('instance', 'x').code).toBe('not_found');

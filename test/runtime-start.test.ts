@@ -37,6 +37,25 @@ describe('startInstance and whenStatus', { timeout: 30_000 }, () => {
     expect(await rt.whenStatus(server.instanceId, 'connected')).toBe('connected');
   });
 
+  it('startInstance and whereis hand out one read-only handle: it reads and listens, it changes nothing', async () => {
+    const rt = await start();
+    const events: string[] = [];
+    const h = await rt.startInstance({ name: 'ro', channelType: 'loopback', channel: 'loopback', credentials: { token: 'tok-handle-123456' } }, { waitFor: 'connected' });
+    expect(rt.whereis(h.instanceId)).toBe(h);
+    const names: string[] = [];
+    for (let o: object | null = h; o && o !== Object.prototype; o = Object.getPrototypeOf(o) as object | null) names.push(...Object.getOwnPropertyNames(o));
+    expect(names.filter((n) => /^notify|^mark|^stop$|^emit$|^redact/.test(n))).toEqual([]);
+    expect(Object.keys(h)).toEqual([]); // nothing enumerable: the server behind it is private
+    expect(h.status()).toMatchObject({ status: 'connected', name: 'ro' });
+    expect(h.health()).toMatchObject({ status: 'connected', worker: { state: 'up' } });
+    expect(JSON.stringify(h.getInstance())).not.toContain('tok-handle-123456');
+    const onDisconnected = (): void => void events.push('disconnected');
+    h.on('instance:stopped', () => events.push('stopped')).once('instance:disconnected', onDisconnected).off('instance:disconnected', onDisconnected);
+    await rt.stopInstance(h.instanceId);
+    expect(events).toEqual(['stopped']);
+    expect(h.stopped).toBe(true);
+  });
+
   it('whenStatus waits for a status reached later, or any of several', async () => {
     const rt = await start();
     const server = await rt.startInstance({ name: 'slow', channelType: 'loopback', channel: 'loopback', settings: { connectFailures: 1 } });

@@ -52,7 +52,7 @@ describe('Runtime', { timeout: 60_000 }, () => {
     expect(events.every((e) => e.instanceId === id && e.channelType === 'loopback' && typeof e.at === 'number')).toBe(true);
     const status = await rt.status(id);
     expect(status).toMatchObject({ status: 'connected', instanceId: id, name: 'bot', restartCount: 0, consecutiveFailures: 0, lastError: null });
-    await waitFor(() => server.healthSnapshot().status === 'connected');
+    await waitFor(() => server.health().status === 'connected');
     await new Promise((r) => setTimeout(r, 250)); // a heartbeat or two
     const health = await rt.health(id);
     expect(health).toMatchObject({ status: 'connected', instanceId: id, channelType: 'loopback', name: 'bot', restartCount: 0, senderQueueDepth: 0 });

@@ -21,6 +21,7 @@ import {
 } from '../errors.js';
 import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instance/record.js';
 import { INSTANCE_EVENTS, InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
+import { InstanceHandle } from '../instance/handle.js';
 import { INSTANCE_STATUSES, type InstanceStatus } from '../instance/state-machine.js';
 import { backoffOptionsSchema, type BackoffOptions } from '../supervisor/backoff.js';
 import { Supervisor } from '../supervisor/supervisor.js';
@@ -357,6 +358,8 @@ interface Entry {
   readonly settings: Record<string, unknown>;
   /** `startInstance` is still starting it: a channel that cannot load fails the call, not the instance. */
   firstStart: boolean;
+  /** The read-only view handed out by `startInstance` and `whereis`. */
+  handle: InstanceHandle;
 }
 
 /** A health snapshot with the data plane's figures. */
@@ -534,7 +537,7 @@ export class Runtime extends EventEmitter {
    * or (waiting for `connected`) the instance ended in `error` first or the wait timed out. After
    * any rejection the instance is gone: the same id may be started again.
    */
-  async startInstance(options: StartInstanceOptions, wait: StartWaitOptions = {}): Promise<InstanceServer> {
+  async startInstance(options: StartInstanceOptions, wait: StartWaitOptions = {}): Promise<InstanceHandle> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
     const w = parseConfig('startInstance wait options', waitSchema, wait);
     const o = parseConfig('instance options', startInstanceSchema, options);
@@ -596,7 +599,9 @@ export class Runtime extends EventEmitter {
       dataPort: undefined,
       columns: new ColumnEncoder(),
       firstStart: true,
+      handle: undefined as unknown as InstanceHandle,
     };
+    entry.handle = new InstanceHandle(server, () => this.#health(entry));
     ref.entry = entry;
     this.#entries.set(record.id, entry);
     server.markStarted();
@@ -626,7 +631,7 @@ export class Runtime extends EventEmitter {
         throw new StartFailureError(record.id, `not connected: ${why}`, { cause: err });
       }
     }
-    return server;
+    return entry.handle;
   }
 
   /**
@@ -768,8 +773,8 @@ export class Runtime extends EventEmitter {
   }
 
   /** The instance's {@link InstanceServer}, or undefined. */
-  whereis(id: string): InstanceServer | undefined {
-    return this.#entries.get(id)?.server;
+  whereis(id: string): InstanceHandle | undefined {
+    return this.#entries.get(id)?.handle;
   }
 
   /** Status maps of every instance, in start order. */
