@@ -279,7 +279,8 @@ async function paced(rate: number, ms: number, sendOne: (i: number, record: (lat
   let allSent = false;
   let onAll: (() => void) | undefined;
   const record = (latencyMs: number): void => {
-    latencies.push(latencyMs);
+    if (Number.isFinite(latencyMs)) latencies.push(latencyMs); // NaN: a send that failed
+
     if (++settled === sent && allSent) onAll?.();
   };
   const start = performance.now();
@@ -314,7 +315,10 @@ async function rtLatency(rt: Runtime, id: string, rate: number, ms = LAT_MS): Pr
       },
     );
   });
-  if (failed > 0) throw new Error(`${failed} of ${res.sent} paced sends failed; first: ${String(firstError)}`);
+  // An open-loop producer past what the main thread sustains fills the queue: that is a result
+  // (the backlog, then queue_full backpressure), not a crash of the bench. Latencies are of the
+  // sends that were delivered.
+  if (failed > 0) console.log(`  ${failed} of ${res.sent} paced sends refused at ${rate} msgs/s; first: ${String(firstError)}`);
   return res;
 }
 
