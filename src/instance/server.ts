@@ -109,6 +109,10 @@ export interface WorkerHealth {
   readonly elu: number | null;
   /** `heapUsed` of the worker in bytes, or null when unknown. */
   readonly heapUsed: number | null;
+  /** The worker's thread id, or null while the instance has no worker. */
+  readonly threadId?: number | null;
+  /** How many instances share the worker (1 for a dedicated one, 0 while it has none). */
+  readonly instances?: number;
 }
 
 /** What the runtime adds to {@link InstanceServer.healthSnapshot}. */

@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { MessageChannel, SHARE_ENV, type MessagePort, type ResourceLimits } from 'node:worker_threads';
+import { SHARE_ENV, type MessagePort, type ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import {
@@ -23,12 +23,12 @@ import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instanc
 import { INSTANCE_EVENTS, InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
 import { InstanceHandle } from '../instance/handle.js';
 import { INSTANCE_STATUSES, type InstanceStatus } from '../instance/state-machine.js';
-import { backoffOptionsSchema, type BackoffOptions } from '../supervisor/backoff.js';
-import { Supervisor } from '../supervisor/supervisor.js';
-import { isNormalExit, type ChildExit, type ChildSpec, type Shutdown, type StartContext } from '../supervisor/types.js';
+import { backoffDelay, backoffOptionsSchema, IntensityWindow, resolveBackoff, type BackoffOptions } from '../supervisor/backoff.js';
+import type { Supervisor } from '../supervisor/supervisor.js';
+import { isNormalExit, type ChildExit, type ChildSpec, type Shutdown } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
 import { loggerSchema, parseConfig } from '../validate.js';
-import { WorkerHost } from '../worker/host.js';
+import type { WorkerHost } from '../worker/host.js';
 import { resourceLimitsSchema } from '../worker/schemas.js';
 import { ColumnEncoder } from '../wire/columns.js';
 import type { AckResult, InboundAck, InstanceBoot, InstanceWorkerApi, LifecycleBody, SendBatch, StartResult } from '../wire/protocol.js';
@@ -39,6 +39,7 @@ import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './cha
 import { acksSchema, noticeSchema } from './protocol.js';
 import { MAX_TIMER_MS } from '../wire/timers.js';
 import type { RuntimeChild, RuntimeChildOptions } from './child.js';
+import { WorkerGroup, type GroupHooks } from './worker-group.js';
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
 const INBOUND_WINDOW = 8;
@@ -64,6 +65,9 @@ const ms = z.number().int().min(0).max(MAX_TIMER_MS);
  * memory bound: ten million pending sends is already gigabytes; a larger bound is a mistake.
  */
 export const MAX_QUEUE_CAPACITY = 10_000_000;
+
+/** The largest `placement.instancesPerWorker`. */
+export const MAX_INSTANCES_PER_WORKER = 1000;
 const queueCapacitySchema = z.number().int().min(1).max(MAX_QUEUE_CAPACITY);
 
 type PoolOptions = NonNullable<ConstructorParameters<typeof Piscina>[0]>;
@@ -168,10 +172,27 @@ const runtimeOptionsSchema = z
     shutdownMs: ms.default(5000),
     readyTimeoutMs: budget.default(10_000),
     resourceLimits: resourceLimitsSchema.optional(),
+    placement: z
+      .object({ instancesPerWorker: z.number().int().min(1).max(MAX_INSTANCES_PER_WORKER).default(1) })
+      .strict()
+      .default({ instancesPerWorker: 1 }),
     onMessage: z.custom<OnMessage>((v) => typeof v === 'function', 'expected a function').optional(),
     pool: poolSchema.optional(),
   })
   .strict();
+
+/** Where instances run (see {@link RuntimeOptions.placement}). */
+export interface PlacementOptions {
+  /**
+   * How many instances one worker thread hosts. Default 1: every instance has a worker of its
+   * own, and a worker's death is its instance's (its restart intensity applies). Above 1 a new
+   * instance goes to the least-loaded worker with room, a worker left with no instance is ended,
+   * and a worker's death restarts every instance in it once (restart kind `group`, counted in
+   * each one's `restartCount` but not toward its restart intensity). Instances of different
+   * channels may share a worker; each channel module is loaded once per worker.
+   */
+  instancesPerWorker?: number;
+}
 
 /** Receives every inbound message, in order per instance. A throw or rejection is counted and emitted as `message:failed`. */
 export type OnMessage = (message: unknown, meta: { instanceId: string; channelType: string }) => void | Promise<void>;
@@ -222,8 +243,13 @@ export interface RuntimeOptions {
   shutdownMs?: number;
   /** Budget of a worker to report ready, ms. Default 10000. */
   readyTimeoutMs?: number;
-  /** Default `resourceLimits` of every instance worker. */
+  /**
+   * Default `resourceLimits` of every instance worker. A worker shared by several instances
+   * (`placement.instancesPerWorker` > 1) has these limits for all of them together.
+   */
   resourceLimits?: ResourceLimits;
+  /** How instances are packed into worker threads. Default: one instance per worker. */
+  placement?: PlacementOptions;
   /** Receives inbound messages. */
   onMessage?: OnMessage;
   /**
@@ -250,8 +276,14 @@ export interface StartInstanceOptions {
   credentials?: Record<string, unknown>;
   /** Channel settings. */
   settings?: Record<string, unknown>;
-  /** `resourceLimits` of this instance's worker (default: the runtime's). */
+  /** `resourceLimits` of this instance's worker (default: the runtime's). Given here, the instance gets a dedicated worker. */
   resourceLimits?: ResourceLimits;
+  /**
+   * `'dedicated'`: a worker of its own whatever the runtime's placement (a tenant whose
+   * credentials must not share a thread's memory with others, or a suspect channel).
+   * `'shared'` (default): placed as `placement` says.
+   */
+  isolation?: 'shared' | 'dedicated';
   /** This instance's supervision policy; fields not given come from the runtime's `restart`. */
   restart?: RestartPolicy;
   /** This instance's outbound queue bound (default: the runtime's `queueCapacity`). */
@@ -302,6 +334,7 @@ const startInstanceSchema = z
     resourceLimits: resourceLimitsSchema.optional(),
     restart: z.record(z.string(), z.unknown()).optional(),
     queueCapacity: queueCapacitySchema.optional(),
+    isolation: z.enum(['shared', 'dedicated']).optional(),
   })
   .strict();
 
@@ -339,9 +372,17 @@ interface Entry {
   readonly restart: Resolved['restart'];
   readonly log: Logger;
   state: 'running' | 'restarting' | 'error' | 'stopping';
-  sup: Supervisor | undefined;
+  /** A worker of its own (asked for, or its own `resourceLimits`). */
+  readonly dedicated: boolean;
+  /** The worker group hosting it, while it runs. */
+  group: WorkerGroup<Entry> | undefined;
+  /** The worker hosting it now. */
   host: WorkerHost<InstanceWorkerApi> | undefined;
   recoverTimer: NodeJS.Timeout | undefined;
+  /** Its own restarts in a shared worker (the worker's deaths are the group's), for its restart intensity. */
+  readonly intensity: IntensityWindow;
+  /** The backoff pause before such a restart; `stopInstance` cuts it short. */
+  pause: { timer: NodeJS.Timeout; done: () => void } | undefined;
   inbound: Promise<void>;
   /** The outbound queue: authoritative, survives worker restarts (replaced only after a fatal error closed it). */
   queue: OutboundQueue;
@@ -415,6 +456,39 @@ export class Runtime extends EventEmitter {
   #lastIid = 0;
   #delivered = 0;
   #handlerErrors = 0;
+  /** Worker groups with a thread running or starting (or about to). */
+  readonly #groups = new Set<WorkerGroup<Entry>>();
+  #lastGroup = 0;
+  /** What the groups tell the runtime about their members' workers. */
+  readonly #hooks: GroupHooks<Entry> = {
+    boot: (e) => this.#boot(e),
+    hosting: (e, host) => {
+      // Before the start call: the worker's first notices may overtake its answer.
+      if (e.state === 'running') e.host = host;
+    },
+    hosted: (e, host, port, result) => this.#onHosted(e, host, port, result),
+    detached: (e, host, port, exit) => this.#onDetached(e, host, port, exit),
+    restarting: (e, info) => {
+      if (e.state !== 'running') return;
+      const kind = e.group?.dedicated ? exitKind({ class: info.exit, reason: info.reason }) : 'group';
+      e.server.notifyRestartMarker('recoverable', info.reason, { kind, attempt: info.attempt, delayMs: info.delayMs });
+    },
+    starting: (e) => {
+      if (e.state === 'running') e.server.notifyStarting(e.server.lastRestartReason ?? 'worker restart');
+    },
+    escalated: (e, reason) => {
+      e.group = undefined;
+      e.host = undefined;
+      if (e.state !== 'running') return;
+      e.server.notifyRestartMarker('fatal', reason, { kind: 'intensity_exceeded' });
+      this.#toError(e, reason, true);
+    },
+    message: (e, host, port, raw) => this.#onMessage(e, host, port, raw),
+    stray: () => {
+      this.#malformed++;
+      this.#log.warn({ malformedMessages: this.#malformed }, 'message from instance worker names no instance, or another one');
+    },
+  };
 
   private constructor(opts: Resolved, root: Logger) {
     super();
@@ -508,7 +582,7 @@ export class Runtime extends EventEmitter {
             if (ended) return exited;
             if (trees === undefined && rt.#stopping === undefined) {
               // The instance trees as they are now: stop() detaches them from their entries.
-              trees = [...rt.#entries.values()].flatMap((e) => (e.sup ? [e.sup] : []));
+              trees = [...rt.#groups].flatMap((g) => (g.supervisor ? [g.supervisor] : []));
               bySupervisor = true;
               stop.call(rt).then(() => end({ class: 'shutdown', reason: 'shutdown' }), (err: unknown) => end({ ...failed(err), class: 'shutdown' }));
             }
@@ -587,9 +661,12 @@ export class Runtime extends EventEmitter {
       restart,
       log: this.#log.child({ instanceId: record.id, channelType: record.channelType }),
       state: 'running',
-      sup: undefined,
+      dedicated: o.isolation === 'dedicated' || o.resourceLimits !== undefined || this.#opts.placement.instancesPerWorker === 1,
+      group: undefined,
       host: undefined,
       recoverTimer: undefined,
+      intensity: new IntensityWindow(restart.maxRestarts, restart.periodMs),
+      pause: undefined,
       inbound: Promise.resolve(),
       capacity,
       cursor: undefined,
@@ -841,6 +918,8 @@ export class Runtime extends EventEmitter {
       this.#state = 'stopping';
       const entries = [...this.#entries.values()];
       this.#entries.clear();
+      // Everything stops: a shared worker stops once, with all its instances, not one by one.
+      for (const g of this.#groups) g.close();
       // Instances are independent: they stop in parallel, each within its own budget.
       await Promise.all(
         entries.map(async (e) => {
@@ -1001,6 +1080,8 @@ export class Runtime extends EventEmitter {
       lastHeartbeatAgeMs: h?.state === 'up' ? h.lastPongAgeMs : null,
       elu: h?.elu ?? null,
       heapUsed: h?.heapUsed ?? null,
+      threadId: h?.threadId ?? null,
+      instances: e.group?.size ?? 0,
     };
     const delivery = e.queue.stats();
     return { ...e.server.healthSnapshot({ worker }), inFlight: delivery.inFlight, pressure: delivery.pressure, delivery };
@@ -1009,55 +1090,116 @@ export class Runtime extends EventEmitter {
   #clearRecover(e: Entry): void {
     if (e.recoverTimer) clearTimeout(e.recoverTimer);
     e.recoverTimer = undefined;
+    if (e.pause) {
+      clearTimeout(e.pause.timer);
+      e.pause.done();
+      e.pause = undefined;
+    }
   }
 
+  /** The group a starting instance goes to: a dedicated one, or the least-loaded shared one with room. */
+  #place(entry: Entry): WorkerGroup<Entry> {
+    for (const g of this.#groups) if (g.state === 'stopped') this.#groups.delete(g);
+    if (!entry.dedicated) {
+      let best: WorkerGroup<Entry> | undefined;
+      for (const g of this.#groups) if (!g.dedicated && g.hasRoom && (best === undefined || g.size < best.size)) best = g;
+      if (best) return best;
+    }
+    const o = this.#opts;
+    const id = ++this.#lastGroup;
+    const restart = entry.dedicated ? entry.restart : o.restart;
+    const group = new WorkerGroup<Entry>(
+      {
+        id,
+        dedicated: entry.dedicated,
+        capacity: entry.dedicated ? 1 : o.placement.instancesPerWorker,
+        name: entry.dedicated ? `threadvisor:${entry.id}` : `threadvisor:group-${id}`,
+        filename: builtinUrl('instance-worker.js'),
+        logger: entry.dedicated ? entry.log : this.#log.child({ group: id }),
+        heartbeat: o.heartbeat,
+        readyTimeoutMs: o.readyTimeoutMs,
+        shutdownMs: o.shutdownMs,
+        resourceLimits: entry.dedicated ? entry.resourceLimits : o.resourceLimits,
+        // A shared worker's deaths count toward no instance's restart intensity: it restarts
+        // (with backoff) as long as it has instances.
+        restart: { maxRestarts: entry.dedicated ? restart.maxRestarts : Number.MAX_SAFE_INTEGER, periodMs: restart.periodMs, backoff: restart.backoff },
+        redact: entry.dedicated ? (text) => entry.server.redactReason(text) ?? '' : (text) => this.#redactAll(text),
+      },
+      this.#hooks,
+    );
+    this.#groups.add(group);
+    return group;
+  }
+
+  /** Scrubs every instance's credentials out of a text about a shared worker. */
+  #redactAll(text: string): string {
+    let out = text;
+    for (const e of this.#entries.values()) out = e.redact(out);
+    return out;
+  }
+
+  /** Places the instance in a worker and starts it there (rejects as `startInstance` documents). */
   async #startTree(entry: Entry): Promise<void> {
-    const { restart, server } = entry;
-    const sup = await Supervisor.start({
-      name: `instance:${entry.id}`,
-      logger: entry.log,
-      maxRestarts: restart.maxRestarts,
-      periodMs: restart.periodMs,
-      backoff: restart.backoff,
-      redact: (text) => server.redactReason(text) ?? '',
-      children: [{ id: 'worker', shutdown: this.#opts.shutdownMs, start: (ctx) => this.#startWorker(entry, ctx) }],
-    });
-    if (entry.state === 'running') {
-      this.#watchTree(entry, sup);
+    const group = this.#place(entry);
+    entry.group = group;
+    let result: StartResult;
+    try {
+      result = await group.add(entry);
+    } catch (err) {
+      if (entry.group === group) entry.group = undefined;
+      if (entry.state === 'error') return; // a fatal error while it was starting: it stays, in error
+      throw err;
+    }
+    if (!result.ok) {
+      if (entry.group === group) entry.group = undefined;
+      // On its first start, startInstance fails; later, #onHosted put it in error.
+      if (entry.firstStart && entry.failure) throw entry.failure;
       return;
     }
-    // A fatal error while the tree was starting (the instance stays, in error), or a stop.
-    await sup.stop();
+    if (entry.state === 'running') return;
+    // Stopped while it was starting.
+    await this.#stopTree(entry);
     if (entry.state !== 'error') throw new StoppedError(`instance ${entry.id}`);
   }
 
+  /** Takes the instance out of its worker (a shared worker goes on; a dedicated one stops). */
   async #stopTree(entry: Entry): Promise<void> {
-    const sup = entry.sup;
-    entry.sup = undefined;
+    const group = entry.group;
+    entry.group = undefined;
     entry.host = undefined;
-    if (sup) await sup.stop();
+    if (group) await group.remove(entry);
   }
 
-  #watchTree(entry: Entry, sup: Supervisor): void {
-    entry.sup = sup;
-    const { server } = entry;
-    const current = () => entry.sup === sup && entry.state === 'running';
-    sup.on('child_exited', (e: { class: ChildExit['class']; reason: string; code?: number }) => {
-      if (isNormalExit(e) || !current()) return;
-      if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') {
-        server.notifyDisconnected(`worker ${exitKind(e)}: ${e.reason}`);
+  /**
+   * An instance's own failure in a shared worker (its reconnect attempts spent): it starts over
+   * in place, after its backoff, counted toward its restart intensity; its worker-mates go on.
+   */
+  #restartInPlace(entry: Entry, kind: string, reason: string): void {
+    const group = entry.group;
+    if (entry.state !== 'running' || group === undefined) return;
+    if (entry.intensity.record()) {
+      const why = `restart intensity exceeded: more than ${entry.intensity.maxRestarts} restarts in ${entry.intensity.periodMs} ms (last: ${kind})`;
+      entry.server.notifyRestartMarker('fatal', why, { kind: 'intensity_exceeded' });
+      this.#toError(entry, why, true);
+      return;
+    }
+    const attempt = entry.intensity.count();
+    const delayMs = Math.round(backoffDelay(resolveBackoff(entry.restart.backoff), attempt - 1));
+    entry.server.notifyRestartMarker('recoverable', reason, { kind, attempt, delayMs });
+    void this.#op(entry, async () => {
+      if (entry.state !== 'running' || entry.group !== group) return;
+      await this.#stopTree(entry);
+      await new Promise<void>((resolve) => {
+        entry.pause = { timer: setTimeout(resolve, delayMs), done: resolve };
+      });
+      entry.pause = undefined;
+      if (entry.state !== 'running') return;
+      entry.server.notifyStarting(reason);
+      try {
+        await this.#startTree(entry);
+      } catch (err) {
+        if (entry.state === 'running') this.#toError(entry, `restart failed: ${entry.server.redactReason(err) ?? 'unknown'}`, true);
       }
-    });
-    sup.on('child_restarting', (e: { class: ChildExit['class']; reason: string; code?: number; attempt: number; delayMs: number }) => {
-      if (!current()) return;
-      server.notifyRestartMarker('recoverable', e.reason, { kind: exitKind(e), attempt: e.attempt + 1, delayMs: Math.round(e.delayMs) });
-    });
-    void sup.exited.then((exit) => {
-      if (exit.class !== 'escalated' || !current()) return;
-      entry.sup = undefined;
-      entry.host = undefined;
-      server.notifyRestartMarker('fatal', exit.reason, { kind: 'intensity_exceeded' });
-      this.#toError(entry, exit.reason, true);
     });
   }
 
@@ -1095,7 +1237,7 @@ export class Runtime extends EventEmitter {
     if (entry.state === 'stopping' || entry.state === 'error') return;
     entry.state = 'error';
     entry.server.notifyError(reason);
-    if (entry.sup) {
+    if (entry.group) {
       void this.#op(entry, () => this.#stopTree(entry)).catch((err: unknown) =>
         entry.log.warn({ reason: entry.server.redactReason(err) }, 'stopping a failed instance'),
       );
@@ -1109,18 +1251,15 @@ export class Runtime extends EventEmitter {
     }
   }
 
-  async #startWorker(entry: Entry, ctx: StartContext): Promise<WorkerHost<InstanceWorkerApi>> {
-    const { server } = entry;
-    if (entry.state !== 'running') throw new StoppedError(`instance ${entry.id}`);
-    if (ctx.attempt > 0) server.notifyStarting(server.lastRestartReason ?? 'worker restart');
-    const data = new MessageChannel();
+  /** The boot of an instance, built when a worker is about to host it (with the current cursor). */
+  #boot(entry: Entry): Omit<InstanceBoot, 'data'> {
     const o = this.#opts;
-    const boot: InstanceBoot = {
+    return {
       iid: entry.iid,
       instance: {
         id: entry.id,
-        name: server.name,
-        channelType: server.channelType,
+        name: entry.server.name,
+        channelType: entry.server.channelType,
         settings: entry.settings,
         credentials: entry.credentials,
       },
@@ -1129,91 +1268,62 @@ export class Runtime extends EventEmitter {
       probe: { intervalMs: o.probe.intervalMs },
       timeouts: { ...o.timeouts, probeMs: o.probe.timeoutMs },
       pollIdleMs: o.pollIdleMs,
-      data: data.port2,
       inboundWindow: INBOUND_WINDOW,
       ...(entry.cursor === undefined ? {} : { cursor: entry.cursor }),
     };
-    let host: WorkerHost<InstanceWorkerApi>;
-    try {
-      host = await WorkerHost.start<InstanceWorkerApi>(
-        {
-          filename: builtinUrl('instance-worker.js'),
-          name: `threadvisor:${entry.id}`,
-          workerData: boot,
-          transferList: [data.port2],
-          heartbeat: o.heartbeat,
-          readyTimeoutMs: o.readyTimeoutMs,
-          ...(entry.resourceLimits ? { resourceLimits: entry.resourceLimits } : {}),
-        },
-        ctx,
-      );
-    } catch (err) {
-      data.port1.close();
-      throw err;
-    }
-    this.#listen(entry, host, data.port1);
-    entry.host = host;
-    void host.exited.then((exit) => {
-      if (entry.host === host) entry.host = undefined;
-      if (entry.dataPort === data.port1) {
-        entry.dataPort = undefined;
-        // Everything this worker did not acknowledge goes back to the head of the queue, in
-        // order, for the next worker. A planned stop charges no message with a crash.
-        entry.queue.requeueInFlight(`worker ${exitKind(exit)}: ${exit.reason}`, { crashed: exit.class !== 'shutdown' });
-      }
-    });
-    let started: StartResult;
-    try {
-      // Loading zod and the channel module is part of getting ready: same budget as the spawn.
-      started = await host.callWithTimeout(o.readyTimeoutMs, 'start');
-    } catch (err) {
-      await host.shutdown('brutal_kill');
-      throw err;
-    }
-    if (!started.ok) {
-      // The channel module cannot be loaded or is invalid: retrying cannot help.
-      const reason = server.redactReason(started.reason) ?? 'invalid channel';
-      entry.failure = new ChannelInvalidError(entry.id, reason);
-      if (entry.firstStart) {
-        await host.shutdown('brutal_kill');
-        throw entry.failure; // startInstance rejects with start_failure; the instance is removed
-      }
-      this.#fatal(entry, reason); // on a restart: the instance goes to error, no restart loop
-      return host;
-    }
-    if (host.state === 'up') {
-      entry.dataPort = data.port1;
-      this.#pump(entry);
-    }
-    return host;
   }
 
-  #listen(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort): void {
-    port.on('message', (raw: unknown) => {
-      const m = raw as { t?: unknown; i?: unknown } | null;
-      if (typeof m !== 'object' || m === null || m.i !== entry.iid) {
-        this.#malformed++;
-        entry.log.warn({ malformedMessages: this.#malformed }, 'message from instance worker names no instance, or another one');
-        return;
-      }
-      if (m.t === 'acks') return this.#onAcks(entry, m);
-      const parsed = noticeSchema.safeParse(raw);
-      if (!parsed.success) {
-        this.#malformed++;
-        const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-        entry.log.warn({ issues, malformedMessages: this.#malformed }, 'malformed notice from instance worker');
-        return;
-      }
-      try {
-        this.#onNotice(entry, host, port, parsed.data);
-      } catch (err) {
-        // Never let one worker's notice take the main thread down.
-        this.#malformed++;
-        entry.log.warn({ reason: entry.server.redactReason(err) }, 'notice from instance worker could not be handled');
-      }
-    });
-    // The port closes when the worker is gone; nothing else holds it.
-    port.once('close', () => port.removeAllListeners());
+  /** What the worker answered to hosting the instance (on its first start and after each worker restart). */
+  #onHosted(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, started: StartResult): void {
+    if (!started.ok) {
+      // The channel module cannot be loaded or is invalid: retrying cannot help.
+      const reason = entry.server.redactReason(started.reason) ?? 'invalid channel';
+      entry.failure = new ChannelInvalidError(entry.id, reason);
+      if (entry.host === host) entry.host = undefined;
+      // The first start fails startInstance (the instance is removed); later: error, no restart loop.
+      if (!entry.firstStart) this.#fatal(entry, reason);
+      return;
+    }
+    if (entry.state === 'running' && host.state === 'up' && entry.host === host) {
+      entry.dataPort = port;
+      this.#pump(entry);
+    }
+  }
+
+  /** The instance's worker is gone, or the instance left it. */
+  #onDetached(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, exit: ChildExit): void {
+    if (entry.host === host) entry.host = undefined;
+    if (entry.dataPort === port) {
+      entry.dataPort = undefined;
+      // Everything this worker did not acknowledge goes back to the head of the queue, in
+      // order, for the next worker. A planned stop charges no message with a crash.
+      entry.queue.requeueInFlight(`worker ${exitKind(exit)}: ${exit.reason}`, { crashed: exit.class !== 'shutdown' });
+    }
+    const { server } = entry;
+    if (isNormalExit(exit) || entry.state !== 'running' || entry.group === undefined) return;
+    if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') {
+      server.notifyDisconnected(`worker ${exitKind(exit)}: ${server.redactReason(exit.reason) ?? ''}`);
+    }
+  }
+
+  /** A message on the data port about this instance. */
+  #onMessage(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, raw: object): void {
+    const m = raw as { t?: unknown };
+    if (m.t === 'acks') return this.#onAcks(entry, m);
+    const parsed = noticeSchema.safeParse(raw);
+    if (!parsed.success) {
+      this.#malformed++;
+      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+      entry.log.warn({ issues, malformedMessages: this.#malformed }, 'malformed notice from instance worker');
+      return;
+    }
+    try {
+      this.#onNotice(entry, host, port, parsed.data);
+    } catch (err) {
+      // Never let one worker's notice take the main thread down.
+      this.#malformed++;
+      entry.log.warn({ reason: entry.server.redactReason(err) }, 'notice from instance worker could not be handled');
+    }
   }
 
   #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: LifecycleBody): void {
@@ -1240,7 +1350,11 @@ export class Runtime extends EventEmitter {
         else server.notifyReconnect(n.phase, n.attempt, n.reason, n.delayMs, n.class);
         // The instance spent its reconnect attempts: it starts over in a fresh worker, a restart
         // its supervisor counts (and escalates past its intensity), as for a crash.
-        if (n.phase === 'exhausted') void host.terminate(RECONNECT_EXHAUSTED);
+        // In a shared worker it starts over in place; its worker-mates go on.
+        if (n.phase === 'exhausted') {
+          if (entry.group?.dedicated) void host.terminate(RECONNECT_EXHAUSTED);
+          else this.#restartInPlace(entry, RECONNECT_EXHAUSTED, RECONNECT_EXHAUSTED);
+        }
         return;
       case 'probe':
         server.notifyProbe(n.outcome, n.latencyMs, n.reason, n.class);
