@@ -115,6 +115,53 @@ describe('placement', { timeout: 120_000 }, () => {
     for (const id of ['b0', 'b1', 'b2']) expect((await rt.status(id)).restartCount).toBe(0);
   });
 
+  for (const escape of ['throw', 'reject'] as const) {
+    it(`an error that escapes one packed instance's callback (${escape}) restarts only that instance, in place`, async () => {
+      const rt = await start({ placement: { instancesPerWorker: 3 } });
+      const channel = fixtureUrl('channels/escape');
+      const handles: InstanceHandle[] = [];
+      for (const id of ['x0', 'x1', 'x2']) handles.push(await rt.startInstance({ id, name: id, channelType: 'escape', channel }, { waitFor: 'connected' }));
+      const thread = await threadOf(rt, 'x0');
+      const connectedAt = handles.map((h) => h.health().connectedAt);
+      const events = collect(rt, 'instance:restart', 'instance:disconnected', 'instance:connected');
+      // Sends around the fault, to the culprit and its mates: none is lost.
+      const sends: Promise<unknown>[] = [];
+      for (let i = 0; i < 50; i++) for (const id of ['x0', 'x1', 'x2']) sends.push(rt.send(id, { n: i }));
+      sends.push(rt.send('x1', { escape }));
+      for (let i = 50; i < 100; i++) for (const id of ['x0', 'x1', 'x2']) sends.push(rt.send(id, { n: i }));
+      const settled = await Promise.allSettled(sends);
+      expect(settled.filter((r) => r.status === 'rejected')).toEqual([]);
+      await waitFor(() => events.some((e) => e.event === 'instance:connected' && e.instanceId === 'x1'));
+      const restarts = events.filter((e) => e.event === 'instance:restart');
+      expect(restarts).toHaveLength(1);
+      expect(restarts[0]).toMatchObject({ instanceId: 'x1', kind: 'crash', class: 'recoverable', attempt: 1 });
+      expect(String(restarts[0]?.reason)).toContain(escape === 'throw' ? 'thrown from a timer' : 'rejected with no handler');
+      expect(events.filter((e) => e.instanceId !== 'x1')).toEqual([]);
+      // The same worker thread; the mates kept their connection.
+      for (const id of ['x0', 'x1', 'x2']) expect(await threadOf(rt, id)).toBe(thread);
+      expect(handles[0]?.health().connectedAt).toBe(connectedAt[0]);
+      expect(handles[2]?.health().connectedAt).toBe(connectedAt[2]);
+      expect(handles[1]?.health().restartCount).toBe(1);
+    });
+  }
+
+  it('an error that belongs to no instance (a queueMicrotask throw) ends the shared worker: its group restarts', async () => {
+    const rt = await start({ placement: { instancesPerWorker: 3 } });
+    const channel = fixtureUrl('channels/escape');
+    for (const id of ['y0', 'y1']) await rt.startInstance({ id, name: id, channelType: 'escape', channel }, { waitFor: 'connected' });
+    const thread = await threadOf(rt, 'y0');
+    const events = collect(rt, 'instance:restart');
+    await rt.send('y0', { escape: 'microtask' });
+    await waitFor(() => events.length === 2);
+    expect(events.map((e) => [e.instanceId, e.kind]).sort()).toEqual([
+      ['y0', 'group'],
+      ['y1', 'group'],
+    ]);
+    await rt.whenStatus('y0', 'connected', { timeoutMs: 20_000 });
+    await rt.whenStatus('y1', 'connected', { timeoutMs: 20_000 });
+    expect(await threadOf(rt, 'y0')).not.toBe(thread);
+  });
+
   it('an instance that spends its reconnect attempts in a shared worker starts over in place; its worker-mates go on', async () => {
     const rt = await start({ placement: { instancesPerWorker: 4 } });
     const mate = await rt.startInstance({ id: 'mate', name: 'mate', channelType: 'loopback', channel: 'loopback' }, { waitFor: 'connected' });

@@ -85,6 +85,8 @@ import { MessagePort } from 'node:worker_threads';
 import type { InstanceBoot, InstanceWorkerApi, Notice } from '../src/wire/protocol.js';
 import { ChannelModules } from './instance/channel-module.js';
 import { InstanceContext } from './instance/context.js';
+import { installFaultHandlers } from './instance/fault.js';
+import { describe } from './instance/util.js';
 import { serve, workerData } from './runtime.js';
 
 function readBoot(raw: unknown): InstanceBoot {
@@ -111,6 +113,17 @@ const contexts = new Map<number, InstanceContext>();
 const arriving = new Set<number>();
 
 const postToMain = (message: Notice): void => port.postMessage(message);
+
+// A shared worker restarts the one instance an escaped error belongs to; an error that belongs to
+// none ends the worker. A dedicated worker installs nothing: any escaped error ends it.
+if (config.shared === true) {
+  installFaultHandlers((err, origin, iid) => {
+    const ctx = iid === undefined ? undefined : contexts.get(iid);
+    if (ctx === undefined) return false;
+    ctx.fault(`${origin === 'uncaught' ? 'uncaught exception' : 'unhandled rejection'}: ${describe(err)}`, origin);
+    return true;
+  });
+}
 
 /** Creates the context of an instance; a channel that cannot be used is answered by its `start()`. */
 async function host(boot: typeof config): Promise<InstanceContext> {

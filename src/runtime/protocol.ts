@@ -52,6 +52,7 @@ export const noticeSchema = z.discriminatedUnion('t', [
   z.object({ t: z.literal('failure'), op: z.string(), reason, class: failureClass }),
   z.object({ t: z.literal('success'), op: z.string() }),
   z.object({ t: z.literal('fatal'), reason, code: z.string().optional() }),
+  z.object({ t: z.literal('fault'), reason, origin: z.enum(['uncaught', 'rejection']) }),
   z.object({ t: z.literal('inbound'), messages: z.array(z.unknown()), n: z.number().int().min(0).optional(), cursor: z.unknown().optional() }),
   z.object({
     t: z.literal('log'),

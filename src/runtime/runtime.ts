@@ -1163,20 +1163,23 @@ export class Runtime extends EventEmitter {
   }
 
   /** Takes the instance out of its worker (a shared worker goes on; a dedicated one stops). */
-  async #stopTree(entry: Entry): Promise<void> {
+  async #stopTree(entry: Entry, exit?: ChildExit): Promise<void> {
     const group = entry.group;
     entry.group = undefined;
     entry.host = undefined;
-    if (group) await group.remove(entry);
+    if (group) await group.remove(entry, exit);
   }
 
   /**
-   * An instance's own failure in a shared worker (its reconnect attempts spent): it starts over
-   * in place, after its backoff, counted toward its restart intensity; its worker-mates go on.
+   * An instance's own failure in a shared worker (its reconnect attempts spent, or an error that
+   * escaped its callbacks: `exit` then charges its in-flight sends with a crash): it starts over in
+   * place, after its backoff, counted toward its restart intensity; its worker-mates go on.
    */
-  #restartInPlace(entry: Entry, kind: string, reason: string): void {
+  #restartInPlace(entry: Entry, kind: string, reason: string, exit?: ChildExit): void {
     const group = entry.group;
     if (entry.state !== 'running' || group === undefined) return;
+    const { server } = entry;
+    if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(`${kind}: ${server.redactReason(reason) ?? ''}`);
     if (entry.intensity.record()) {
       const why = `restart intensity exceeded: more than ${entry.intensity.maxRestarts} restarts in ${entry.intensity.periodMs} ms (last: ${kind})`;
       entry.server.notifyRestartMarker('fatal', why, { kind: 'intensity_exceeded' });
@@ -1188,7 +1191,7 @@ export class Runtime extends EventEmitter {
     entry.server.notifyRestartMarker('recoverable', reason, { kind, attempt, delayMs });
     void this.#op(entry, async () => {
       if (entry.state !== 'running' || entry.group !== group) return;
-      await this.#stopTree(entry);
+      await this.#stopTree(entry, exit);
       await new Promise<void>((resolve) => {
         entry.pause = { timer: setTimeout(resolve, delayMs), done: resolve };
       });
@@ -1369,6 +1372,10 @@ export class Runtime extends EventEmitter {
         return;
       case 'success':
         server.notifySuccess();
+        return;
+      case 'fault':
+        // An error escaped one of its callbacks in a shared worker: it alone starts over.
+        this.#restartInPlace(entry, 'crash', n.reason, { class: 'crash', reason: n.reason });
         return;
       case 'fatal':
         if (n.code === 'channel_invalid') entry.failure = new ChannelInvalidError(entry.id, server.redactReason(n.reason) ?? 'invalid channel');

@@ -182,9 +182,10 @@ export class WorkerGroup<M extends GroupMember> {
   /**
    * Takes a member out: its worker stops it gracefully (its channel disconnects within its
    * budget) and forgets it, or, when it was the last member, the group's thread is stopped.
+   * `exit` is what the member's in-flight sends are charged with (a planned stop by default).
    * Resolves when it is done; a member not in the group resolves at once.
    */
-  async remove(member: M): Promise<void> {
+  async remove(member: M, exit: ChildExit = { class: 'shutdown', reason: 'shutdown' }): Promise<void> {
     const entry = this.#members.get(member.iid);
     if (entry?.m !== member) return;
     this.#members.delete(member.iid);
@@ -201,7 +202,7 @@ export class WorkerGroup<M extends GroupMember> {
         this.#o.logger.warn({ instanceId: member.id, reason: this.#o.redact(err instanceof Error ? err.message : String(err)) }, 'unhost failed');
       }
     }
-    if (host && port && entry.state !== 'pending') this.#hooks.detached(member, host, port, { class: 'shutdown', reason: 'shutdown' });
+    if (host && port && entry.state !== 'pending') this.#hooks.detached(member, host, port, exit);
   }
 
   /**
@@ -262,7 +263,7 @@ export class WorkerGroup<M extends GroupMember> {
     if (first === undefined) return undefined;
     if (ctx.attempt > 0) for (const e of list) this.#hooks.starting(e.m);
     const data = new MessageChannel();
-    const boot: InstanceBoot = { ...this.#hooks.boot(first.m), data: data.port2 };
+    const boot: InstanceBoot = { ...this.#hooks.boot(first.m), shared: !this.dedicated, data: data.port2 };
     let host: WorkerHost<InstanceWorkerApi>;
     this.#spawning = true;
     try {

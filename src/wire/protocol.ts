@@ -67,6 +67,12 @@ export interface InstanceBoot {
   cursor?: unknown;
   /** Inbound batches the worker may have posted and not yet seen acknowledged (flow control); 0 or absent = no limit. */
   inboundWindow?: number;
+  /**
+   * Read from the boot the worker is spawned with: the worker is shared by several instances, so
+   * an error that escapes one instance's callbacks restarts that instance alone (a `fault`
+   * notice) instead of ending the worker.
+   */
+  shared?: boolean;
 }
 
 /** Main → worker: inbound batches up to `upTo` (their `n`) were handled by `onMessage`. */
@@ -159,6 +165,7 @@ export type LifecycleBody =
   | { t: 'failure'; op: string; reason: string; class: FailureClass }
   | { t: 'success'; op: string }
   | { t: 'fatal'; reason: string; code?: string | undefined }
+  | { t: 'fault'; reason: string; origin: 'uncaught' | 'rejection' }
   | { t: 'inbound'; messages: unknown[]; n?: number | undefined; cursor?: unknown }
   | { t: 'log'; level: LogLevel; msg: string; obj?: Record<string, unknown> | undefined };
 

@@ -22,6 +22,7 @@ import { Inbound } from './inbound.js';
 import { SendDrain } from './send-drain.js';
 import { clip, cloneable, crash, isPlainRecord, reasonOf, type Op } from './util.js';
 import { MAX_TIMER_MS } from '../../src/wire/timers.js';
+import { runAs } from './fault.js';
 
 /** A channel definition as the worker runs it (message, receipt and settings types erased). */
 export type AnyChannel = ChannelDefinition<unknown, unknown, Record<string, unknown>, Record<string, unknown>>;
@@ -60,6 +61,8 @@ export class InstanceContext {
   readonly logger: ChannelLogger;
   /** A graceful stop has begun: nothing more is reported or attempted. */
   stopped = false;
+  /** An error escaped one of its callbacks (see {@link InstanceContext.fault}). */
+  faulted = false;
   /** Fatal error posted, or reconnects exhausted: nothing more is attempted. */
   finished = false;
   readonly stopController = new AbortController();
@@ -160,7 +163,8 @@ export class InstanceContext {
       }
       let result: T | Promise<T>;
       try {
-        result = fn(this.contextFor(controller.signal));
+        // Whatever the callback schedules carries this instance's number (fault attribution).
+        result = runAs(this.iid, () => fn(this.contextFor(controller.signal)));
       } catch (err) {
         reject(err as Error);
         return;
@@ -249,6 +253,17 @@ export class InstanceContext {
     }
     const batch = readSendBatch(message);
     if (batch !== undefined) this.sends.hold(batch);
+  }
+
+  /**
+   * An error escaped one of this instance's callbacks (uncaught, or an unhandled rejection): the
+   * runtime is told (it restarts this instance alone) and the instance stops doing anything. Once.
+   */
+  fault(reason: string, origin: 'uncaught' | 'rejection'): void {
+    if (this.faulted) return;
+    this.faulted = true;
+    if (!this.stopped) this.post({ t: 'fault', reason: clip(reason), origin });
+    void this.stop();
   }
 
   /** Graceful stop: nothing more is reported; the connection (or one being made) is closed. */

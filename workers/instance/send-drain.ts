@@ -26,6 +26,7 @@ import type { SendResult } from '../../src/wire/protocol.js';
 import type { ReadBatch } from '../../src/wire/validate.js';
 import type { Connection, InstanceContext } from './context.js';
 import { cloneable, codeOf, crash, nextTurn, reasonOf } from './util.js';
+import { runAs } from './fault.js';
 
 /** A batch from the runtime, held until every message in it is sent or handed back. */
 interface HeldBatch extends ReadBatch {
@@ -80,7 +81,7 @@ export class SendDrain {
       return;
     }
     this.#held.push({ ...batch, next: 0 });
-    if (!this.#draining) void this.#drain().catch(crash);
+    if (!this.#draining) this.#startDrain();
   }
 
   /** The connection is open: a drain waiting for it goes on. */
@@ -233,7 +234,12 @@ export class SendDrain {
     this.#curSeq = -1;
     this.#ackResult(this.#failure(seq, err));
     this.#returnHeld(this.#curEpoch);
-    if (this.#held.length > 0) void this.#drain().catch(crash);
+    if (this.#held.length > 0) this.#startDrain();
+  }
+
+  /** Starts the drain on behalf of this instance: what `send` schedules carries its number (fault attribution). */
+  #startDrain(): void {
+    runAs(this.#ctx.iid, () => void this.#drain().catch(crash));
   }
 
   async #drain(): Promise<void> {

@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 import { TimeoutError } from '../../src/errors.js';
+import { runAsWorker } from './fault.js';
 
 /** A channel callback, named in reasons and timeouts. */
 export type Op = 'connect' | 'disconnect' | 'send' | 'poll' | 'probe' | 'listen';
@@ -131,7 +132,10 @@ export const nextTurn = (): Promise<void> => new Promise<void>((resolve) => setI
 
 /** Re-throws `err` outside any promise chain: an internal bug crashes the worker (and it restarts). */
 export function crash(err: unknown): void {
-  setImmediate(() => {
-    throw err;
-  });
+  // The worker's own bug, not an instance's: thrown outside every instance's context.
+  runAsWorker(() =>
+    setImmediate(() => {
+      throw err;
+    }),
+  );
 }
