@@ -586,6 +586,7 @@ describe('InstanceServer', { timeout: 10_000 }, () => {
       lastProbe: null,
       invalidTransitions: 0,
       stopped: false,
+      quarantined: false,
       worker: null,
     });
     s.notifyConnecting();
@@ -666,6 +667,7 @@ describe('InstanceServer never leaks credentials', { timeout: 10_000 }, () => {
       s.notifyFailure(leakyError);
       s.notifyFailure(leakyObject); // → error (max 2)
       s.notifyRestartMarker('fatal', leakyError, { kind: 'crash' });
+      s.notifyQuarantined(true, leakyError);
       s.notifyConnected({ token: TOKEN }); // invalid from error
       s.notifyStarting(leakyError);
       s.notifyError(`fatal ${TOKEN}`);

@@ -45,6 +45,8 @@ import { MAX_TIMER_MS } from '../wire/timers.js';
  * - `reconnect`: `phase`, `attempt`, `reason`, `class`, and `delayMs` when given.
  * - `probe`: `outcome`, `latencyMs`, `reason`, and `class` for a non-ok outcome.
  * - `invalid_transition`: `from`, `to`, `via` (the notify method), `reason`.
+ * - `quarantined`: `quarantined` (true: put alone in a worker of its own because the shared worker
+ *   it was in kept dying; false: released after a quiet period), `reason`.
  */
 export const INSTANCE_EVENTS = [
   'started',
@@ -57,6 +59,7 @@ export const INSTANCE_EVENTS = [
   'reconnect',
   'probe',
   'invalid_transition',
+  'quarantined',
 ] as const;
 
 /** An instance event name (without the `instance:` prefix). */
@@ -165,6 +168,8 @@ export interface HealthSnapshot {
   readonly lastProbe: ProbeRecord | null;
   readonly invalidTransitions: number;
   readonly stopped: boolean;
+  /** Alone in a worker of its own after its shared worker kept dying (see {@link InstanceServer.notifyQuarantined}). */
+  readonly quarantined: boolean;
   /** The worker section from the runtime (scrubbed copy), or null. */
   readonly worker: WorkerHealth | null;
 }
@@ -245,6 +250,7 @@ export class InstanceServer extends EventEmitter {
   #lastRestartReason: string | null = null;
   #reconnectAttempt = 0;
   #restartCount = 0;
+  #quarantined = false;
   #lastProbe: ProbeRecord | null = null;
   #invalidTransitions = 0;
   #ignoredAfterStop = 0;
@@ -401,6 +407,7 @@ export class InstanceServer extends EventEmitter {
       lastProbe: this.#lastProbe,
       invalidTransitions: this.#invalidTransitions,
       stopped: this.#stoppedEmitted,
+      quarantined: this.#quarantined,
       worker: extra.worker ? (scrubValue({ ...extra.worker }, this.#secrets) as WorkerHealth) : null,
     };
   }
@@ -609,6 +616,20 @@ export class InstanceServer extends EventEmitter {
       class: cls,
       ...(delayMs !== undefined ? { delayMs } : {}),
     }));
+    return true;
+  }
+
+  /**
+   * Records that the instance was put alone in a worker of its own (`quarantined: true`: its
+   * shared worker kept dying and it is a suspect) or released from that (`false`), and emits
+   * `quarantined`. No status change. A repeat of the current value does nothing.
+   */
+  notifyQuarantined(quarantined: boolean, reason?: unknown): boolean {
+    if (this.#ignoredIfStopped('notifyQuarantined') || this.#quarantined === quarantined) return false;
+    this.#quarantined = quarantined;
+    const why = this.redactReason(reason);
+    this.#log[quarantined ? 'warn' : 'info']({ reason: why }, quarantined ? 'instance quarantined' : 'instance released from quarantine');
+    this.#emit('quarantined', () => ({ quarantined, reason: why }));
     return true;
   }
 

@@ -173,9 +173,15 @@ const runtimeOptionsSchema = z
     readyTimeoutMs: budget.default(10_000),
     resourceLimits: resourceLimitsSchema.optional(),
     placement: z
-      .object({ instancesPerWorker: z.number().int().min(1).max(MAX_INSTANCES_PER_WORKER).default(1) })
+      .object({
+        instancesPerWorker: z.number().int().min(1).max(MAX_INSTANCES_PER_WORKER).default(1),
+        quarantine: z
+          .object({ afterCrashes: z.number().int().min(1).max(1000).default(2), periodMs: budget.default(60_000) })
+          .strict()
+          .default({ afterCrashes: 2, periodMs: 60_000 }),
+      })
       .strict()
-      .default({ instancesPerWorker: 1 }),
+      .default({ instancesPerWorker: 1, quarantine: { afterCrashes: 2, periodMs: 60_000 } }),
     onMessage: z.custom<OnMessage>((v) => typeof v === 'function', 'expected a function').optional(),
     pool: poolSchema.optional(),
   })
@@ -192,6 +198,16 @@ export interface PlacementOptions {
    * channels may share a worker; each channel module is loaded once per worker.
    */
   instancesPerWorker?: number;
+  /**
+   * When a shared worker dies `afterCrashes` times (default 2) within `periodMs` (default 60000)
+   * from causes no instance can be charged with (exit, hang, out of memory), its instances are
+   * split in two halves across fresh workers, and each half is split again at its worker's next
+   * death, until the culprit is alone in a worker of its own (`instance:quarantined`, health
+   * `quarantined: true`), where its own restart intensity applies. A half that stays up for
+   * `periodMs` takes new instances again; an instance left alone that stays up for `periodMs` is
+   * released and moved back to a shared worker.
+   */
+  quarantine?: { afterCrashes?: number; periodMs?: number };
 }
 
 /** Receives every inbound message, in order per instance. A throw or rejection is counted and emitted as `message:failed`. */
@@ -374,6 +390,8 @@ interface Entry {
   state: 'running' | 'restarting' | 'error' | 'stopping';
   /** A worker of its own (asked for, or its own `resourceLimits`). */
   readonly dedicated: boolean;
+  /** Put alone by a split of a shared worker that kept dying; stays alone until released. */
+  quarantined: boolean;
   /** The worker group hosting it, while it runs. */
   group: WorkerGroup<Entry> | undefined;
   /** The worker hosting it now. */
@@ -484,6 +502,8 @@ export class Runtime extends EventEmitter {
       this.#toError(e, reason, true);
     },
     message: (e, host, port, raw) => this.#onMessage(e, host, port, raw),
+    split: (group, members, exit) => this.#split(group, members, exit),
+    released: (e) => this.#release(e),
     stray: () => {
       this.#malformed++;
       this.#log.warn({ malformedMessages: this.#malformed }, 'message from instance worker names no instance, or another one');
@@ -662,6 +682,7 @@ export class Runtime extends EventEmitter {
       log: this.#log.child({ instanceId: record.id, channelType: record.channelType }),
       state: 'running',
       dedicated: o.isolation === 'dedicated' || o.resourceLimits !== undefined || this.#opts.placement.instancesPerWorker === 1,
+      quarantined: false,
       group: undefined,
       host: undefined,
       recoverTimer: undefined,
@@ -1100,35 +1121,106 @@ export class Runtime extends EventEmitter {
   /** The group a starting instance goes to: a dedicated one, or the least-loaded shared one with room. */
   #place(entry: Entry): WorkerGroup<Entry> {
     for (const g of this.#groups) if (g.state === 'stopped') this.#groups.delete(g);
-    if (!entry.dedicated) {
-      let best: WorkerGroup<Entry> | undefined;
-      for (const g of this.#groups) if (!g.dedicated && g.hasRoom && (best === undefined || g.size < best.size)) best = g;
-      if (best) return best;
-    }
+    if (entry.dedicated || entry.quarantined) return this.#newGroup(entry, false);
+    let best: WorkerGroup<Entry> | undefined;
+    for (const g of this.#groups) if (!g.dedicated && g.hasRoom && (best === undefined || g.size < best.size)) best = g;
+    return best ?? this.#newGroup(undefined, false);
+  }
+
+  /**
+   * A new worker group: dedicated to `own` (its restart policy, its `resourceLimits`), or shared
+   * (the runtime's). `suspect`: made by a split (see {@link PlacementOptions.quarantine}).
+   */
+  #newGroup(own: Entry | undefined, suspect: boolean): WorkerGroup<Entry> {
     const o = this.#opts;
     const id = ++this.#lastGroup;
-    const restart = entry.dedicated ? entry.restart : o.restart;
+    const restart = own ? own.restart : o.restart;
     const group = new WorkerGroup<Entry>(
       {
         id,
-        dedicated: entry.dedicated,
-        capacity: entry.dedicated ? 1 : o.placement.instancesPerWorker,
-        name: entry.dedicated ? `threadvisor:${entry.id}` : `threadvisor:group-${id}`,
+        dedicated: own !== undefined,
+        capacity: own ? 1 : o.placement.instancesPerWorker,
+        name: own ? `threadvisor:${own.id}` : `threadvisor:group-${id}`,
         filename: builtinUrl('instance-worker.js'),
-        logger: entry.dedicated ? entry.log : this.#log.child({ group: id }),
+        logger: own ? own.log : this.#log.child({ group: id }),
         heartbeat: o.heartbeat,
         readyTimeoutMs: o.readyTimeoutMs,
         shutdownMs: o.shutdownMs,
-        resourceLimits: entry.dedicated ? entry.resourceLimits : o.resourceLimits,
+        resourceLimits: own ? own.resourceLimits : o.resourceLimits,
         // A shared worker's deaths count toward no instance's restart intensity: it restarts
-        // (with backoff) as long as it has instances.
-        restart: { maxRestarts: entry.dedicated ? restart.maxRestarts : Number.MAX_SAFE_INTEGER, periodMs: restart.periodMs, backoff: restart.backoff },
-        redact: entry.dedicated ? (text) => entry.server.redactReason(text) ?? '' : (text) => this.#redactAll(text),
+        // (with backoff) as long as it has instances, or is split (quarantine).
+        restart: { maxRestarts: own ? restart.maxRestarts : Number.MAX_SAFE_INTEGER, periodMs: restart.periodMs, backoff: restart.backoff },
+        redact: own ? (text) => own.server.redactReason(text) ?? '' : (text) => this.#redactAll(text),
+        quarantine: o.placement.quarantine,
+        suspect,
       },
       this.#hooks,
     );
     this.#groups.add(group);
     return group;
+  }
+
+  /**
+   * A shared worker died once too often: its instances go, in two halves, to two fresh suspect
+   * workers (a half of one: a dedicated worker, the instance quarantined). Bisection: the culprit
+   * is alone after at most ⌈log2(instancesPerWorker)⌉ more deaths.
+   */
+  #split(from: WorkerGroup<Entry>, members: Entry[], exit: ChildExit): void {
+    this.#groups.delete(from);
+    const reason = `worker ${exitKind(exit)}: ${this.#redactAll(exit.reason)}`;
+    for (const e of members) {
+      e.group = undefined;
+      e.host = undefined;
+    }
+    const live = members.filter((e) => e.state === 'running').sort((a, b) => a.iid - b.iid);
+    const half = Math.ceil(live.length / 2);
+    const parts = [live.slice(0, half), live.slice(half)].filter((p) => p.length > 0);
+    this.#log.warn({ group: from.id, into: parts.map((p) => p.length), reason }, 'shared worker keeps dying: splitting it');
+    publish(this, 'worker', 'split', () => ({ group: from.id, deaths: from.deaths, into: parts.map((p) => p.map((e) => e.id)), reason }), 'worker:split');
+    for (const part of parts) {
+      const alone = part.length === 1 ? part[0] : undefined;
+      const group = alone ? this.#newGroup(alone, true) : this.#newGroup(undefined, true);
+      for (const e of part) {
+        if (e === alone) {
+          e.quarantined = true;
+          e.server.notifyQuarantined(true, `its shared worker kept dying (${reason})`);
+        }
+        e.server.notifyRestartMarker('recoverable', reason, { kind: 'group', attempt: from.deaths, delayMs: 0 });
+        void this.#op(e, async () => {
+          if (e.state !== 'running' || e.group !== undefined) return;
+          e.server.notifyStarting(reason);
+          try {
+            await this.#startTree(e, group);
+          } catch (err) {
+            if (e.state === 'running') this.#toError(e, `restart failed: ${e.server.redactReason(err) ?? 'unknown'}`, true);
+          }
+        });
+      }
+    }
+  }
+
+  /** A quarantined instance stayed up for `quarantine.periodMs`: it is released, back to a shared worker. */
+  #release(entry: Entry): void {
+    if (!entry.quarantined || entry.state !== 'running') return;
+    entry.quarantined = false;
+    const quiet = `no worker death in ${this.#opts.placement.quarantine.periodMs} ms`;
+    entry.server.notifyQuarantined(false, quiet);
+    if (entry.dedicated) return; // it asked for a worker of its own anyway
+    const group = entry.group;
+    void this.#op(entry, async () => {
+      if (entry.state !== 'running' || entry.group !== group || entry.quarantined) return;
+      const reason = 'released from quarantine: moved back to a shared worker';
+      const { server } = entry;
+      if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(reason);
+      await this.#stopTree(entry);
+      if (entry.state !== 'running') return;
+      server.notifyStarting(reason);
+      try {
+        await this.#startTree(entry);
+      } catch (err) {
+        if (entry.state === 'running') this.#toError(entry, `restart failed: ${server.redactReason(err) ?? 'unknown'}`, true);
+      }
+    });
   }
 
   /** Scrubs every instance's credentials out of a text about a shared worker. */
@@ -1138,9 +1230,9 @@ export class Runtime extends EventEmitter {
     return out;
   }
 
-  /** Places the instance in a worker and starts it there (rejects as `startInstance` documents). */
-  async #startTree(entry: Entry): Promise<void> {
-    const group = this.#place(entry);
+  /** Places the instance in a worker (or `into` one) and starts it there (rejects as `startInstance` documents). */
+  async #startTree(entry: Entry, into?: WorkerGroup<Entry>): Promise<void> {
+    const group = into ?? this.#place(entry);
     entry.group = group;
     let result: StartResult;
     try {

@@ -13,7 +13,7 @@
 import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { StoppedError } from '../errors.js';
-import type { BackoffOptions } from '../supervisor/backoff.js';
+import { IntensityWindow, type BackoffOptions } from '../supervisor/backoff.js';
 import { Supervisor } from '../supervisor/supervisor.js';
 import type { ChildExit, StartContext } from '../supervisor/types.js';
 import { WorkerHost } from '../worker/host.js';
@@ -46,6 +46,13 @@ export interface GroupHooks<M extends GroupMember> {
   message(member: M, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, raw: object): void;
   /** A message on the data port that names no member of the group. */
   stray(raw: unknown): void;
+  /**
+   * A shared worker died once too often (see {@link GroupOptions.quarantine}): the group is gone
+   * and its members, already detached, are to be split across fresh workers.
+   */
+  split(group: WorkerGroup<M>, members: M[], exit: ChildExit): void;
+  /** A member put alone by a split saw no worker death for `quarantine.periodMs`. */
+  released(member: M): void;
 }
 
 /** How a group runs its worker. */
@@ -68,6 +75,17 @@ export interface GroupOptions {
   readonly restart: { maxRestarts: number; periodMs: number; backoff: BackoffOptions };
   /** Scrubs secrets out of reasons. */
   readonly redact: (text: string) => string;
+  /**
+   * A shared worker that dies `afterCrashes` times within `periodMs` is split (its members go to
+   * fresh workers) instead of restarted.
+   */
+  readonly quarantine: { readonly afterCrashes: number; readonly periodMs: number };
+  /**
+   * Made by a split: a shared one splits again at its next death and takes no new member; a
+   * dedicated one holds a quarantined instance. Quiet for `quarantine.periodMs`, a shared one
+   * becomes an ordinary group and a dedicated one releases its member.
+   */
+  readonly suspect: boolean;
 }
 
 type MemberState = 'pending' | 'hosting' | 'hosted';
@@ -104,6 +122,10 @@ export class WorkerGroup<M extends GroupMember> {
   /** A spawn is hosting its members: late arrivals wait for it. */
   #spawning = false;
   #closing = false;
+  #suspect: boolean;
+  /** Recent deaths of a shared worker, toward a split. */
+  readonly #crashes: IntensityWindow;
+  #quiet: NodeJS.Timeout | undefined;
   /** Thread deaths so far (each counted once for the whole group). */
   #deaths = 0;
 
@@ -113,6 +135,13 @@ export class WorkerGroup<M extends GroupMember> {
     this.capacity = options.capacity;
     this.#o = options;
     this.#hooks = hooks;
+    this.#suspect = options.suspect;
+    this.#crashes = new IntensityWindow(Math.max(0, options.quarantine.afterCrashes - 1), options.quarantine.periodMs);
+  }
+
+  /** Made by a split and not yet quiet for `quarantine.periodMs`. */
+  get suspect(): boolean {
+    return this.#suspect;
   }
 
   get state(): 'idle' | 'running' | 'stopping' | 'stopped' {
@@ -124,9 +153,9 @@ export class WorkerGroup<M extends GroupMember> {
     return this.#members.size;
   }
 
-  /** Whether a new member may be placed here. */
+  /** Whether placement may put a new member here (a suspect group takes none). */
   get hasRoom(): boolean {
-    return (this.#state === 'idle' || this.#state === 'running') && this.#members.size < this.capacity;
+    return (this.#state === 'idle' || this.#state === 'running') && !this.#suspect && this.#members.size < this.capacity;
   }
 
   /** The current thread's id, or null between threads. */
@@ -159,7 +188,7 @@ export class WorkerGroup<M extends GroupMember> {
    * Rejects when the thread cannot start (`start_failure`) or the member left first (`stopped`).
    */
   add(member: M): Promise<StartResult> {
-    if (!this.hasRoom) return Promise.reject(new StoppedError(`worker group ${this.id}`));
+    if (this.#state !== 'idle' && this.#state !== 'running') return Promise.reject(new StoppedError(`worker group ${this.id}`));
     this.#gone.delete(member.iid);
     const entry: Member<M> = { m: member, state: 'pending', waiters: [] };
     this.#members.set(member.iid, entry);
@@ -217,6 +246,7 @@ export class WorkerGroup<M extends GroupMember> {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       this.#state = 'stopping';
+      this.#clearQuiet();
       await this.#starting?.catch(() => undefined);
       await this.#sup?.stop();
       this.#state = 'stopped';
@@ -238,6 +268,7 @@ export class WorkerGroup<M extends GroupMember> {
       children: [{ id: 'worker', shutdown: this.#o.shutdownMs, start: (ctx) => this.#spawn(ctx) }],
     });
     this.#sup = sup;
+    if (this.#suspect) this.#watchQuiet(this.#deaths);
     sup.on('child_restarting', (e: { class: ChildExit['class']; reason: string; attempt: number; delayMs: number }) => {
       if (this.#state !== 'running') return;
       const info = { reason: e.reason, exit: e.class, attempt: e.attempt + 1, delayMs: Math.round(e.delayMs) };
@@ -357,6 +388,38 @@ export class WorkerGroup<M extends GroupMember> {
       e.state = 'pending';
       this.#hooks.detached(e.m, host, port, exit);
     }
+    // A shared worker that keeps dying is split instead of restarted (its supervisor, stopped
+    // here before it sees the death, restarts nothing).
+    if (this.dedicated || exit.class === 'shutdown' || this.#state !== 'running' || this.#members.size === 0) return;
+    if (!this.#suspect && !this.#crashes.record()) return;
+    this.#state = 'stopped';
+    this.#clearQuiet();
+    const members = [...this.#members.values()];
+    this.#members.clear();
+    for (const e of members) this.#settle(e, undefined, new StoppedError(`instance ${e.m.id}`));
+    void this.#sup?.stop();
+    this.#hooks.split(
+      this,
+      members.map((e) => e.m),
+      exit,
+    );
+  }
+
+  /** A suspect group quiet for `quarantine.periodMs` is cleared (a shared one) or releases its member (a dedicated one). */
+  #watchQuiet(deathsBefore: number): void {
+    this.#quiet = setTimeout(() => {
+      this.#quiet = undefined;
+      if (this.#state !== 'running') return;
+      if (this.#deaths !== deathsBefore) return this.#watchQuiet(this.#deaths);
+      this.#suspect = false;
+      if (this.dedicated) for (const e of [...this.#members.values()]) this.#hooks.released(e.m);
+    }, this.#o.quarantine.periodMs);
+    this.#quiet.unref();
+  }
+
+  #clearQuiet(): void {
+    if (this.#quiet) clearTimeout(this.#quiet);
+    this.#quiet = undefined;
   }
 
   #listen(host: WorkerHost<InstanceWorkerApi>, port: MessagePort): void {
