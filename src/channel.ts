@@ -132,6 +132,31 @@ export interface ChannelDefinition<Message = unknown, Receipt = unknown, Setting
   probe?(ctx: ChannelContext<Settings, Credentials>): Promise<ProbeResult> | ProbeResult;
 }
 
+/** The callbacks of one instance's channel, as a {@link ChannelFactory}'s `create` returns them. */
+export type ChannelHandlers<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>> = Omit<
+  ChannelDefinition<Message, Receipt, Settings, Credentials>,
+  'type' | 'settingsSchema'
+>;
+
+/**
+ * A channel in factory form: `create` makes one instance's callbacks, so whatever they keep in
+ * their closure (a client, a cache, counters) belongs to that instance alone. A channel module is
+ * loaded once per worker, so module-level state would be shared by every instance in a shared
+ * worker (`placement.instancesPerWorker` > 1); the factory form is the way to keep state per
+ * instance. `create` runs in the instance's worker each time the instance starts there (its first
+ * start and every restart), before `connect`; a throw, or callbacks that are not a valid channel
+ * (the same rules as {@link ChannelDefinition}), fail that instance's start with
+ * `channel_invalid`.
+ */
+export interface ChannelFactory<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>> {
+  /** The channel type, e.g. `telegram`; must equal the instance's `channelType`. */
+  readonly type: string;
+  /** As {@link ChannelDefinitionBase.settingsSchema}. */
+  readonly settingsSchema?: SettingsSchema;
+  /** Makes the callbacks of one instance (its settings and credentials in `instance`). */
+  create(instance: ChannelInstance<Settings, Credentials>): ChannelHandlers<Message, Receipt, Settings, Credentials>;
+}
+
 /**
  * The contextual return type of `probe` in {@link defineChannel}'s first overload. TypeScript
  * widens an `async` function's single returned literal (`return 'ok'`) to `string` when the
@@ -154,7 +179,13 @@ export interface AsyncProbeChannelDefinition<Message = unknown, Receipt = unknow
  *
  * A `probe` may return `'ok'`, `'degraded'` or `'failed'` (or `{ outcome, reason? }`, or nothing)
  * from an `async` or a synchronous function; the literal is inferred, no `as const` needed.
+ *
+ * The factory form, `defineChannel({ type, create(instance) { return { connect, send, ... } } })`,
+ * makes each instance's callbacks separately (see {@link ChannelFactory}).
  */
+export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
+  factory: ChannelFactory<Message, Receipt, Settings, Credentials>,
+): ChannelFactory<Message, Receipt, Settings, Credentials>;
 export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
   definition: AsyncProbeChannelDefinition<Message, Receipt, Settings, Credentials>,
 ): ChannelDefinition<Message, Receipt, Settings, Credentials>;
@@ -162,9 +193,14 @@ export function defineChannel<Message = unknown, Receipt = unknown, Settings = R
   definition: ChannelDefinition<Message, Receipt, Settings, Credentials>,
 ): ChannelDefinition<Message, Receipt, Settings, Credentials>;
 export function defineChannel<Message, Receipt, Settings, Credentials>(
-  definition: ChannelDefinition<Message, Receipt, Settings, Credentials>,
-): ChannelDefinition<Message, Receipt, Settings, Credentials> {
+  definition: ChannelDefinition<Message, Receipt, Settings, Credentials> | ChannelFactory<Message, Receipt, Settings, Credentials>,
+): ChannelDefinition<Message, Receipt, Settings, Credentials> | ChannelFactory<Message, Receipt, Settings, Credentials> {
   return definition;
+}
+
+/** Whether a (checked) channel module's default export is in factory form. */
+export function isChannelFactory(def: unknown): def is ChannelFactory {
+  return typeof def === 'object' && def !== null && typeof (def as { create?: unknown }).create === 'function';
 }
 
 /** One problem of a channel definition: the member (`(root)` for the whole) and what is wrong. */
@@ -176,32 +212,57 @@ export interface DefinitionIssue {
 const REQUIRED = ['connect', 'disconnect', 'send'] as const;
 const OPTIONAL = ['poll', 'listen', 'probe', 'classify'] as const;
 
-/**
- * Checks what a channel module's default export must be (the worker checks it at load, before
- * anything runs): a non-empty `type`; functions `connect`, `disconnect` and `send`; optional
- * functions `poll` or `listen` (not both), `probe` and `classify`; an optional `settingsSchema`
- * with a `safeParse`. Returns every problem found (empty when it is a valid definition). Never
- * throws (a throwing getter is a problem of its member).
- */
-export function checkChannelDefinition(def: unknown): DefinitionIssue[] {
-  if (typeof def !== 'object' || def === null) return [{ path: '(root)', message: `expected an object, got ${def === null ? 'null' : typeof def}` }];
-  const issues: DefinitionIssue[] = [];
-  const read = (key: string): unknown => {
+/** A reader of an object's members that records a throwing getter as a problem of its member. */
+function reader(obj: object, issues: DefinitionIssue[]): (key: string) => unknown {
+  return (key) => {
     try {
-      return (def as Record<string, unknown>)[key];
+      return (obj as Record<string, unknown>)[key];
     } catch (err) {
       issues.push({ path: key, message: `reading it threw: ${err instanceof Error ? err.message : String(err)}` });
       return undefined;
     }
   };
-  const type = read('type');
-  if (typeof type !== 'string' || type.length === 0) issues.push({ path: 'type', message: 'expected a non-empty string' });
+}
+
+/**
+ * Checks one instance's channel callbacks (a definition's, or what a factory's `create`
+ * returned): functions `connect`, `disconnect` and `send`; optional functions `poll` or `listen`
+ * (not both), `probe` and `classify`. Returns every problem found. Never throws.
+ */
+export function checkChannelHandlers(handlers: unknown): DefinitionIssue[] {
+  if (typeof handlers !== 'object' || handlers === null) return [{ path: '(root)', message: `expected an object, got ${handlers === null ? 'null' : typeof handlers}` }];
+  const issues: DefinitionIssue[] = [];
+  const read = reader(handlers, issues);
   for (const key of REQUIRED) if (typeof read(key) !== 'function') issues.push({ path: key, message: `expected ${key} to be a function` });
   for (const key of OPTIONAL) {
     const v = read(key);
     if (v !== undefined && typeof v !== 'function') issues.push({ path: key, message: `expected ${key} to be a function` });
   }
   if (read('poll') !== undefined && read('listen') !== undefined) issues.push({ path: 'listen', message: 'a channel has poll, listen or neither, not both' });
+  return issues;
+}
+
+/**
+ * Checks what a channel module's default export must be (the worker checks it at load, before
+ * anything runs): a non-empty `type`; an optional `settingsSchema` with a `safeParse`; and either
+ * the callbacks (see {@link checkChannelHandlers}) or, in factory form, a `create` function and
+ * no callbacks (what `create` returns is checked for each instance). Returns every problem found
+ * (empty when it is a valid definition). Never throws (a throwing getter is a problem of its
+ * member).
+ */
+export function checkChannelDefinition(def: unknown): DefinitionIssue[] {
+  if (typeof def !== 'object' || def === null) return [{ path: '(root)', message: `expected an object, got ${def === null ? 'null' : typeof def}` }];
+  const issues: DefinitionIssue[] = [];
+  const read = reader(def, issues);
+  const type = read('type');
+  if (typeof type !== 'string' || type.length === 0) issues.push({ path: 'type', message: 'expected a non-empty string' });
+  const create = read('create');
+  if (create === undefined) issues.push(...checkChannelHandlers(def));
+  else if (typeof create !== 'function') issues.push({ path: 'create', message: 'expected create to be a function' });
+  else {
+    const both = [...REQUIRED, ...OPTIONAL].filter((key) => read(key) !== undefined);
+    if (both.length > 0) issues.push({ path: 'create', message: `a channel has its callbacks or create, not both (found ${both.join(', ')})` });
+  }
   const schema = read('settingsSchema');
   if (schema !== undefined && (typeof schema !== 'object' || schema === null || typeof (schema as { safeParse?: unknown }).safeParse !== 'function')) {
     issues.push({ path: 'settingsSchema', message: 'expected settingsSchema to be a schema with safeParse (a zod schema)' });

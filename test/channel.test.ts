@@ -34,6 +34,15 @@ describe('channel contract', { timeout: 10_000 }, () => {
       { path: 'send', message: 'expected send to be a function' },
     ]);
   });
+
+  it('the factory form: create and no callbacks; defineChannel returns it as it is', () => {
+    const factory = defineChannel({ type: 'f', create: () => ({ connect: () => {}, disconnect: () => {}, send: () => 1 }) });
+    expect(factory.create).toBeTypeOf('function');
+    expect(checkChannelDefinition(factory)).toEqual([]);
+    expect(checkChannelDefinition({ type: 'f', create: 1 }).map((i) => i.path)).toEqual(['create']);
+    const both = checkChannelDefinition({ ...base, create: () => base });
+    expect(both).toEqual([{ path: 'create', message: 'a channel has its callbacks or create, not both (found connect, disconnect, send)' }]);
+  });
 });
 
 describe('public API', { timeout: 10_000 }, () => {

@@ -209,6 +209,33 @@ describe('placement', { timeout: 120_000 }, () => {
     expect((await rt.health('mate')).worker?.instances).toBe(1);
   });
 
+  it('a channel in factory form keeps state per instance in a shared worker; a bad create fails only that start', async () => {
+    const rt = await start({ placement: { instancesPerWorker: 4 } });
+    const channel = fixtureUrl('channels/factory');
+    for (const id of ['f0', 'f1']) await rt.startInstance({ id, name: id, channelType: 'factory', channel }, { waitFor: 'connected' });
+    expect(await threadOf(rt, 'f0')).toBe(await threadOf(rt, 'f1'));
+    const r0 = [await rt.send('f0', { a: 1 }), await rt.send('f0', { a: 2 })];
+    const r1 = await rt.send('f1', { a: 3 });
+    expect(r0).toMatchObject([
+      { instance: 'f0', n: 1, made: 2 },
+      { instance: 'f0', n: 2, made: 2 },
+    ]);
+    expect(r1).toMatchObject({ instance: 'f1', n: 1, made: 2 });
+    for (const [settings, mention] of [
+      [{ createThrows: true }, 'create threw: factory: create refused'],
+      [{ createInvalid: true }, 'send: expected send to be a function'],
+    ] as const) {
+      const err = await rt.startInstance({ name: 'bad', channelType: 'factory', channel, settings }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(StartFailureError);
+      expect((err as Error).message).toContain(mention);
+    }
+    expect(rt.countInstances()).toBe(2);
+    expect(await rt.send('f1', { a: 4 })).toMatchObject({ instance: 'f1', n: 2 });
+  });
+
   it('1,000 instances in 20 workers start, connect and stop with no worker, timer or port left', async () => {
     const tracker = trackWorkers();
     const before = activeResources();

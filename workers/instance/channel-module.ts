@@ -5,12 +5,37 @@
  *
  * @packageDocumentation
  */
-import { checkChannelDefinition } from '../../src/channel.js';
+import { checkChannelDefinition, checkChannelHandlers, isChannelFactory, type ChannelFactory, type ChannelInstance } from '../../src/channel.js';
 import { clip, describe, get } from './util.js';
 import type { AnyChannel } from './context.js';
 
 /** A loaded channel, or why it could not be used (the reason names the member or the load error). */
-export type LoadedChannel = { ok: true; channel: AnyChannel } | { ok: false; reason: string };
+export type LoadedChannel = { ok: true; channel: AnyChannel | ChannelFactory } | { ok: false; reason: string };
+
+const CALLBACKS = ['connect', 'disconnect', 'send', 'poll', 'listen', 'probe', 'classify'] as const;
+
+/**
+ * One instance's channel: a definition as it is, or what a factory's `create` makes for
+ * `instance` (checked, its methods bound to it, so a class instance works too). A throw or an
+ * invalid result is the reason the instance cannot start.
+ */
+export function instantiate(channel: AnyChannel | ChannelFactory, instance: ChannelInstance): { ok: true; channel: AnyChannel } | { ok: false; reason: string } {
+  if (!isChannelFactory(channel)) return { ok: true, channel };
+  let handlers: unknown;
+  try {
+    handlers = channel.create(instance);
+  } catch (err) {
+    return { ok: false, reason: clip(`channel ${channel.type}: create threw: ${describe(err)}`) };
+  }
+  const issues = checkChannelHandlers(handlers);
+  if (issues.length > 0) return { ok: false, reason: clip(`channel ${channel.type}: create returned an invalid channel: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`) };
+  const made: Record<string, unknown> = { type: channel.type };
+  for (const key of CALLBACKS) {
+    const fn = get(handlers, key);
+    if (typeof fn === 'function') made[key] = (fn as (...args: unknown[]) => unknown).bind(handlers);
+  }
+  return { ok: true, channel: made as unknown as AnyChannel };
+}
 
 /** One worker's channel modules, by URL. */
 export class ChannelModules {
@@ -25,7 +50,7 @@ export class ChannelModules {
     }
     const mod = await pending;
     if (!mod.ok) return mod;
-    const channel = mod.def as AnyChannel;
+    const channel = mod.def as AnyChannel | ChannelFactory;
     if (channel.type !== channelType) {
       return { ok: false, reason: `channel module ${url} has type '${channel.type}', but the instance's channelType is '${channelType}'` };
     }

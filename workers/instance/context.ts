@@ -10,7 +10,8 @@
  *
  * @packageDocumentation
  */
-import type { ChannelContext, ChannelDefinition, ChannelLogger } from '../../src/channel.js';
+import type { ChannelContext, ChannelDefinition, ChannelFactory, ChannelLogger } from '../../src/channel.js';
+import { instantiate } from './channel-module.js';
 import { TimeoutError } from '../../src/errors.js';
 import type { BackoffPolicy } from '../../src/wire/backoff.js';
 import { classifyError } from '../../src/wire/classify.js';
@@ -73,12 +74,9 @@ export class InstanceContext {
   #starting: Promise<StartResult> | undefined;
   readonly #send: Poster;
 
-  constructor(config: InstanceConfig, channel: AnyChannel | string, send: Poster) {
+  constructor(config: InstanceConfig, loaded: AnyChannel | ChannelFactory | string, send: Poster) {
     this.iid = config.iid;
     this.config = config;
-    this.channel = typeof channel === 'string' ? undefined : channel;
-    this.#loadFailure = typeof channel === 'string' ? channel : undefined;
-    if (this.#loadFailure !== undefined) this.finished = true;
     this.#send = send;
     const r = config.reconnect;
     this.backoff = { initialDelayMs: r.baseMs, maxDelayMs: r.maxMs, jitter: r.jitter, random: Math.random };
@@ -91,6 +89,11 @@ export class InstanceContext {
     });
     const log = (level: LogLevel) => (msg: unknown, obj?: unknown) => this.log(level, msg, obj);
     this.logger = { trace: log('trace'), debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+    // A factory makes this instance's own callbacks (on its behalf: what it schedules is its own).
+    const made = typeof loaded === 'string' ? { ok: false as const, reason: loaded } : runAs(this.iid, () => instantiate(loaded, this.instance));
+    this.channel = made.ok ? made.channel : undefined;
+    this.#loadFailure = made.ok ? undefined : made.reason;
+    if (this.#loadFailure !== undefined) this.finished = true;
     this.inbound = new Inbound(this, config.inboundWindow ?? 0, config.cursor);
     this.sends = new SendDrain(this);
   }
