@@ -1,7 +1,8 @@
 /**
  * The gateway demo: a small chat gateway built only on threadvisor's public API.
  *
- * - N `loopback` instances (one worker thread each) poll generated inbound traffic for many rooms.
+ * - N `loopback` instances (one worker thread each, or `--per-worker` of them per worker) poll
+ *   generated inbound traffic for many rooms.
  * - Every inbound message goes to its room's keyed agent in an `InstanceManager` (get-or-start;
  *   idle rooms hibernate to a `FileStorage` under a temp dir and thaw on their next message);
  *   the agent's reply goes back out with `rt.send(instanceId, reply)` through that instance's
@@ -10,10 +11,25 @@
  *   blow-up (under `resourceLimits`), a burst of provider errors (refused connects, 503s on send,
  *   a connection reset) and revoked credentials (fatal). The other instances are siblings that
  *   must not notice.
- * - A live table (in place on a TTY, periodic log lines otherwise), then a summary; the exit code
- *   is non-zero when a send was lost, a sibling was disturbed or a fault went undetected.
+ * - `--per-worker <n>` packs n instances into each worker thread (`placement.instancesPerWorker`).
+ *   The faulted instances then stay in shared workers like any other: a gateway cannot know in
+ *   advance which bot will take its worker down, and giving them `isolation: 'dedicated'` would
+ *   make the sibling check pass by hiding exactly what packing costs. (The heap blow-up is the
+ *   exception: its own `resourceLimits` give it a worker of its own, as they would in production.)
+ *   They are spread one per worker as far as there are workers. A crash or a hang ends the whole
+ *   worker, and the runtime restarts every instance in it (restart kind `group`), so the faulted
+ *   instance's worker-mates are expected casualties, not disturbed siblings: they are read from
+ *   `health().worker.threadId` just before the fault is injected, and each must show nothing but
+ *   that group restart (no error, no refused reconnect) and be connected again at the end. Every
+ *   other instance, the worker-mates of the provider and fatal faults included (those faults stay
+ *   inside their instance), must notice nothing.
+ * - A live table (in place on a TTY, periodic log lines otherwise, and the final table once at the
+ *   end), then a summary; the exit code is non-zero when a send was lost, a sibling was disturbed
+ *   (an expected casualty that did not come back counts as disturbed) or a fault went undetected.
+ *   Beyond 24 instances the table shows summary rows (by status, by worker) and only the
+ *   instances that need attention.
  *
- *   npm run demo -- [--duration <s>] [--instances <n>] [--rooms <n>] [--rate <n>] [--json] [--log-level <level>]
+ *   npm run demo -- [--duration <s>] [--instances <n>] [--per-worker <n>] [--rooms <n>] [--rate <n>] [--json] [--log-level <level>]
  *
  * @packageDocumentation
  */
@@ -24,7 +40,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { DeliveryFailedError, FileStorage, InstanceManager, Runtime, ThreadvisorError } from '../src/index.js';
 import { RoomAgent, type RoomReply } from './room-agent.js';
-import { redraw, renderLogLine, secs, type Frame, type InstanceRow } from './table.js';
+import { redraw, renderLogLine, renderTable, secs, type Frame, type InstanceRow } from './table.js';
 
 // ───────────────────────────────────────────────────────────────────────── options
 
@@ -34,8 +50,17 @@ faults injected on a schedule, and a summary that must show nothing lost.
 usage: npm run demo -- [options]        (or: node dist/demo/gateway.js [options])
 
   --duration <s>       seconds to run after warm-up (default 30, at least 6)
-  --instances <n>      loopback instances, one worker thread each (default 8, at least 2);
-                       the faults go to the first min(5, n - 1), the rest are siblings
+  --instances <n>      loopback instances (default 8, at least 2); min(5, n - 1) of them get
+                       a fault, the rest are siblings; beyond 24 instances the table shows
+                       summary rows and only the instances that need attention
+  --per-worker <n>     instances per worker thread, placement.instancesPerWorker (default 1:
+                       a worker each; at most 1000). Shared workers: the heap blow-up still
+                       gets a worker of its own (its resourceLimits), the other faulted
+                       instances stay in shared workers, one per worker as far as there are
+                       workers. A crash or hang ends the worker and restarts all of its
+                       instances (restart kind group): those worker-mates, read from
+                       health().worker.threadId before the fault, are expected casualties and
+                       must only be restarted and connected again; all others, undisturbed
   --rooms <n>          rooms per instance (default 24; a quarter of them are hot)
   --rate <n>           inbound messages per second per instance (default 20)
   --json               print the summary as one JSON object on the last line of stdout;
@@ -44,13 +69,18 @@ usage: npm run demo -- [options]        (or: node dist/demo/gateway.js [options]
                        info, debug, trace, silent
   --help               this text
 
-exit code: 0 when nothing was lost, no sibling was disturbed and every fault was detected.`;
+exit code: 0 when nothing was lost, no sibling was disturbed (expected casualties came back)
+and every fault was detected.`;
+
+/** The runtime's largest `placement.instancesPerWorker`. */
+const MAX_PER_WORKER = 1000;
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 interface Args {
   durationMs: number;
   instances: number;
+  perWorker: number;
   rooms: number;
   rate: number;
   json: boolean;
@@ -64,6 +94,7 @@ function parseCli(): Args {
       options: {
         duration: { type: 'string', default: '30' },
         instances: { type: 'string', default: '8' },
+        'per-worker': { type: 'string', default: '1' },
         rooms: { type: 'string', default: '24' },
         rate: { type: 'string', default: '20' },
         json: { type: 'boolean', default: false },
@@ -80,10 +111,11 @@ function parseCli(): Args {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const num = (name: string, raw: string, min: number, integer: boolean): number => {
+  const num = (name: string, raw: string, min: number, integer: boolean, max = Infinity): number => {
     const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
-      process.stderr.write(`--${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}, got ${raw}\n\n${USAGE}\n`);
+    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+      const range = max === Infinity ? `>= ${min}` : `from ${min} to ${max}`;
+      process.stderr.write(`--${name} must be ${integer ? 'an integer' : 'a number'} ${range}, got ${raw}\n\n${USAGE}\n`);
       process.exit(2);
     }
     return n;
@@ -96,6 +128,7 @@ function parseCli(): Args {
   return {
     durationMs: Math.round(num('duration', values.duration, 6, false) * 1000),
     instances: num('instances', values.instances, 2, true),
+    perWorker: num('per-worker', values['per-worker'], 1, true, MAX_PER_WORKER),
     rooms: num('rooms', values.rooms, 1, true),
     rate: num('rate', values.rate, 1, false),
     json: values.json,
@@ -118,6 +151,8 @@ const FAULT_TEXT: Record<FaultName, string> = {
   provider: '3 refused connects + 6 HTTP 503s at start, then a connection reset',
   fatal: 'credentials revoked (HTTP 401): fatal, no restart loop',
 };
+/** Faults that end the worker: in a shared worker, every instance in it restarts with the faulted one. */
+const WORKER_ENDING: ReadonlySet<FaultName> = new Set<FaultName>(['crash', 'hang', 'oom']);
 const CONNECT_FAILURES = 3;
 const SEND_FAILURES = 6;
 /** The credential of the instance whose token gets revoked: it never shows in logs, events or health. */
@@ -125,8 +160,42 @@ const TOKEN = 'demo-token-8c1f2e';
 const HEARTBEAT = { intervalMs: 250, maxMissed: 4 };
 /** Attempts of each instance's first start (see `startOne`). */
 const START_ATTEMPTS = 3;
+/** Events of the same text from several instances within this long are noted as one line. */
+const BATCH_MS = 150;
 /** Hot rooms appear this many times in the loopback's round-robin list; cold ones once. */
 const HOT_WEIGHT = 8;
+
+/**
+ * Which instance gets which fault (index → fault; `undefined`: a sibling), min(5, n - 1) faults.
+ * One worker each: the first instances, in {@link FAULT_ORDER} (gw-0 crash, gw-1 hang, …).
+ * Shared workers: the heap blow-up goes to the last instance (its `resourceLimits` give it a
+ * worker of its own), the others one per worker as far as there are workers: instances start in
+ * order and fill one worker after the other, so the k-th goes to the first instance of the k-th
+ * worker (gw-0, gw-50, gw-100, … with 50 per worker). That is only where they are expected to
+ * land; the verdict uses the thread ids the runtime reports.
+ */
+function planFaults(instances: number, perWorker: number): Array<FaultName | undefined> {
+  const plan = new Array<FaultName | undefined>(instances).fill(undefined);
+  const faults = FAULT_ORDER.slice(0, Math.min(FAULT_ORDER.length, instances - 1));
+  if (perWorker === 1) {
+    faults.forEach((f, i) => (plan[i] = f));
+    return plan;
+  }
+  let shared = instances;
+  if (faults.includes('oom')) {
+    plan[instances - 1] = 'oom';
+    shared = instances - 1;
+  }
+  const workers = Math.ceil(shared / perWorker);
+  faults
+    .filter((f) => f !== 'oom')
+    .forEach((f, k) => {
+      let at = (k % workers) * perWorker + Math.floor(k / workers);
+      while (at >= shared || plan[at] !== undefined) at = (at + 1) % shared;
+      plan[at] = f;
+    });
+  return plan;
+}
 
 /** The loopback's room list for one instance: a quarter hot rooms, interleaved with the cold ones. */
 function roomList(instance: string, count: number): string[] {
@@ -194,6 +263,10 @@ interface FaultRecord {
   injectedAt: number | undefined;
   /** How the send that carried the fault settled: `delivered`, an error code, or `pending`. */
   sendOutcome: string;
+  /** The faulted instance's worker just before the fault (`health().worker.threadId`). */
+  threadId: number | null;
+  /** The other instances in that worker just before the fault. */
+  mates: string[];
 }
 
 /** A send's outcome: delivered, or the error code it was rejected with. */
@@ -227,10 +300,11 @@ async function main(): Promise<number> {
 
   const names = Array.from({ length: args.instances }, (_, i) => `gw-${i}`);
   const faultCount = Math.min(FAULT_ORDER.length, args.instances - 1);
+  const plan = planFaults(args.instances, args.perWorker);
   const insts: Inst[] = names.map((id, index) => ({
     index,
     id,
-    fault: index < faultCount ? FAULT_ORDER[index] : undefined,
+    fault: plan[index],
     inbound: 0,
     sent: 0,
     delivered: 0,
@@ -278,6 +352,7 @@ async function main(): Promise<number> {
     outstanding: 0,
     handling: 0,
     inboundAfterClose: 0,
+    cutAtClose: 0,
     malformedInbound: 0,
     handlerErrors: 0,
   };
@@ -291,11 +366,31 @@ async function main(): Promise<number> {
   /** Set when the warm-up is over: the run's clock (fault times, event stamps) starts there. */
   let t0 = 0;
   const stamp = () => (t0 === 0 ? '[warm-up]' : `[${secs(Date.now() - t0).padStart(7)}]`);
-  const note = (line: string) => {
-    const text = `${stamp()} ${line}`;
+  const noteAt = (at: string, line: string) => {
+    const text = `${at} ${line}`;
     eventLines.push(text);
     if (eventLines.length > 14) eventLines.shift();
     if (!tty) say(text);
+  };
+  const note = (line: string) => noteAt(stamp(), line);
+  // A shared worker's death disconnects, restarts and reconnects each of its instances: the same
+  // event for many instances within BATCH_MS makes one line, `50 instances (gw-0, gw-1, …) …`.
+  const batches = new Map<string, { at: string; ids: string[]; timer: NodeJS.Timeout }>();
+  const flushBatch = (text: string) => {
+    const b = batches.get(text);
+    if (!b) return;
+    batches.delete(text);
+    clearTimeout(b.timer);
+    const who = b.ids.length === 1 ? b.ids[0] : `${b.ids.length} instances (${b.ids.slice(0, 4).join(', ')}${b.ids.length > 4 ? ', …' : ''})`;
+    noteAt(b.at, `${who} ${text}`);
+  };
+  const flushBatches = () => {
+    for (const text of [...batches.keys()]) flushBatch(text);
+  };
+  const noteEach = (inst: Inst, text: string) => {
+    const b = batches.get(text);
+    if (b) b.ids.push(inst.id);
+    else batches.set(text, { at: stamp(), ids: [inst.id], timer: setTimeout(() => flushBatch(text), BATCH_MS) });
   };
 
   // ---- the rooms ---------------------------------------------------------------------------
@@ -364,6 +459,11 @@ async function main(): Promise<number> {
       const room = await rooms.get(m.room);
       const reply: RoomReply = await room.call({ id: m.id, room: m.room, text: String(m.text ?? ''), instanceId: inst.id });
       void send(inst, reply);
+    } catch (err) {
+      // Still in hand when closing gave up waiting and closed the rooms (an overloaded main
+      // thread): not answered, like the messages that arrive after closing began.
+      if (phase === 'running' || errorCode(err) !== 'stopped') throw err;
+      t.cutAtClose++;
     } finally {
       t.handling--;
     }
@@ -379,6 +479,7 @@ async function main(): Promise<number> {
     delivery: { maxAttempts: 8, initialDelayMs: 50, maxDelayMs: 1000 },
     // A safety net for every worker (a heap blow-up without a limit takes the whole process).
     resourceLimits: { maxOldGenerationSizeMb: 256 },
+    placement: { instancesPerWorker: args.perWorker },
     onMessage,
   }).catch(async (err: unknown) => {
     await rooms.close().catch(() => undefined);
@@ -393,26 +494,26 @@ async function main(): Promise<number> {
     const kind = e.kind ?? 'unknown';
     restartsByKind[kind] = (restartsByKind[kind] ?? 0) + 1;
     restartsByClass[e.class] = (restartsByClass[e.class] ?? 0) + 1;
-    note(`${inst.id} restart: kind ${kind}, class ${e.class} (${e.reason})`);
+    noteEach(inst, `restart: kind ${kind}, class ${e.class} (${e.reason})`);
   });
   rt.on('instance:connected', (e: InstanceEvent) => {
     const inst = nameOf(e);
     if (!inst) return;
     const again = inst.connected.length > 0 || inst.reconnectFailures.length > 0;
     inst.connected.push(e.at);
-    if (again) note(`${inst.id} connected${inst.connected.length > 1 ? ' again' : ` after ${inst.reconnectFailures.length} refused connect(s)`}`);
+    if (again) noteEach(inst, `connected${inst.connected.length > 1 ? ' again' : ` after ${inst.reconnectFailures.length} refused connect(s)`}`);
   });
   rt.on('instance:disconnected', (e: ReasonEvent) => {
     const inst = nameOf(e);
     if (!inst) return;
     inst.disconnected.push(e);
-    note(`${inst.id} disconnected: ${e.reason}`);
+    noteEach(inst, `disconnected: ${e.reason}`);
   });
   rt.on('instance:error', (e: ReasonEvent) => {
     const inst = nameOf(e);
     if (!inst) return;
     inst.errors.push(e);
-    note(`${inst.id} error (${e.trigger ?? '?'}): ${e.reason}`);
+    noteEach(inst, `error (${e.trigger ?? '?'}): ${e.reason}`);
   });
   rt.on('instance:reconnect', (e: ReconnectEvent) => {
     const inst = nameOf(e);
@@ -427,9 +528,11 @@ async function main(): Promise<number> {
   const faults: FaultRecord[] = [];
   try {
     // ---- start the instances -------------------------------------------------------------
-    const header = `threadvisor gateway · ${args.instances} loopback instances · ${args.rooms} rooms each · ${args.rate} msg/s each · idle ${idleTimeoutMs} ms`;
+    const packing = args.perWorker === 1 ? 'a worker each' : `${args.perWorker} per worker`;
+    const header = `threadvisor gateway · ${args.instances} loopback instances (${packing}) · ${args.rooms} rooms each · ${args.rate} msg/s each · idle ${idleTimeoutMs} ms`;
     say(`${header} · storage ${dir}`);
-    say(`starting ${args.instances} instances (faults for ${faultCount} of them) …`);
+    const faulted = insts.filter((i) => i.fault).map((i) => `${i.fault} ${i.id}`);
+    say(`starting ${args.instances} instances (faults for ${faultCount} of them: ${faulted.join(', ') || 'none'}) …`);
     const startOne = async (inst: Inst) => {
       const settings: Record<string, unknown> = { inbound: { ratePerSec: args.rate, rooms: roomList(inst.id, args.rooms), batch: 50 } };
       const extra: { credentials?: Record<string, unknown>; resourceLimits?: Record<string, number> } = {};
@@ -470,11 +573,25 @@ async function main(): Promise<number> {
       }
     };
     // Two at a time: on a small machine, spawning every worker at once competes with heartbeats.
-    for (let i = 0; i < insts.length; i += 2) await Promise.all(insts.slice(i, i + 2).map(startOne));
+    // In shared workers most starts spawn nothing (the worker is up): a few more at a time. In
+    // order either way, so that the instances fill one worker after the other (see planFaults).
+    const together = args.perWorker === 1 ? 2 : Math.min(args.perWorker, 10);
+    const startedAt = Date.now();
+    for (let i = 0; i < insts.length; i += together) await Promise.all(insts.slice(i, i + together).map(startOne));
     // Warm-up: every instance connected (the provider instance is still fighting its refused
     // connects, on purpose; it is not waited for).
-    const warm = await waitFor(() => insts.every((i) => i.fault === 'provider' || i.connected.length > 0 || i.errors.length > 0) || interrupted, 20_000);
-    if (!warm) note('warm-up: not every instance connected within 20 s');
+    const warmMs = Math.max(20_000, args.instances * 10);
+    const warm = await waitFor(() => insts.every((i) => i.fault === 'provider' || i.connected.length > 0 || i.errors.length > 0) || interrupted, warmMs);
+    if (!warm) note(`warm-up: not every instance connected within ${secs(warmMs)}`);
+    if (args.perWorker > 1) {
+      const placed = await rt.listHealth();
+      const threads = new Map<number, number>();
+      for (const h of placed) if (typeof h.worker?.threadId === 'number') threads.set(h.worker.threadId, (threads.get(h.worker.threadId) ?? 0) + 1);
+      const sizes = new Map<number, number>();
+      for (const n of threads.values()) sizes.set(n, (sizes.get(n) ?? 0) + 1);
+      const shape = [...sizes].sort((a, b) => b[0] - a[0]).map(([n, w]) => `${w} × ${n}`).join(', ');
+      note(`${args.instances} instances started in ${secs(Date.now() - startedAt)} on ${threads.size} worker threads (workers × instances: ${shape})`);
+    }
     for (const inst of insts) {
       inst.prevInbound = inst.inbound;
       inst.prevDelivered = inst.delivered;
@@ -484,18 +601,22 @@ async function main(): Promise<number> {
     t0 = Date.now();
     for (const inst of insts) {
       if (!inst.fault) continue;
-      const rec: FaultRecord = { fault: inst.fault, instance: inst, atMs: Math.round(args.durationMs * FAULT_AT[inst.fault]), injectedAt: undefined, sendOutcome: 'not sent' };
+      const rec: FaultRecord = { fault: inst.fault, instance: inst, atMs: Math.round(args.durationMs * FAULT_AT[inst.fault]), injectedAt: undefined, sendOutcome: 'not sent', threadId: null, mates: [] };
       faults.push(rec);
-      timers.push(
-        setTimeout(() => {
-          if (phase !== 'running') return;
-          const fault = rec.fault === 'provider' ? 'disconnect' : rec.fault;
-          rec.injectedAt = Date.now();
-          rec.sendOutcome = 'pending';
-          note(`inject ${rec.fault} → ${inst.id}: send({ fault: '${fault}' })`);
-          void send(inst, { id: `fault-${rec.fault}`, fault }).then((outcome) => (rec.sendOutcome = outcome));
-        }, rec.atMs),
-      );
+      const inject = async () => {
+        // Who shares the faulted instance's worker, just before the fault.
+        const before = await rt.listHealth();
+        if (phase !== 'running') return;
+        rec.threadId = before.find((h) => h.instanceId === inst.id)?.worker?.threadId ?? null;
+        if (rec.threadId !== null) rec.mates = before.filter((h) => h.instanceId !== inst.id && h.worker?.threadId === rec.threadId).map((h) => h.instanceId);
+        const fault = rec.fault === 'provider' ? 'disconnect' : rec.fault;
+        rec.injectedAt = Date.now();
+        rec.sendOutcome = 'pending';
+        const where = rec.mates.length === 0 ? '' : ` (worker #${rec.threadId} with ${rec.mates.length} other instances${WORKER_ENDING.has(rec.fault) ? ': they go down with it' : ''})`;
+        note(`inject ${rec.fault} → ${inst.id}${where}: send({ fault: '${fault}' })`);
+        void send(inst, { id: `fault-${rec.fault}`, fault }).then((outcome) => (rec.sendOutcome = outcome));
+      };
+      timers.push(setTimeout(() => void inject().catch((err: unknown) => logger.error({ err }, 'injecting a fault')), rec.atMs));
     }
     if (faultCount < FAULT_ORDER.length) note(`only ${args.instances} instances: skipping ${FAULT_ORDER.slice(faultCount).join(', ')} (one instance per fault, one sibling at least)`);
 
@@ -523,7 +644,11 @@ async function main(): Promise<number> {
           pressure: h?.pressure ?? '-',
           restarts: h?.restartCount ?? 0,
           reconnectAttempt: h?.reconnectAttempt ?? 0,
-          worker: h?.worker?.state ?? '-',
+          worker: h?.worker ? `${h.worker.state}${typeof h.worker.threadId === 'number' ? ` #${h.worker.threadId}` : ''}` : '-',
+          threadId: h?.worker?.threadId ?? null,
+          workerInstances: h?.worker?.instances ?? 0,
+          inbound: inst.inbound,
+          delivered: inst.delivered,
           // lastError clears once the instance is healthy again: then show what restarted it last.
           lastError: h?.lastError ?? (h?.lastRestartReason ? `(last restart: ${h.lastRestartReason})` : null),
         };
@@ -543,9 +668,10 @@ async function main(): Promise<number> {
         events: eventLines,
       };
     };
-    const paint = async () => {
+    const paint = async (last = false) => {
       const f = await frame();
       if (tty) out.write(redraw(f, out.columns ?? 120));
+      else if (last) say(`\nfinal table\n${renderTable({ ...f, events: [] }, false, 120)}`); // the events were logged already
       else say(renderLogLine(f));
     };
     painter = setInterval(() => void paint().catch((err: unknown) => logger.warn({ err }, 'table')), frameEvery);
@@ -564,7 +690,8 @@ async function main(): Promise<number> {
     const drained = await waitFor(() => t.outstanding === 0, 10_000);
     clearInterval(painter);
     painter = undefined;
-    await paint();
+    flushBatches();
+    await paint(true);
     const final = new Map(insts.map((i) => [i.id, i.health]));
     await rooms.close();
     await rt.stop();
@@ -589,12 +716,18 @@ async function main(): Promise<number> {
         // A heap blow-up is a synchronous allocation loop: on an overloaded machine V8's last-resort
         // GCs can keep the event loop blocked past the heartbeat budget before the heap limit is
         // reached. Killed as hung is then as right as killed for OOM.
-        const kinds: string[] = rec.fault === 'oom' ? ['oom', 'hang'] : [rec.fault];
+        // In a shared worker the worker's death is the group's: kind `group` for every instance
+        // in it, the faulted one included (the reason says what ended the worker).
+        const kinds: string[] = [...(rec.fault === 'oom' ? ['oom', 'hang'] : [rec.fault]), ...(args.perWorker > 1 ? ['group'] : [])];
         const r = inst.restarts.find((e) => afterFault(e.at) && kinds.includes(e.kind ?? ''));
         const c = r ? connectedAfter(r.at) : undefined;
-        res.detectedAs = r
-          ? `restart kind ${r.kind}${r.kind === rec.fault ? '' : ' (the allocation loop blocked the event loop past the heartbeat first)'}`
-          : (inst.restarts.find((e) => afterFault(e.at))?.kind ?? null);
+        const why =
+          r?.kind === 'group'
+            ? ` (its shared worker #${rec.threadId ?? '?'} ended: ${r.reason}; ${rec.mates.length} worker-mates restarted with it)`
+            : r !== undefined && r.kind !== rec.fault
+              ? ' (the allocation loop blocked the event loop past the heartbeat first)'
+              : '';
+        res.detectedAs = r ? `restart kind ${r.kind}${why}` : (inst.restarts.find((e) => afterFault(e.at))?.kind ?? null);
         res.detectMs = r ? r.at - from : null;
         res.recoveredMs = c !== undefined ? c - from : null;
         res.ok = r !== undefined && c !== undefined;
@@ -617,22 +750,52 @@ async function main(): Promise<number> {
       return res;
     };
     const faultResults = faults.map(evaluate);
+    // Expected casualties: the worker-mates (just before the fault) of a fault that ends its
+    // worker. From that fault on, each may show what a worker's death does to every instance in
+    // it, a disconnect (`worker <kind>: …`) and a restart of kind `group`, and nothing else; and
+    // it must be connected again at the end. Anything more, or on any other sibling, disturbs.
+    const casualtyFrom = new Map<string, number>();
+    for (const rec of faults) {
+      if (!WORKER_ENDING.has(rec.fault) || rec.injectedAt === undefined) continue;
+      for (const id of rec.mates) casualtyFrom.set(id, Math.min(casualtyFrom.get(id) ?? Infinity, rec.injectedAt));
+    }
     const siblings = insts.filter((i) => !i.fault);
+    const mates = siblings.filter((i) => casualtyFrom.has(i.id));
+    const groupRestarted = (i: Inst) => i.restarts.some((e) => e.kind === 'group' && e.at >= (casualtyFrom.get(i.id) ?? Infinity));
+    const casualties = {
+      expected: mates.length,
+      restartedWithGroup: mates.filter(groupRestarted).length,
+      connectedAgain: mates.filter((i) => final.get(i.id)?.status === 'connected' && (!groupRestarted(i) || i.connected.some((c) => c >= (casualtyFrom.get(i.id) ?? Infinity)))).length,
+    };
     const disturbed = siblings
-      .map((i) => ({ instance: i.id, restarts: i.restarts.length, errors: i.errors.length, disconnects: i.disconnected.length, reconnectFailures: i.reconnectFailures.length }))
-      .filter((d) => d.restarts + d.errors + d.disconnects + d.reconnectFailures > 0);
-    const siblingsDisturbed = disturbed.reduce((n, d) => n + d.restarts + d.errors + d.disconnects + d.reconnectFailures, 0);
+      .map((i) => {
+        const from = casualtyFrom.get(i.id) ?? Infinity;
+        return {
+          instance: i.id,
+          restarts: i.restarts.filter((e) => !(e.at >= from && e.kind === 'group')).length,
+          errors: i.errors.length,
+          disconnects: i.disconnected.filter((e) => !(e.at >= from && e.reason.startsWith('worker '))).length,
+          reconnectFailures: i.reconnectFailures.length,
+          notConnectedAgain: from !== Infinity && final.get(i.id)?.status !== 'connected' ? 1 : 0,
+        };
+      })
+      .filter((d) => d.restarts + d.errors + d.disconnects + d.reconnectFailures + d.notConnectedAgain > 0);
+    const siblingsDisturbed = disturbed.reduce((n, d) => n + d.restarts + d.errors + d.disconnects + d.reconnectFailures + d.notConnectedAgain, 0);
+    const workers = new Set([...final.values()].flatMap((h) => (typeof h?.worker?.threadId === 'number' ? [h.worker.threadId] : []))).size;
     const byFault = (f: FaultName) => faultResults.find((r) => r.fault === f);
     const sum = (pick: (h: Health) => number) => [...final.values()].reduce((n, h) => n + (h ? pick(h) : 0), 0);
     const summary = {
       ok: false,
       durationMs: Date.now() - t0,
       instances: args.instances,
+      perWorker: args.perWorker,
+      workers,
       roomsPerInstance: args.rooms,
       ratePerSecPerInstance: args.rate,
       idleTimeoutMs,
       inbound: t.inbound,
       inboundAfterClose: t.inboundAfterClose,
+      inboundCutAtClose: t.cutAtClose,
       accepted,
       delivered: t.delivered,
       rejected: t.rejected,
@@ -654,6 +817,8 @@ async function main(): Promise<number> {
       fatalDetectMs: byFault('fatal')?.detectMs ?? null,
       faults: faultResults,
       siblings: siblings.map((i) => i.id),
+      workerMates: faults.map((r) => ({ fault: r.fault, instance: r.instance.id, threadId: r.threadId, mates: r.mates.length, expectedCasualties: WORKER_ENDING.has(r.fault) })),
+      casualties,
       siblingsDisturbed,
       disturbedSiblings: disturbed,
       agents: { rooms: agents.keys.size, activations: agents.started, thawed: agents.thaws, hibernations: agents.hibernations },
@@ -667,8 +832,9 @@ async function main(): Promise<number> {
     // ---- print it --------------------------------------------------------------------------
     const ms = (v: number | null) => (v === null ? '-' : `${v} ms`);
     say('');
-    say(`summary (${secs(summary.durationMs)}, ${args.instances} instances, ${agents.keys.size} rooms)`);
-    say(`  inbound ${t.inbound} (${t.inboundAfterClose} after closing began, not answered) · accepted ${accepted} · delivered ${t.delivered} · rejected ${t.rejected} ${JSON.stringify(rejectedByCode)} · refused ${t.refused} ${JSON.stringify(refusedByCode)}`);
+    say(`summary (${secs(summary.durationMs)}, ${args.instances} instances on ${workers} worker threads, ${agents.keys.size} rooms)`);
+    const cut = t.cutAtClose === 0 ? '' : `, ${t.cutAtClose} still in hand when the rooms closed`;
+    say(`  inbound ${t.inbound} (${t.inboundAfterClose} after closing began${cut}, not answered) · accepted ${accepted} · delivered ${t.delivered} · rejected ${t.rejected} ${JSON.stringify(rejectedByCode)} · refused ${t.refused} ${JSON.stringify(refusedByCode)}`);
     say(`  lost ${lost}${lost === 0 ? ' (every accepted send settled)' : '  <-- LOST'} · redelivered after a worker death ${summary.redelivered} · retried ${summary.deliveryRetries} · duplicates skipped ${summary.duplicatesSkipped}`);
     say(`  restarts by kind ${JSON.stringify(restartsByKind)} · by class ${JSON.stringify(restartsByClass)}`);
     say(`  agents: ${agents.started} activations, ${agents.thaws} thawed from disk, ${agents.hibernations} hibernations`);
@@ -679,7 +845,15 @@ async function main(): Promise<number> {
     }
     say(`  hang detected in ${ms(summary.hangDetectMs)} (heartbeat ${HEARTBEAT.intervalMs} ms × ${HEARTBEAT.maxMissed}) · crash to connected again ${ms(summary.crashToConnectedMs)}`);
     if (startRetries.length > 0) say(`  first starts retried: ${startRetries.map((r) => `${r.instance} (${r.reason})`).join('; ')}`);
-    say(`  siblings ${siblings.map((i) => i.id).join(', ') || '-'}: ${siblingsDisturbed === 0 ? 'undisturbed' : `DISTURBED ${JSON.stringify(disturbed)}`}`);
+    const names = (list: Inst[]) => (list.length <= 8 ? list.map((i) => i.id).join(', ') || '-' : `${list.length} instances`);
+    if (mates.length > 0) {
+      const c = casualties;
+      say(`  worker-mates of a crash, hang or oom (expected casualties, restart kind group): ${names(mates)}; ${c.restartedWithGroup} restarted with their worker, ${c.connectedAgain} of ${c.expected} connected again`);
+    }
+    const others = siblings.filter((i) => !casualtyFrom.has(i.id));
+    const shown = disturbed.slice(0, 8);
+    const verdict = siblingsDisturbed === 0 ? 'undisturbed' : `DISTURBED ${JSON.stringify(shown)}${disturbed.length > shown.length ? ` and ${disturbed.length - shown.length} more` : ''}`;
+    say(`  siblings ${names(others)}${mates.length > 0 ? ' (the rest)' : ''}: ${verdict}`);
     say(summary.ok ? `result: OK${interrupted ? ' (interrupted: faults not yet injected were skipped)' : ''}` : 'result: FAILED');
     if (args.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
   } finally {

@@ -1,7 +1,9 @@
 /**
  * The gateway demo, end to end: the built `dist/demo/gateway.js` runs as a child process (real
  * worker threads, real faults, a real FileStorage under a temp dir) and its `--json` summary must
- * show nothing lost, no sibling disturbed and every injected fault detected.
+ * show nothing lost, no sibling disturbed and every injected fault detected; packed several per
+ * worker (`--per-worker`), a crash's or hang's worker-mates are restarted with it and come back,
+ * and the table stays a summary instead of one row per instance.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -14,6 +16,17 @@ interface Run {
   code: number | null;
   stdout: string;
   stderr: string;
+}
+
+/** The `--json` summary: the last line of stdout (everything else goes to stderr). */
+function summaryOf({ stdout, stderr }: Run): Summary {
+  const lines = stdout.trim().split('\n');
+  const last = lines[lines.length - 1] ?? '';
+  try {
+    return JSON.parse(last) as Summary;
+  } catch {
+    throw new Error(`last stdout line is not JSON: ${last}\n--- stderr ---\n${stderr.slice(-4000)}`);
+  }
 }
 
 function run(args: string[]): Promise<Run> {
@@ -34,6 +47,9 @@ interface FaultResult {
 
 interface Summary {
   ok: boolean;
+  instances: number;
+  perWorker: number;
+  workers: number;
   accepted: number;
   delivered: number;
   rejected: number;
@@ -42,6 +58,8 @@ interface Summary {
   hangDetectMs: number | null;
   crashToConnectedMs: number | null;
   siblings: string[];
+  workerMates: Array<{ fault: string; instance: string; threadId: number | null; mates: number; expectedCasualties: boolean }>;
+  casualties: { expected: number; restartedWithGroup: number; connectedAgain: number };
   siblingsDisturbed: number;
   faults: FaultResult[];
   agents: { rooms: number; hibernations: number; thawed: number };
@@ -52,16 +70,9 @@ describe('gateway demo (dist/demo/gateway.js)', () => {
     'runs 4 instances for 8 s with faults: exit 0, nothing lost, siblings undisturbed, faults detected',
     async () => {
       expect(existsSync(script), `${script} is missing: run \`npm run build\` first`).toBe(true);
-      const { code, stdout, stderr } = await run(['--duration', '8', '--instances', '4', '--json']);
-      const lines = stdout.trim().split('\n');
-      // --json: the summary is the last line of stdout (everything else goes to stderr).
-      const last = lines[lines.length - 1] ?? '';
-      let summary: Summary;
-      try {
-        summary = JSON.parse(last) as Summary;
-      } catch {
-        throw new Error(`last stdout line is not JSON: ${last}\n--- stderr ---\n${stderr.slice(-4000)}`);
-      }
+      const result = await run(['--duration', '8', '--instances', '4', '--json']);
+      const { code, stderr } = result;
+      const summary = summaryOf(result);
       expect(code, stderr.slice(-4000)).toBe(0);
       expect(summary.ok).toBe(true);
       expect(summary.lost).toBe(0);
@@ -88,10 +99,54 @@ describe('gateway demo (dist/demo/gateway.js)', () => {
     90_000,
   );
 
+  it(
+    'packs 200 instances 50 per worker: exit 0, worker-mates of the crash and the hang restarted as a group, a summary table',
+    async () => {
+      expect(existsSync(script), `${script} is missing: run \`npm run build\` first`).toBe(true);
+      const result = await run(['--duration', '8', '--instances', '200', '--per-worker', '50', '--rate', '5', '--rooms', '8', '--json']);
+      const { code, stderr } = result;
+      const summary = summaryOf(result);
+      expect(code, stderr.slice(-4000)).toBe(0);
+      expect(summary).toMatchObject({ ok: true, lost: 0, instances: 200, perWorker: 50, siblingsDisturbed: 0 });
+      // 199 shared (the oom instance has a worker of its own): 4 shared workers and 1 dedicated,
+      // give or take the fatal instance, which leaves its worker in error.
+      expect(summary.workers).toBeGreaterThanOrEqual(4);
+      expect(summary.workers).toBeLessThanOrEqual(6);
+      expect(summary.faults.map((f) => f.fault).sort()).toEqual(['crash', 'fatal', 'hang', 'oom', 'provider']);
+      for (const f of summary.faults) expect(f, `${f.fault} on ${f.instance}`).toMatchObject({ ok: true });
+      // The crash and the hang end their shared worker: every instance in it restarts, kind group.
+      const mates = Object.fromEntries(summary.workerMates.map((m) => [m.fault, m]));
+      expect(mates.crash?.mates).toBe(49);
+      expect(mates.hang?.mates).toBe(49);
+      expect(mates.oom?.mates).toBe(0);
+      expect(mates.crash?.threadId).not.toBe(mates.hang?.threadId);
+      expect(summary.casualties).toEqual({ expected: 98, restartedWithGroup: 98, connectedAgain: 98 });
+      expect(summary.restarts.group).toBeGreaterThanOrEqual(100);
+      expect(summary.siblings.length).toBe(195);
+      expect(summary.accepted).toBe(summary.delivered + summary.rejected);
+      // Not one row per instance: the final table (on stderr with --json) has summary rows and a
+      // few instances that need attention, then "… and N more".
+      const table = stderr.slice(stderr.lastIndexOf('final table'));
+      expect(table).toContain('needs attention');
+      expect(table).toMatch(/… and \d+ more/);
+      const instanceRows = table.split('\n').filter((l) => /^gw-\d+ /.test(l));
+      expect(instanceRows.length).toBeGreaterThanOrEqual(5);
+      expect(instanceRows.length).toBeLessThan(12);
+      expect(table.slice(0, table.indexOf('summary (')).split('\n').length).toBeLessThan(60);
+    },
+    60_000,
+  );
+
   it('--help lists the flags and exits 0', async () => {
     expect(existsSync(script)).toBe(true);
     const { code, stdout } = await run(['--help']);
     expect(code).toBe(0);
-    for (const flag of ['--duration', '--instances', '--rooms', '--rate', '--json', '--log-level', '--help']) expect(stdout).toContain(flag);
+    for (const flag of ['--duration', '--instances', '--per-worker', '--rooms', '--rate', '--json', '--log-level', '--help']) expect(stdout).toContain(flag);
+  });
+
+  it('rejects a --per-worker beyond the runtime limit with exit 2', async () => {
+    const { code, stderr } = await run(['--per-worker', '1001']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('--per-worker must be an integer from 1 to 1000');
   });
 });
