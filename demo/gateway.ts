@@ -16,13 +16,14 @@
  *   advance which bot will take its worker down, and giving them `isolation: 'dedicated'` would
  *   make the sibling check pass by hiding exactly what packing costs. (The heap blow-up is the
  *   exception: its own `resourceLimits` give it a worker of its own, as they would in production.)
- *   They are spread one per worker as far as there are workers. A crash or a hang ends the whole
- *   worker, and the runtime restarts every instance in it (restart kind `group`), so the faulted
- *   instance's worker-mates are expected casualties, not disturbed siblings: they are read from
- *   `health().worker.threadId` just before the fault is injected, and each must show nothing but
- *   that group restart (no error, no refused reconnect) and be connected again at the end. Every
- *   other instance, the worker-mates of the provider and fatal faults included (those faults stay
- *   inside their instance), must notice nothing.
+ *   They are spread one per worker as far as there are workers. A crash (an uncaught throw from
+ *   the instance's callback) is attributed to its instance: only it restarts, in place, and its
+ *   worker-mates must notice nothing. A hang ends the whole worker, and the runtime restarts every
+ *   instance in it (restart kind `group`), so the hung instance's worker-mates are expected
+ *   casualties, not disturbed siblings: they are read from `health().worker.threadId` just before
+ *   the fault is injected, and each must show nothing but that group restart (no error, no
+ *   refused reconnect) and be connected again at the end. Every other instance, the worker-mates
+ *   of the crash, provider and fatal faults included, must notice nothing.
  * - A live table (in place on a TTY, periodic log lines otherwise, and the final table once at the
  *   end), then a summary; the exit code is non-zero when a send was lost, a sibling was disturbed
  *   (an expected casualty that did not come back counts as disturbed) or a fault went undetected.
@@ -57,8 +58,9 @@ usage: npm run demo -- [options]        (or: node dist/demo/gateway.js [options]
                        a worker each; at most 1000). Shared workers: the heap blow-up still
                        gets a worker of its own (its resourceLimits), the other faulted
                        instances stay in shared workers, one per worker as far as there are
-                       workers. A crash or hang ends the worker and restarts all of its
-                       instances (restart kind group): those worker-mates, read from
+                       workers. A crash is attributed to its instance, which alone restarts
+                       in place. A hang ends the worker and restarts all of its instances
+                       (restart kind group): those worker-mates, read from
                        health().worker.threadId before the fault, are expected casualties and
                        must only be restarted and connected again; all others, undisturbed
   --rooms <n>          rooms per instance (default 24; a quarter of them are hot)
@@ -151,8 +153,12 @@ const FAULT_TEXT: Record<FaultName, string> = {
   provider: '3 refused connects + 6 HTTP 503s at start, then a connection reset',
   fatal: 'credentials revoked (HTTP 401): fatal, no restart loop',
 };
-/** Faults that end the worker: in a shared worker, every instance in it restarts with the faulted one. */
-const WORKER_ENDING: ReadonlySet<FaultName> = new Set<FaultName>(['crash', 'hang', 'oom']);
+/**
+ * Faults that end the worker: in a shared worker, every instance in it restarts with the faulted
+ * one. Not a crash: an uncaught throw from an instance's callback is attributed to it in a shared
+ * worker, and only that instance restarts (kind `crash`), in place.
+ */
+const WORKER_ENDING: ReadonlySet<FaultName> = new Set<FaultName>(['hang', 'oom']);
 const CONNECT_FAILURES = 3;
 const SEND_FAILURES = 6;
 /** The credential of the instance whose token gets revoked: it never shows in logs, events or health. */
@@ -718,12 +724,14 @@ async function main(): Promise<number> {
         // reached. Killed as hung is then as right as killed for OOM.
         // In a shared worker the worker's death is the group's: kind `group` for every instance
         // in it, the faulted one included (the reason says what ended the worker).
-        const kinds: string[] = [...(rec.fault === 'oom' ? ['oom', 'hang'] : [rec.fault]), ...(args.perWorker > 1 ? ['group'] : [])];
+        const kinds: string[] = [...(rec.fault === 'oom' ? ['oom', 'hang'] : [rec.fault]), ...(args.perWorker > 1 && WORKER_ENDING.has(rec.fault) ? ['group'] : [])];
         const r = inst.restarts.find((e) => afterFault(e.at) && kinds.includes(e.kind ?? ''));
         const c = r ? connectedAfter(r.at) : undefined;
         const why =
           r?.kind === 'group'
             ? ` (its shared worker #${rec.threadId ?? '?'} ended: ${r.reason}; ${rec.mates.length} worker-mates restarted with it)`
+            : r !== undefined && rec.mates.length > 0
+              ? ` (in place: attributed to it in its shared worker #${rec.threadId ?? '?'}; its ${rec.mates.length} worker-mates went on)`
             : r !== undefined && r.kind !== rec.fault
               ? ' (the allocation loop blocked the event loop past the heartbeat first)'
               : '';
@@ -848,7 +856,7 @@ async function main(): Promise<number> {
     const names = (list: Inst[]) => (list.length <= 8 ? list.map((i) => i.id).join(', ') || '-' : `${list.length} instances`);
     if (mates.length > 0) {
       const c = casualties;
-      say(`  worker-mates of a crash, hang or oom (expected casualties, restart kind group): ${names(mates)}; ${c.restartedWithGroup} restarted with their worker, ${c.connectedAgain} of ${c.expected} connected again`);
+      say(`  worker-mates of a hang or oom (expected casualties, restart kind group): ${names(mates)}; ${c.restartedWithGroup} restarted with their worker, ${c.connectedAgain} of ${c.expected} connected again`);
     }
     const others = siblings.filter((i) => !casualtyFrom.has(i.id));
     const shown = disturbed.slice(0, 8);

@@ -71,8 +71,22 @@ export type InstanceEmitName = `instance:${InstanceEventName}`;
 /** Class of a restart marker (never `degraded`: a degraded failure does not restart anything). */
 export type RestartClass = 'recoverable' | 'fatal';
 
-/** Why a worker died before a restart; open-ended, the listed kinds are the runtime's own. */
-export type RestartKind = 'crash' | 'exit' | 'oom' | 'hang' | 'reconnect_exhausted' | 'start_failure' | (string & {});
+/**
+ * Why an instance restarts; open-ended, the listed kinds are the runtime's own. `group`: the
+ * shared worker it was in died (the reason says how: `worker crash: …`, `worker hang: …`).
+ */
+export type RestartKind =
+  | 'crash'
+  | 'exit'
+  | 'oom'
+  | 'hang'
+  | 'reconnect_exhausted'
+  | 'start_failure'
+  | 'intensity_exceeded'
+  | 'fatal'
+  | 'manual'
+  | 'group'
+  | (string & {});
 
 /** Optional details of a restart marker, copied into the `restart` event. */
 export interface RestartDetails {

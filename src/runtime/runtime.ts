@@ -488,8 +488,10 @@ export class Runtime extends EventEmitter {
     detached: (e, host, port, exit) => this.#onDetached(e, host, port, exit),
     restarting: (e, info) => {
       if (e.state !== 'running') return;
-      const kind = e.group?.dedicated ? exitKind({ class: info.exit, reason: info.reason }) : 'group';
-      e.server.notifyRestartMarker('recoverable', info.reason, { kind, attempt: info.attempt, delayMs: info.delayMs });
+      // A shared worker's death is the group's: the reason says how it ended.
+      const how = exitKind({ class: info.exit, reason: info.reason });
+      const [kind, reason] = e.group?.dedicated ? [how, info.reason] : ['group', `worker ${how}: ${info.reason}`];
+      e.server.notifyRestartMarker('recoverable', reason, { kind, attempt: info.attempt, delayMs: info.delayMs });
     },
     starting: (e) => {
       if (e.state === 'running') e.server.notifyStarting(e.server.lastRestartReason ?? 'worker restart');
