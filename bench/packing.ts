@@ -188,11 +188,16 @@ async function sendThroughput(): Promise<{ shared: number[]; dedicated: number[]
 
 const GROUPS = 4;
 const GROUP_SIZE = 10;
-const CRASHES = quick ? 4 : 8;
+/** At most this many crashes; the loop ends once the culprit is alone in a worker of its own. */
+const MAX_CRASHES = 16;
 const STATUS_EVENTS = ['instance:disconnected', 'instance:connecting', 'instance:connected', 'instance:restart', 'instance:error'] as const;
 
 interface CrashLoopResult {
   crashes: number;
+  /** Crashes until the culprit was alone in a worker of its own (quarantined), or null if it never was. */
+  untilAlone: number | null;
+  /** Shared workers split on the way. */
+  splits: number;
   /** Crashes after which every instance of the culprit's group was restarted. */
   wholeGroupRestarts: number;
   /** Status changes of instances in the culprit's group (it included) and in the other groups. */
@@ -203,9 +208,9 @@ interface CrashLoopResult {
 }
 
 /**
- * Keeps ending the culprit's worker (`{ fault: 'exit' }` each time it is connected again) and
- * counts what the other instances saw. Kept on its own so that a later row (e.g. crashes until the
- * culprit is alone in its worker) can read the same loop's events.
+ * Keeps ending the culprit's worker (`{ fault: 'exit' }`, which no instance can be charged with,
+ * each time it is connected again) until quarantine has put it alone in a worker of its own, and
+ * counts what the other instances saw.
  */
 async function crashLoop(): Promise<CrashLoopResult> {
   const rt = await Runtime.start({ ...base, placement: { instancesPerWorker: GROUP_SIZE } });
@@ -227,9 +232,18 @@ async function crashLoop(): Promise<CrashLoopResult> {
     return () => rt.off(event, on);
   });
 
+  let splits = 0;
+  const onSplit = (): void => void splits++;
+  rt.on('worker:split', onSplit);
+  const alone = async (): Promise<boolean> => {
+    const h = await rt.health(culprit);
+    return h.quarantined && h.worker?.instances === 1;
+  };
   let wholeGroupRestarts = 0;
+  let crashes = 0;
   const crashToConnectedMs: number[] = [];
-  for (let c = 0; c < CRASHES; c++) {
+  while (crashes < MAX_CRASHES && !(await alone())) {
+    crashes++;
     await rt.whenStatus(culprit, 'connected', { timeoutMs: 30_000 });
     const from = events.length;
     const disconnected = new Promise<void>((resolve) => {
@@ -247,17 +261,22 @@ async function crashLoop(): Promise<CrashLoopResult> {
     crashToConnectedMs.push(performance.now() - t0);
     // Its worker-mates restarted with it when every one of them has a restart marker since the fault.
     await Promise.all([...mates].map((id) => rt.whenStatus(id, 'connected', { timeoutMs: 30_000 })));
+    await new Promise((r) => setTimeout(r, 50)); // the culprit's health settles in its new worker
     const restarted = new Set(events.slice(from).filter((e) => e.event === 'instance:restart').map((e) => e.instanceId));
     if ([...mates].every((id) => restarted.has(id))) wholeGroupRestarts++;
   }
   await Promise.all(ids.map((id) => rt.whenStatus(id, 'connected', { timeoutMs: 30_000 })));
   await new Promise((r) => setTimeout(r, 200)); // late events
   for (const off of listeners) off();
+  rt.off('worker:split', onSplit);
+  const isAlone = await alone();
   await rt.stop();
 
   const others = events.filter((e) => !mates.has(e.instanceId));
   return {
-    crashes: CRASHES,
+    crashes,
+    untilAlone: isAlone ? crashes : null,
+    splits,
     wholeGroupRestarts,
     culpritGroupChanges: events.length - others.length,
     otherGroupChanges: others.length,
@@ -289,7 +308,15 @@ const rows: Comparison[] = [
   compare('worker threads left after stop()', 'threads', packed.left, 'worker threads created', packed.workers, { max: 0 }),
   compare(`send throughput at saturation, one instance of a full shared worker (${PER_WORKER}, median)`, 'msgs/s', Math.round(sendShared.median), 'dedicated instance, same runtime', Math.round(sendDedicated.median), { min: 0.9 }),
   compare(`status changes of the other ${GROUPS - 1} groups' instances, ${crash.crashes} crashes in one group`, 'events', crash.otherGroupChanges, "crashing group's status changes", crash.culpritGroupChanges, { max: 0 }),
-  compare(`(info) crashes that restarted the whole group (${GROUP_SIZE} instances)`, 'crashes', crash.wholeGroupRestarts, 'crashes', crash.crashes),
+  compare(
+    `crashes until the culprit is alone in its own worker (group of ${GROUP_SIZE}, quarantine after 2)`,
+    'crashes',
+    crash.untilAlone ?? Infinity,
+    'target ⌈log2(group)⌉ + 2',
+    Math.ceil(Math.log2(GROUP_SIZE)) + 2,
+    { max: 1 },
+  ),
+  compare(`(info) crashes that restarted the culprit's whole shared group (${GROUP_SIZE} instances)`, 'crashes', crash.wholeGroupRestarts, 'crashes', crash.crashes),
 ];
 report('packing', rows, {
   scale: {

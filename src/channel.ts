@@ -184,14 +184,14 @@ export interface AsyncProbeChannelDefinition<Message = unknown, Receipt = unknow
  * makes each instance's callbacks separately (see {@link ChannelFactory}).
  */
 export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
-  factory: ChannelFactory<Message, Receipt, Settings, Credentials>,
-): ChannelFactory<Message, Receipt, Settings, Credentials>;
-export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
   definition: AsyncProbeChannelDefinition<Message, Receipt, Settings, Credentials>,
 ): ChannelDefinition<Message, Receipt, Settings, Credentials>;
 export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
   definition: ChannelDefinition<Message, Receipt, Settings, Credentials>,
 ): ChannelDefinition<Message, Receipt, Settings, Credentials>;
+export function defineChannel<Message = unknown, Receipt = unknown, Settings = Record<string, unknown>, Credentials = Record<string, unknown>>(
+  factory: ChannelFactory<Message, Receipt, Settings, Credentials>,
+): ChannelFactory<Message, Receipt, Settings, Credentials>;
 export function defineChannel<Message, Receipt, Settings, Credentials>(
   definition: ChannelDefinition<Message, Receipt, Settings, Credentials> | ChannelFactory<Message, Receipt, Settings, Credentials>,
 ): ChannelDefinition<Message, Receipt, Settings, Credentials> | ChannelFactory<Message, Receipt, Settings, Credentials> {

@@ -3,8 +3,10 @@
  * talks to nothing; every behaviour is driven by the instance's `settings`, so failures, hangs and
  * crashes can be staged on purpose. Its state (counters, sequence numbers, a pending fault) is kept
  * per instance, in its worker: instances that share a worker do not see each other's, and a
- * restarted worker starts from zero. (A crash, exit, hang or OOM fault ends the whole worker, and
- * every instance it hosts, as a real one would.)
+ * restarted worker starts from zero (an instance restarted in place in its worker keeps it). (An
+ * exit, hang or OOM fault ends the whole worker, and every instance it hosts, as a real one
+ * would; a crash, an uncaught throw from the instance's `send`, is attributed to it in a shared
+ * worker, and only it restarts.)
  *
  * Settings (all optional; unknown keys are ignored, a known key of the wrong type fails `connect`
  * with a fatal `ChannelError`, channel code `invalid_config`, naming the setting):
@@ -29,7 +31,7 @@
  * @packageDocumentation
  */
 import { performance } from 'node:perf_hooks';
-import { defineChannel, type ChannelContext, type SettingsSchema } from '../../src/channel.js';
+import { defineChannel, type ChannelContext, type ChannelHandlers, type SettingsSchema } from '../../src/channel.js';
 import { ChannelError } from '../../src/errors.js';
 
 /** The `inbound` setting of the loopback channel. */
@@ -310,11 +312,8 @@ function generate(st: State, s: NonNullable<Resolved['inbound']>): LoopbackMessa
   return out;
 }
 
-/** The loopback channel (`type: 'loopback'`). */
-export default defineChannel<unknown, LoopbackReceipt>({
-  type: 'loopback',
-  settingsSchema: loopbackSettingsSchema,
-
+/** The callbacks of every loopback instance (their state is the instance's, see `stateOf`). */
+const handlers: ChannelHandlers<unknown, LoopbackReceipt> = {
   async connect(ctx) {
     const s = settingsOf(ctx);
     const st = stateOf(ctx);
@@ -405,5 +404,28 @@ export default defineChannel<unknown, LoopbackReceipt>({
       default:
         return 'ok';
     }
+  },
+};
+
+/** The same, without `poll`: for an instance that has nothing to poll. */
+const { poll: _poll, ...withoutPoll } = handlers;
+
+/**
+ * The loopback channel (`type: 'loopback'`), in factory form: an instance with nothing to poll (no
+ * `inbound`, no `echo`, no `faults`, no `hangOn: 'poll'`) gets no `poll`, so an idle instance costs
+ * its worker nothing between sends (thousands of them share a few workers). Settings that cannot
+ * be read keep every callback: `connect` reports them.
+ */
+export default defineChannel<unknown, LoopbackReceipt>({
+  type: 'loopback',
+  settingsSchema: loopbackSettingsSchema,
+  create(instance) {
+    let s: Resolved;
+    try {
+      s = resolveSettings(instance.settings);
+    } catch {
+      return handlers;
+    }
+    return s.inbound || s.echo || s.faults || s.hangOn === 'poll' ? handlers : withoutPoll;
   },
 });
