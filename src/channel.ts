@@ -50,6 +50,12 @@ export interface ChannelContext<Settings = Record<string, unknown>, Credentials 
    * than the batch that was in hand. `undefined` on the very first connect.
    */
   readonly cursor: Cursor | undefined;
+  /**
+   * Cluster mode: the fencing token of this node's lease on the instance, larger at every new
+   * acquisition. A platform or store that accepts a token can refuse a write from an older owner.
+   * `undefined` outside cluster mode.
+   */
+  readonly fencingToken?: number;
 }
 
 /** A channel's inbound position: any structured-cloneable value (a number, a string, an object). */

@@ -31,7 +31,9 @@ export type ErrorCode =
   | 'corrupt_checkpoint'
   | 'queue_full'
   | 'aborted'
-  | 'delivery_failed';
+  | 'delivery_failed'
+  | 'not_owner'
+  | 'unavailable';
 
 /** Base class of every threadvisor error. */
 export class ThreadvisorError extends Error {
@@ -242,6 +244,23 @@ export class CorruptCheckpointError extends ThreadvisorError {
 export class QueueFullError extends ThreadvisorError {
   constructor(what: string, capacity: number) {
     super('queue_full', `${what} is full (capacity ${capacity})`, { what, capacity });
+  }
+}
+
+/** In cluster mode: the instance runs on another node (`owner`, or null while none runs it). */
+export class NotOwnerError extends ThreadvisorError {
+  /** The node that runs it now, or null. */
+  readonly owner: string | null;
+  constructor(id: string, owner: string | null) {
+    super('not_owner', `instance ${id} is not run by this node (${owner === null ? 'no node runs it now' : `owner: ${owner}`})`, { id, owner });
+    this.owner = owner;
+  }
+}
+
+/** In cluster mode: the cluster's store (Redis) cannot be reached; nothing was changed. */
+export class UnavailableError extends ThreadvisorError {
+  constructor(what: string, options?: { cause?: unknown }) {
+    super('unavailable', `${what}: the cluster store is unavailable`, { what }, options);
   }
 }
 

@@ -39,14 +39,18 @@ export { Runtime, BUILTIN_CHANNELS } from './runtime/runtime.js';
 export type {
   InstanceHealth,
   OnMessage,
+  PlacementOptions,
   RestartPolicy,
+  RuntimeMode,
   RuntimeOptions,
+  StartedInstance,
   RuntimeStats,
   StartInstanceOptions,
   StartWaitOptions,
   WhenStatusOptions,
 } from './runtime/runtime.js';
 export type { RuntimeChild, RuntimeChildOptions } from './runtime/child.js';
+export type { ClusterDeclaration, ClusterOptions, ClusterSpecView, ClusterView } from './cluster/options.js';
 export { PRESSURE_LEVELS } from './runtime/outbound.js';
 export type { EnqueueManyOptions, EnqueueOptions, IdempotencyKey, OutboundStats, PressureLevel, SendOutcome } from './runtime/outbound.js';
 export { INSTANCE_STATUSES } from './instance/state-machine.js';
@@ -72,6 +76,8 @@ export { defineChannel, checkChannelDefinition } from './channel.js';
 export type {
   ChannelContext,
   ChannelDefinition,
+  ChannelFactory,
+  ChannelHandlers,
   ChannelInstance,
   ChannelLogger,
   Cursor,

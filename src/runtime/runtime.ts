@@ -9,6 +9,8 @@ import { z } from 'zod';
 import {
   AbortedError,
   AlreadyStartedError,
+  NotOwnerError,
+  UnavailableError,
   ChannelInvalidError,
   InstanceNotFoundError,
   InvalidConfigError,
@@ -40,6 +42,8 @@ import { acksSchema, noticeSchema } from './protocol.js';
 import { MAX_TIMER_MS } from '../wire/timers.js';
 import type { RuntimeChild, RuntimeChildOptions } from './child.js';
 import { WorkerGroup, type GroupHooks } from './worker-group.js';
+import { clusterOptionsSchema, resolveCluster, safeRedisUrl, type ClusterDeclaration, type ClusterOptions, type ClusterView, type ResolvedCluster } from '../cluster/options.js';
+import type { ClusterNode, DeclaredSpec } from '../cluster/node.js';
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
 const INBOUND_WINDOW = 8;
@@ -184,8 +188,15 @@ const runtimeOptionsSchema = z
       .default({ instancesPerWorker: 1, quarantine: { afterCrashes: 2, periodMs: 60_000 } }),
     onMessage: z.custom<OnMessage>((v) => typeof v === 'function', 'expected a function').optional(),
     pool: poolSchema.optional(),
+    cluster: clusterOptionsSchema.optional(),
   })
   .strict();
+
+/** `'local'`: instances run in this process; `'cluster'`: declared cluster-wide (see {@link RuntimeOptions.cluster}). */
+export type RuntimeMode = 'local' | 'cluster';
+
+/** What `startInstance` resolves with: a handle of the local instance, or in cluster mode the declaration. */
+export type StartedInstance<M extends RuntimeMode> = M extends 'cluster' ? ClusterDeclaration : InstanceHandle;
 
 /** Where instances run (see {@link RuntimeOptions.placement}). */
 export interface PlacementOptions {
@@ -273,6 +284,13 @@ export interface RuntimeOptions {
    * `maxThreads`: the CPU count). The pool is created on first use and destroyed by `rt.stop()`.
    */
   pool?: ConstructorParameters<typeof Piscina>[0];
+  /**
+   * Cluster mode: one set of instances across several processes and machines, each run by
+   * exactly one node, on Redis leases with fencing tokens (ioredis, an optional peer dependency,
+   * loads only then). `startInstance` declares an instance cluster-wide and resolves with a
+   * {@link ClusterDeclaration}; see the README's Cluster section.
+   */
+  cluster?: ClusterOptions;
 }
 
 /** Options of {@link Runtime.startInstance}. */
@@ -411,6 +429,8 @@ interface Entry {
   readonly capacity: number;
   /** The last inbound cursor whose batch `onMessage` finished; handed to the next worker. */
   cursor: unknown;
+  /** Cluster mode: the fencing token of this node's lease (given to the channel as `ctx.fencingToken`). */
+  readonly fencingToken: number | undefined;
   /** Why the instance is in error after a fatal failure (sends reject with it). */
   failure: ThreadvisorError | undefined;
   /** The settings as given (the server's copy has credential values scrubbed out). */
@@ -429,6 +449,8 @@ export type InstanceHealth = HealthSnapshot & {
   readonly pressure: PressureLevel;
   /** The outbound queue's counters. */
   readonly delivery: OutboundStats;
+  /** Cluster mode: the fencing token of this node's lease on the instance; null otherwise. */
+  readonly fencingToken: number | null;
 };
 
 function resolveChannel(channel: string | URL): string {
@@ -458,7 +480,7 @@ function exitKind(exit: Pick<ChildExit, 'class' | 'reason'>): string {
  * `instance:stopped`, `instance:restart`, `instance:reconnect`, `instance:probe`,
  * `instance:invalid_transition`; and `message:failed` when `onMessage` throws.
  */
-export class Runtime extends EventEmitter {
+export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   readonly #opts: Resolved;
   readonly #log: Logger;
   readonly #entries = new Map<string, Entry>();
@@ -474,6 +496,9 @@ export class Runtime extends EventEmitter {
   #lastIid = 0;
   #delivered = 0;
   #handlerErrors = 0;
+  /** Cluster mode: this node (undefined in local mode). */
+  #node: ClusterNode | undefined;
+  #clusterOpts: ResolvedCluster | undefined;
   /** Worker groups with a thread running or starting (or about to). */
   readonly #groups = new Set<WorkerGroup<Entry>>();
   #lastGroup = 0;
@@ -525,14 +550,54 @@ export class Runtime extends EventEmitter {
     });
   }
 
-  /** Validates the options and starts an empty runtime. Bad options reject with `invalid_config`. */
-  static async start(options: RuntimeOptions = {}): Promise<Runtime> {
+  /**
+   * Validates the options and starts an empty runtime. Bad options reject with `invalid_config`.
+   * In cluster mode it connects to Redis first: an unreachable one rejects with `unavailable`.
+   */
+  static async start(options: RuntimeOptions & { cluster: ClusterOptions }): Promise<Runtime<'cluster'>>;
+  static async start(options?: RuntimeOptions): Promise<Runtime>;
+  static async start(options: RuntimeOptions = {}): Promise<Runtime<RuntimeMode>> {
     const opts = parseConfig('runtime options', runtimeOptionsSchema, options);
     const root = opts.logger ?? defaultLogger();
     // Each instance's supervisor is the top of its own tree: the runtime is their root, and it
     // never restarts an escalated instance tree itself (error, then recoverAfterMs). So no root
     // Supervisor serialises one instance's start or stop behind another's.
-    return new Runtime(opts, root);
+    const rt = new Runtime<RuntimeMode>(opts, root);
+    if (opts.cluster) await rt.#joinCluster(resolveCluster(opts.cluster));
+    return rt;
+  }
+
+  /** Cluster mode: connects to Redis (ioredis loads here) and starts this node's ticks. */
+  async #joinCluster(c: ResolvedCluster): Promise<void> {
+    const [{ LeaseStore }, { ClusterNode }] = await Promise.all([import('../cluster/store.js'), import('../cluster/node.js')]);
+    const store = new LeaseStore(c.redis as never, { namespace: c.namespace, nodeId: c.nodeId, leaseMs: c.leaseMs });
+    try {
+      await store.connect();
+    } catch (err) {
+      await store.close();
+      throw new UnavailableError(`cluster: Redis at ${safeRedisUrl(c.redis)} cannot be reached (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+    }
+    this.#clusterOpts = c;
+    this.#node = new ClusterNode(
+      store,
+      {
+        runLocal: (spec, token) => this.#runDeclared(spec, token),
+        stopLocal: (id, reason, fast) => this.#stopDeclared(id, reason, fast),
+      },
+      { nodeId: c.nodeId, leaseMs: c.leaseMs, safetyMs: c.safetyMs, log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
+    );
+    this.#node.start();
+  }
+
+  /**
+   * Cluster mode: this node's view of the cluster (undefined in local mode). Events on the
+   * runtime (and `diagnostics_channel` `threadvisor:cluster:<event>`): `cluster:acquired`,
+   * `cluster:released`, `cluster:lost`, `cluster:node_up`, `cluster:node_down`, `cluster:degraded`.
+   */
+  get cluster(): ClusterView | undefined {
+    const node = this.#node;
+    if (!node) return undefined;
+    return { nodeId: node.nodeId, nodes: () => node.nodes(), owner: (id) => node.owner(id), local: () => node.local() };
   }
 
   /**
@@ -633,10 +698,117 @@ export class Runtime extends EventEmitter {
    * or (waiting for `connected`) the instance ended in `error` first or the wait timed out. After
    * any rejection the instance is gone: the same id may be started again.
    */
-  async startInstance(options: StartInstanceOptions, wait: StartWaitOptions = {}): Promise<InstanceHandle> {
+  async startInstance(options: StartInstanceOptions, wait: StartWaitOptions = {}): Promise<StartedInstance<M>> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
     const w = parseConfig('startInstance wait options', waitSchema, wait);
     const o = parseConfig('instance options', startInstanceSchema, options);
+    if (this.#node) return (await this.#declare(o)) as StartedInstance<M>;
+    return (await this.#startLocal(o, w, undefined, undefined)) as StartedInstance<M>;
+  }
+
+  /**
+   * Cluster mode: declares the instance cluster-wide (idempotent by id), then answers who runs
+   * it after this node's next tick. Credentials are refused here: they never go to Redis; each
+   * node resolves them with `cluster.credentials`.
+   */
+  async #declare(o: z.output<typeof startInstanceSchema>): Promise<ClusterDeclaration> {
+    const node = this.#node as ClusterNode;
+    const problems: { path: string; message: string }[] = [];
+    if (o.id === undefined) problems.push({ path: 'id', message: 'required in cluster mode (the declaration is idempotent by id)' });
+    if (o.credentials !== undefined) problems.push({ path: 'credentials', message: 'not in a cluster declaration: each node resolves them with cluster.credentials' });
+    const bad = findNonCloneable(o.settings, 'settings');
+    if (bad) problems.push({ path: bad.path, message: bad.problem });
+    if (problems.length > 0) throw new InvalidConfigError('instance options', problems);
+    if (o.restart) parseConfig('instance options.restart', restartSchema, { ...this.#opts.restart, ...o.restart });
+    const channel = resolveChannel(o.channel);
+    const settings = o.settings ?? {};
+    const known = knownSettingsSchema(channel);
+    const schema = known ? known.schema : await channelSettingsSchema(channel, this.#opts.readyTimeoutMs);
+    if (schema) checkSettings(schema, settings, 'instance options');
+    let json: string;
+    try {
+      json = JSON.stringify(settings);
+    } catch {
+      throw new InvalidConfigError('instance options', [{ path: 'settings', message: 'must be JSON in cluster mode (it is stored in Redis)' }]);
+    }
+    const spec: DeclaredSpec = {
+      id: o.id as string,
+      name: o.name,
+      channelType: o.channelType,
+      channel,
+      settings: JSON.parse(json) as Record<string, unknown>,
+      ...(o.resourceLimits ? { resourceLimits: o.resourceLimits as Record<string, number> } : {}),
+      ...(o.restart ? { restart: o.restart } : {}),
+      ...(o.queueCapacity !== undefined ? { queueCapacity: o.queueCapacity } : {}),
+      ...(o.isolation ? { isolation: o.isolation } : {}),
+    };
+    await node.declare(spec);
+    await node.settled();
+    const owner = node.runs(spec.id) ? node.nodeId : await node.owner(spec.id).catch(() => null);
+    return { id: spec.id, owner };
+  }
+
+  /** Cluster mode: runs an instance this node acquired, its credentials resolved here. */
+  async #runDeclared(spec: DeclaredSpec, token: number): Promise<void> {
+    if (this.#state !== 'running') return;
+    const c = this.#clusterOpts as ResolvedCluster;
+    const credentials = c.credentials ? await c.credentials({ id: spec.id, name: spec.name, channelType: spec.channelType, ...(spec.settings ? { settings: spec.settings } : {}) }) : {};
+    const cursor = await (this.#node as ClusterNode).cursor(spec.id).catch(() => undefined);
+    if (this.#state !== 'running' || !this.#node?.runs(spec.id)) return;
+    const o = parseConfig('declared instance', startInstanceSchema, {
+      id: spec.id,
+      name: spec.name,
+      channelType: spec.channelType,
+      channel: spec.channel,
+      credentials,
+      settings: spec.settings ?? {},
+      ...(spec.resourceLimits ? { resourceLimits: spec.resourceLimits } : {}),
+      ...(spec.restart ? { restart: spec.restart } : {}),
+      ...(spec.queueCapacity !== undefined ? { queueCapacity: spec.queueCapacity } : {}),
+      ...(spec.isolation ? { isolation: spec.isolation } : {}),
+    });
+    const old = this.#entries.get(spec.id);
+    if (old) await this.#stopEntry(old, 'replaced by a new lease', false);
+    await this.#startLocal(o, {}, token, cursor);
+  }
+
+  /**
+   * Cluster mode: stops the local copy of `id`. `fast` (fencing): nothing queued is delivered,
+   * queued sends reject with `stopped`, and a worker still running after half of `safetyMs` is
+   * terminated.
+   */
+  async #stopDeclared(id: string, reason: string, fast: boolean): Promise<void> {
+    const entry = this.#entries.get(id);
+    if (!entry) return;
+    await this.#stopEntry(entry, reason, fast);
+  }
+
+  /** Stops an instance and removes it (see {@link Runtime.stopInstance}); `fast` as {@link Runtime.#stopDeclared}. */
+  async #stopEntry(entry: Entry, reason: string, fast: boolean): Promise<void> {
+    if (this.#entries.get(entry.id) !== entry || entry.state === 'stopping') return;
+    entry.state = 'stopping';
+    this.#clearRecover(entry);
+    this.#entries.delete(entry.id);
+    if (fast) {
+      entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
+      const group = entry.group;
+      const budget = Math.max(1, Math.floor((this.#clusterOpts?.safetyMs ?? this.#opts.shutdownMs) / 2));
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), budget)));
+      const done = await Promise.race([this.#op(entry, () => this.#stopTree(entry)).catch(() => undefined), late]);
+      clearTimeout(timer);
+      if (done === 'late') await group?.supervisor?.shutdown('brutal_kill');
+    } else {
+      await this.#drainOutbound(entry);
+      await this.#op(entry, () => this.#stopTree(entry));
+      entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
+    }
+    await this.#drainInbound(entry);
+    entry.server.stop(reason);
+  }
+
+  /** Starts an instance in this process (validated options; in cluster mode with its fencing token and committed cursor). */
+  async #startLocal(o: z.output<typeof startInstanceSchema>, w: z.output<typeof waitSchema>, fencingToken: number | undefined, cursor: unknown): Promise<InstanceHandle> {
     // Credentials and settings go to the worker by structured clone: what cannot cross is a bad
     // option here (named by its path, never by its value), not a start failure later.
     const unclonable = [findNonCloneable(o.credentials, 'credentials'), findNonCloneable(o.settings, 'settings')].filter((b) => b !== undefined);
@@ -692,7 +864,8 @@ export class Runtime extends EventEmitter {
       pause: undefined,
       inbound: Promise.resolve(),
       capacity,
-      cursor: undefined,
+      cursor,
+      fencingToken,
       failure: undefined,
       settings: record.settings,
       queue,
@@ -824,7 +997,7 @@ export class Runtime extends EventEmitter {
     // and two microtask turns to every send).
     if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
     const entry = this.#entries.get(id);
-    if (entry === undefined) return Promise.reject(new InstanceNotFoundError(id));
+    if (entry === undefined) return this.#notHere(id);
     if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
     // Refused before it is queued: a message that cannot cross to the worker (checked cheaply:
     // a flat object of primitives costs a walk over its keys, no clone).
@@ -846,7 +1019,7 @@ export class Runtime extends EventEmitter {
   sendMany(id: string, messages: readonly unknown[], options?: EnqueueManyOptions): Promise<SendOutcome[]> {
     if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
     const entry = this.#entries.get(id);
-    if (entry === undefined) return Promise.reject(new InstanceNotFoundError(id));
+    if (entry === undefined) return this.#notHere(id);
     if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
     // One bad message refuses the whole batch, nothing taken (as for bad options).
     if (Array.isArray(messages)) {
@@ -858,6 +1031,14 @@ export class Runtime extends EventEmitter {
       }
     }
     return entry.queue.enqueueMany(messages, options);
+  }
+
+  /** Why a send for an instance not running here is refused: `not_found`, or in cluster mode `not_owner` (naming the owner). */
+  async #notHere(id: string): Promise<never> {
+    const node = this.#node;
+    if (!node) throw new InstanceNotFoundError(id);
+    const owner = await node.owner(id).catch(() => null);
+    throw new NotOwnerError(id, owner);
   }
 
   /**
@@ -921,6 +1102,14 @@ export class Runtime extends EventEmitter {
   /** Stops an instance (its worker disconnects within `shutdownMs`) and removes it. Emits `instance:stopped` once. */
   async stopInstance(id: string): Promise<void> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
+    if (this.#node) {
+      // Cluster mode: the declaration goes, and with it the copy on whichever node runs it.
+      const removed = await this.#node.undeclare(id);
+      const local = this.#entries.get(id);
+      if (local) await this.#stopEntry(local, 'stopped', false);
+      if (!removed && !local) throw new InstanceNotFoundError(id);
+      return;
+    }
     const entry = this.#get(id);
     entry.state = 'stopping';
     this.#clearRecover(entry);
@@ -939,6 +1128,8 @@ export class Runtime extends EventEmitter {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       this.#state = 'stopping';
+      // Cluster mode: nothing more is acquired; the leases are released once the copies stopped.
+      await this.#node?.halt();
       const entries = [...this.#entries.values()];
       this.#entries.clear();
       // Everything stops: a shared worker stops once, with all its instances, not one by one.
@@ -955,6 +1146,7 @@ export class Runtime extends EventEmitter {
           e.server.stop('runtime stopped');
         }),
       );
+      await this.#node?.close(true);
       await this.#pool?.destroy();
       this.#pool = undefined;
       this.#state = 'stopped';
@@ -1107,7 +1299,7 @@ export class Runtime extends EventEmitter {
       instances: e.group?.size ?? 0,
     };
     const delivery = e.queue.stats();
-    return { ...e.server.healthSnapshot({ worker }), inFlight: delivery.inFlight, pressure: delivery.pressure, delivery };
+    return { ...e.server.healthSnapshot({ worker }), inFlight: delivery.inFlight, pressure: delivery.pressure, delivery, fencingToken: e.fencingToken ?? null };
   }
 
   #clearRecover(e: Entry): void {
@@ -1367,6 +1559,7 @@ export class Runtime extends EventEmitter {
       pollIdleMs: o.pollIdleMs,
       inboundWindow: INBOUND_WINDOW,
       ...(entry.cursor === undefined ? {} : { cursor: entry.cursor }),
+      ...(entry.fencingToken === undefined ? {} : { fencingToken: entry.fencingToken }),
     };
   }
 
@@ -1500,7 +1693,11 @@ export class Runtime extends EventEmitter {
           }
         }
       }
-      if (cursor !== undefined) entry.cursor = cursor;
+      if (cursor !== undefined) {
+        entry.cursor = cursor;
+        // Cluster mode: the next owner resumes after it.
+        this.#node?.commitCursor(entry.id, cursor);
+      }
       if (n !== undefined) {
         try {
           port.postMessage({ t: 'inbound_ack', i: entry.iid, upTo: n } satisfies InboundAck);

@@ -73,6 +73,8 @@ export interface InstanceBoot {
    * notice) instead of ending the worker.
    */
   shared?: boolean;
+  /** Cluster mode: the fencing token of the node's lease on the instance (`ctx.fencingToken`). */
+  fencingToken?: number;
 }
 
 /** Main → worker: inbound batches up to `upTo` (their `n`) were handled by `onMessage`. */

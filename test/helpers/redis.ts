@@ -13,6 +13,8 @@ export interface TestRedis {
   readonly url: string;
   /** Every key and its value (strings, hashes, sets, sorted sets), for checks such as "no secret in Redis". */
   dump(): Promise<Record<string, unknown>>;
+  /** Deletes every key. */
+  flush(): Promise<void>;
   /** Stops the server (SIGKILL): an outage. */
   kill(): Promise<void>;
   /** Starts it again on the same port (empty: no persistence). */
@@ -88,6 +90,15 @@ export async function startRedis(): Promise<TestRedis> {
           else out[key] = `(${type})`;
         }
         return out;
+      } finally {
+        r.disconnect();
+      }
+    },
+    async flush() {
+      const r = new Redis(url, { lazyConnect: true });
+      await r.connect();
+      try {
+        await r.flushall();
       } finally {
         r.disconnect();
       }

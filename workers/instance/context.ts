@@ -133,7 +133,8 @@ export class InstanceContext {
   // ---- channel calls ----------------------------------------------------------------------------
 
   contextFor(signal: AbortSignal): ChannelContext {
-    return { instance: this.instance, logger: this.logger, signal, emit: this.inbound.emit, cursor: this.inbound.resumeCursor };
+    const ctx: ChannelContext = { instance: this.instance, logger: this.logger, signal, emit: this.inbound.emit, cursor: this.inbound.resumeCursor };
+    return this.config.fencingToken === undefined ? ctx : { ...ctx, fencingToken: this.config.fencingToken };
   }
 
   classify(err: unknown): FailureClass {

@@ -1,0 +1,299 @@
+/**
+ * One node of a cluster: it ticks every `leaseMs / 3` (one Redis round trip, see
+ * {@link LeaseStore.tick}), runs what it acquired, stops what it lost, hands off what is over its
+ * fair share, and fences itself when it could not renew in time: at `leaseMs − safetyMs` after
+ * its last successful renewal it stops every instance it runs, before Redis can give the lease
+ * to another node (leases expire by Redis's clock at `leaseMs` after that renewal was sent).
+ *
+ * The node decides nothing about an instance's state: it asks its host (the runtime) to run or
+ * stop an instance, and reports what it did as `cluster:*` events.
+ *
+ * @packageDocumentation
+ */
+import type { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { UnavailableError } from '../errors.js';
+import { publish } from '../telemetry.js';
+import type { LeaseStore, TickResult } from './store.js';
+
+/** A declared instance as stored (never credentials). */
+export interface DeclaredSpec {
+  readonly id: string;
+  readonly name: string;
+  readonly channelType: string;
+  /** The channel module, resolved (a URL or a package specifier). */
+  readonly channel: string;
+  readonly settings?: Record<string, unknown>;
+  readonly resourceLimits?: Record<string, number>;
+  readonly restart?: Record<string, unknown>;
+  readonly queueCapacity?: number;
+  readonly isolation?: 'shared' | 'dedicated';
+}
+
+/** What a node asks of its runtime. */
+export interface ClusterHost {
+  /** Runs the instance here (its credentials resolved locally), with its fencing token. */
+  runLocal(spec: DeclaredSpec, fencingToken: number): Promise<void>;
+  /**
+   * Stops the local copy. `fast`: the lease is about to be lost (fencing): no queued send is
+   * delivered first, and a worker that does not stop in time is terminated.
+   */
+  stopLocal(id: string, reason: string, fast: boolean): Promise<void>;
+}
+
+/** Options of a node. */
+export interface ClusterNodeOptions {
+  readonly nodeId: string;
+  readonly leaseMs: number;
+  readonly safetyMs: number;
+  readonly log: Logger;
+  /** Where `cluster:*` events are emitted (the runtime). */
+  readonly emitter: EventEmitter;
+}
+
+const NO_LIMIT = 1_000_000_000;
+
+/** A cluster node (see the module's description). */
+export class ClusterNode {
+  readonly nodeId: string;
+  readonly #store: LeaseStore;
+  readonly #host: ClusterHost;
+  readonly #o: ClusterNodeOptions;
+  /** Ids running here, with their fencing token. */
+  readonly #local = new Map<string, number>();
+  #nodes = new Set<string>();
+  #timer: NodeJS.Timeout | undefined;
+  #fenceTimer: NodeJS.Timeout | undefined;
+  #ticking: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+  /** Renewal failed past the deadline: every local copy was stopped; leases are given up at the next contact. */
+  #fenced = false;
+  #degraded = false;
+  readonly #offset = Math.floor(Math.random() * 1_000_000);
+
+  constructor(store: LeaseStore, host: ClusterHost, options: ClusterNodeOptions) {
+    this.nodeId = options.nodeId;
+    this.#store = store;
+    this.#host = host;
+    this.#o = options;
+  }
+
+  /** Starts ticking (the first tick at once). */
+  start(): void {
+    this.kick();
+  }
+
+  /** Runs a tick now (after the one in progress). */
+  kick(): void {
+    if (this.#stopped) return;
+    if (this.#ticking) {
+      this.#again = true;
+      return;
+    }
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#ticking = this.#tick()
+      .catch((err: unknown) => this.#o.log.error({ err }, 'cluster tick failed'))
+      .finally(() => {
+        this.#ticking = undefined;
+        if (this.#stopped) return;
+        if (this.#again) {
+          this.#again = false;
+          this.kick();
+          return;
+        }
+        this.#timer = setTimeout(() => this.kick(), Math.max(1, Math.floor(this.#o.leaseMs / 3)));
+      });
+  }
+
+  /** Declares an instance cluster-wide (idempotent by id). */
+  async declare(spec: DeclaredSpec): Promise<void> {
+    try {
+      await this.#store.declare(spec.id, JSON.stringify(spec));
+    } catch (err) {
+      throw new UnavailableError(`declaring instance ${spec.id}`, { cause: err });
+    }
+    this.kick();
+  }
+
+  /** Removes a declaration: its owner stops it at its next tick (this node at once). */
+  async undeclare(id: string): Promise<boolean> {
+    let removed: boolean;
+    try {
+      removed = await this.#store.undeclare(id);
+    } catch (err) {
+      throw new UnavailableError(`removing instance ${id}`, { cause: err });
+    }
+    this.kick();
+    return removed;
+  }
+
+  /** Ids this node runs. */
+  local(): string[] {
+    return [...this.#local.keys()];
+  }
+
+  /** Whether this node runs `id`. */
+  runs(id: string): boolean {
+    return this.#local.has(id);
+  }
+
+  /** The fencing token of a local instance. */
+  token(id: string): number | undefined {
+    return this.#local.get(id);
+  }
+
+  /** The node running `id`, or null. */
+  async owner(id: string): Promise<string | null> {
+    try {
+      return await this.#store.owner(id);
+    } catch (err) {
+      throw new UnavailableError(`owner of instance ${id}`, { cause: err });
+    }
+  }
+
+  /** Live nodes. */
+  async nodes(): Promise<string[]> {
+    try {
+      return await this.#store.nodes();
+    } catch (err) {
+      throw new UnavailableError('cluster nodes', { cause: err });
+    }
+  }
+
+  /** Commits an instance's inbound cursor for the next owner (best effort: a failure is logged). */
+  commitCursor(id: string, cursor: unknown): void {
+    if (!this.#local.has(id)) return;
+    this.#store.commitCursor(id, cursor).catch((err: unknown) => this.#o.log.warn({ instanceId: id, reason: String(err) }, 'cursor not committed'));
+  }
+
+  /** The committed cursor of `id`. */
+  cursor(id: string): Promise<unknown> {
+    return this.#store.cursor(id);
+  }
+
+  /** Resolves once no tick is running or due at once (after a `kick`). */
+  async settled(): Promise<void> {
+    while (this.#ticking) await this.#ticking;
+  }
+
+  /** Stops ticking (nothing more is acquired or renewed); the leases stay until {@link ClusterNode.close}. */
+  async halt(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#ticking;
+    this.#clearFence();
+  }
+
+  /**
+   * Ends the node after its runtime stopped every local copy: `leave` releases every lease at
+   * once so the other nodes take over without waiting for `leaseMs`.
+   */
+  async close(leave: boolean): Promise<void> {
+    await this.halt();
+    if (leave) {
+      try {
+        await this.#store.leave();
+      } catch (err) {
+        this.#o.log.warn({ reason: String(err) }, 'leases not released at stop: they expire after leaseMs');
+      }
+    }
+    this.#local.clear();
+    await this.#store.close();
+  }
+
+  // --- internals -------------------------------------------------------------------------
+
+  async #tick(): Promise<void> {
+    const sent = performance.now();
+    let r: TickResult;
+    try {
+      if (this.#fenced) {
+        // Every local copy was stopped: give the leases up, then start over.
+        await this.#store.leave();
+        this.#fenced = false;
+      }
+      r = await this.#store.tick(NO_LIMIT, this.#offset);
+    } catch (err) {
+      if (!this.#degraded) {
+        this.#degraded = true;
+        const reason = err instanceof Error ? err.message : String(err);
+        this.#o.log.warn({ reason }, 'cluster store unavailable: keeping what this node runs until its renewal deadline');
+        publish(this.#o.emitter, 'cluster', 'degraded', () => ({ nodeId: this.nodeId, reason, running: this.#local.size }), 'cluster:degraded');
+      }
+      return;
+    }
+    if (this.#stopped) return;
+    this.#degraded = false;
+    // Renewed: the leases this node holds are valid until `sent + leaseMs` by Redis's clock.
+    this.#armFence(sent + this.#o.leaseMs - this.#o.safetyMs);
+    this.#membership(r.nodes);
+    for (const id of r.lost) {
+      if (!this.#local.has(id)) continue;
+      this.#local.delete(id);
+      publish(this.#o.emitter, 'cluster', 'lost', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'lease lost or instance removed' }), 'cluster:lost');
+      await this.#host.stopLocal(id, 'lease lost or instance removed', false);
+    }
+    for (const a of r.acquired) {
+      let spec: DeclaredSpec;
+      try {
+        spec = JSON.parse(a.spec) as DeclaredSpec;
+      } catch {
+        this.#o.log.error({ instanceId: a.id }, 'declared spec is not JSON: released');
+        await this.#store.release(a.id).catch(() => undefined);
+        continue;
+      }
+      this.#local.set(a.id, a.token);
+      publish(this.#o.emitter, 'cluster', 'acquired', () => ({ instanceId: a.id, nodeId: this.nodeId, fencingToken: a.token }), 'cluster:acquired');
+      this.#host.runLocal(spec, a.token).catch((err: unknown) => this.#o.log.error({ instanceId: a.id, reason: err instanceof Error ? err.message : String(err) }, 'could not run an acquired instance'));
+    }
+    // Over the fair share (a node joined): hand the excess off gracefully, then release it.
+    const share = Math.ceil(r.declared / Math.max(1, r.nodes.length));
+    const excess = r.owned.length - share;
+    if (excess > 0) {
+      for (const id of r.owned.slice(-excess)) {
+        if (this.#stopped) return;
+        this.#local.delete(id);
+        await this.#host.stopLocal(id, 'handed off to another node', false);
+        await this.#store.release(id).catch(() => undefined);
+        publish(this.#o.emitter, 'cluster', 'released', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'rebalance' }), 'cluster:released');
+      }
+    }
+  }
+
+  #membership(nodes: string[]): void {
+    const now = new Set(nodes);
+    for (const n of now) if (!this.#nodes.has(n) && n !== this.nodeId) publish(this.#o.emitter, 'cluster', 'node_up', () => ({ nodeId: n }), 'cluster:node_up');
+    for (const n of this.#nodes) if (!now.has(n)) publish(this.#o.emitter, 'cluster', 'node_down', () => ({ nodeId: n }), 'cluster:node_down');
+    this.#nodes = now;
+  }
+
+  /** At `at` (performance.now()), unless renewed again by then, this node stops everything it runs. */
+  #armFence(at: number): void {
+    this.#clearFence();
+    this.#fenceTimer = setTimeout(() => this.#fence(), Math.max(0, at - performance.now()));
+    this.#fenceTimer.unref();
+  }
+
+  #clearFence(): void {
+    if (this.#fenceTimer) clearTimeout(this.#fenceTimer);
+    this.#fenceTimer = undefined;
+  }
+
+  #fence(): void {
+    this.#fenceTimer = undefined;
+    if (this.#stopped || this.#local.size === 0) return;
+    const ids = [...this.#local.keys()];
+    this.#local.clear();
+    this.#fenced = true;
+    const reason = `lease renewal overdue (no contact with the cluster store for ${this.#o.leaseMs - this.#o.safetyMs} ms): stopped before the lease can pass to another node`;
+    this.#o.log.error({ instances: ids.length }, reason);
+    publish(this.#o.emitter, 'cluster', 'degraded', () => ({ nodeId: this.nodeId, reason, running: 0, fenced: ids.length }), 'cluster:degraded');
+    for (const id of ids) {
+      publish(this.#o.emitter, 'cluster', 'lost', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'fenced' }), 'cluster:lost');
+      void this.#host.stopLocal(id, reason, true);
+    }
+  }
+}
