@@ -5,7 +5,8 @@
  * spawns at run time, LICENSE and README and nothing else; then it is installed into a fresh
  * project, next to `typescript` and `@types/node` at the versions this repository uses, and a small
  * app (the built-in `loopback` channel and a channel module of its own that imports `threadvisor`
- * inside its worker) is compiled with strict NodeNext settings, library checks on, and run.
+ * inside its worker, and `threadvisor/ops` without the optional prom-client) is compiled with
+ * strict NodeNext settings, library checks on, and run.
  *
  * Slow (a build, an install, a compile) and needs the npm registry or a warm npm cache: generous
  * timeouts, no timing asserts.
@@ -141,6 +142,7 @@ export default defineChannel({
     writeFileSync(
       join(app, 'app.ts'),
       `import { Runtime, type InstanceHealth } from 'threadvisor';
+import { serveOps, stopOnSignals, type OpsServer } from 'threadvisor/ops';
 import type { ServeOptions } from 'threadvisor/worker';
 
 const serveOptions: ServeOptions = {};
@@ -158,6 +160,15 @@ try {
   console.log(\`echo receipt \${JSON.stringify(await rt.send(echo.instanceId, 'hi'))}\`);
   const health: InstanceHealth = await rt.health(loopback.instanceId);
   console.log(\`loopback health \${health.status}, \${rt.countInstances()} instances\`);
+  // prom-client (an optional peer) is not installed here: /metrics says so, the rest works.
+  const ops: OpsServer = await serveOps(rt, { readyFraction: 0.5 });
+  const dispose = stopOnSignals(rt);
+  try {
+    for (const path of ['/healthz', '/metrics']) console.log(\`ops \${path} \${(await fetch(ops.url + path)).status}\`);
+  } finally {
+    dispose();
+    await ops.close();
+  }
 } finally {
   await rt.stop();
 }
@@ -172,6 +183,8 @@ console.log('runtime stopped');
     expect(lines).toContain('loopback receipt {"externalId":"lb-1"}');
     expect(lines).toContain('echo receipt {"externalId":"echo-\\"hi\\""}');
     expect(lines).toContain('loopback health connected, 2 instances');
+    expect(lines).toContain('ops /healthz 200');
+    expect(lines).toContain('ops /metrics 501');
     expect(lines).toContain('runtime stopped');
   });
 });

@@ -2,8 +2,8 @@
  * The README's TypeScript examples compile. Every fenced ```ts / ```typescript block of README.md is
  * written to its own file under test-results/readme-snippets/ and type-checked with the repo's
  * TypeScript compiler under `strict`, module and moduleResolution NodeNext, with `threadvisor`
- * mapped to src/index.ts, `threadvisor/worker` to workers/runtime.ts and `threadvisor/prometheus` to
- * src/prometheus.ts (as a user's project
+ * mapped to src/index.ts, `threadvisor/worker` to workers/runtime.ts, `threadvisor/prometheus` to
+ * src/prometheus.ts and `threadvisor/ops` to src/ops.ts (as a user's project
  * resolves the published package). A block that is deliberately a fragment is skipped when the
  * line right before its fence is `<!-- not-compiled: reason -->`.
  */
@@ -109,6 +109,7 @@ beforeAll(() => {
         threadvisor: [relative(dir, join(root, 'src', 'index.ts'))],
         'threadvisor/worker': [relative(dir, join(root, 'workers', 'runtime.ts'))],
         'threadvisor/prometheus': [relative(dir, join(root, 'src', 'prometheus.ts'))],
+        'threadvisor/ops': [relative(dir, join(root, 'src', 'ops.ts'))],
       },
     },
     files: [...compiled.map((b) => relative(dir, b.file)), relative(dir, probeTyping.file)],
