@@ -24,7 +24,7 @@ import { InvalidConfigError, ThreadvisorError } from './errors.js';
 import type { InstanceManager } from './manager/manager.js';
 import type * as PromClient from 'prom-client';
 import type * as Prometheus from './prometheus.js';
-import type { Runtime } from './runtime/runtime.js';
+import type { Runtime, RuntimeMode } from './runtime/runtime.js';
 import { parseConfig } from './validate.js';
 
 export { stopOnSignals } from './signals.js';
@@ -85,8 +85,6 @@ const CHECK_INTERVAL_MS = 1_000;
 /** Request line and headers, in bytes (larger: 431). */
 const MAX_HEADER_BYTES = 16 * 1024;
 
-/** An id no instance has (ids are chosen by callers, but not with a NUL in them). */
-const PROBE_ID = '\u0000threadvisor-ops-probe';
 
 const isRuntime = (v: unknown): v is Runtime => {
   const r = v as Partial<Runtime> | null;
@@ -126,7 +124,7 @@ type Json = object;
 /** Where `/metrics` reads from, or why it cannot. */
 type Metrics = { registry: OpsMetricsRegistry; stop: () => void } | { unavailable: string };
 
-async function defaultMetrics(rt: Runtime, manager: InstanceManager | undefined): Promise<Metrics> {
+async function defaultMetrics(rt: Runtime<RuntimeMode>, manager: InstanceManager | undefined): Promise<Metrics> {
   let modules: [typeof Prometheus, typeof PromClient];
   try {
     // Imported here, not at the top: prom-client is an optional peer dependency.
@@ -185,14 +183,9 @@ function pathOf(target: string): string | undefined {
   }
 }
 
-/** True once `rt.stop()` was called (every call but the list ones rejects with `stopped` then). */
-async function isStopping(rt: Runtime): Promise<boolean> {
-  try {
-    await rt.status(PROBE_ID);
-    return false;
-  } catch (err) {
-    return err instanceof ThreadvisorError && err.code === 'stopped';
-  }
+/** True once `rt.stop()` was called. */
+function isStopping(rt: Runtime<RuntimeMode>): Promise<boolean> {
+  return Promise.resolve(rt.state !== 'running');
 }
 
 /** A clientError answered on the raw socket: a status line, a small JSON body, then close. */
@@ -219,7 +212,7 @@ function rejectClient(err: NodeJS.ErrnoException, socket: Duplex): void {
  * `rt.stop()`; `stopOnSignals` exits the process anyway). Bad options throw `InvalidConfigError`
  * naming the field; a port in use rejects with the listen error.
  */
-export async function serveOps(rt: Runtime, options: ServeOpsOptions = {}): Promise<OpsServer> {
+export async function serveOps(rt: Runtime<RuntimeMode>, options: ServeOpsOptions = {}): Promise<OpsServer> {
   if (!isRuntime(rt)) throw new InvalidConfigError('serveOps arguments', [{ path: 'runtime', message: 'expected a Runtime' }]);
   const o = parseConfig('serveOps options', optionsSchema, options);
   const host = o.host ?? '127.0.0.1';

@@ -18,7 +18,7 @@ import { InvalidConfigError } from './errors.js';
 import { INSTANCE_STATUSES } from './instance/state-machine.js';
 import type { InstanceManager } from './manager/manager.js';
 import { PRESSURE_LEVELS } from './runtime/outbound.js';
-import type { InstanceHealth, Runtime } from './runtime/runtime.js';
+import type { InstanceHealth, Runtime, RuntimeMode } from './runtime/runtime.js';
 
 /** Options of {@link collectMetrics}. */
 export interface CollectMetricsOptions {
@@ -138,7 +138,7 @@ const num = (v: unknown): number | undefined => (typeof v === 'number' && Number
  *
  * An instance's labelled counter series are removed when it is stopped (`instance:stopped`).
  */
-export function collectMetrics(rt: Runtime, options: CollectMetricsOptions): MetricsHandle {
+export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetricsOptions): MetricsHandle {
   const o = parseOptions(rt, options);
   const { registry, perInstance } = o;
   const inst = perInstance ? ['instance'] : [];

@@ -8,7 +8,7 @@
 import { constants } from 'node:os';
 import { z } from 'zod';
 import { InvalidConfigError } from './errors.js';
-import type { Runtime } from './runtime/runtime.js';
+import type { Runtime, RuntimeMode } from './runtime/runtime.js';
 import { parseConfig } from './validate.js';
 
 /** Options of {@link stopOnSignals}. */
@@ -68,7 +68,7 @@ function isRuntime(v: unknown): v is Runtime {
  * Returns a disposer that removes the handlers (idempotent); a stop already under way goes on.
  * Bad options throw `InvalidConfigError` naming the field.
  */
-export function stopOnSignals(rt: Runtime, options: StopOnSignalsOptions = {}): () => void {
+export function stopOnSignals(rt: Runtime<RuntimeMode>, options: StopOnSignalsOptions = {}): () => void {
   if (!isRuntime(rt)) throw new InvalidConfigError('stopOnSignals arguments', [{ path: 'runtime', message: 'expected a Runtime' }]);
   const o = parseConfig('stopOnSignals options', optionsSchema, options);
   const signals = [...new Set(o.signals ?? ['SIGTERM', 'SIGINT'])] as NodeJS.Signals[];

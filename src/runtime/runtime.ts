@@ -1053,6 +1053,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     return this.#pool;
   }
 
+  /** `running`, then `stopping` once `stop()` was called, then `stopped`. */
+  get state(): 'running' | 'stopping' | 'stopped' {
+    return this.#state;
+  }
+
   /** The instance's {@link InstanceServer}, or undefined. */
   whereis(id: string): InstanceHandle | undefined {
     return this.#entries.get(id)?.handle;
