@@ -173,6 +173,26 @@ describe('cluster', { timeout: 60_000 }, () => {
     expect(tokens.every((t) => t >= 2)).toBe(true); // a held them first
   });
 
+  it('a node paused with SIGSTOP past its lease does not act when resumed: its copies stop, the other node keeps them', async () => {
+    const a = await node('a');
+    const b = await node('b');
+    for (let i = 0; i < 4; i++) await a.call('declare', { spec: spec(`p${i}`) });
+    await waitFor(() => a.running().size === 2 && b.running().size === 2, 15_000);
+    const paused = [...a.running()];
+    a.kill('SIGSTOP');
+    await waitFor(() => paused.every((id) => b.running().has(id)), 15_000);
+    a.kill('SIGCONT');
+    // At once after resuming, a send through a to one of its former instances is never delivered by a.
+    const res = await a.call('send', { id: paused[0], message: { text: 'late' } }).then(
+      () => 'delivered',
+      (e: { code?: string }) => e.code,
+    );
+    expect(res).not.toBe('delivered');
+    await waitFor(() => a.running().size === 0, 15_000);
+    expect(a.events.filter((e) => e.event === 'cluster:lost').length).toBeGreaterThanOrEqual(2);
+    expect(b.running().size).toBe(4);
+  });
+
   it('stop() releases every lease at once: the other node takes over without waiting for the lease', async () => {
     const a = await node('a');
     const b = await node('b');

@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import { UnavailableError } from '../errors.js';
 import { publish } from '../telemetry.js';
 import type { LeaseStore, TickResult } from './store.js';
+import { fenceView } from '../wire/fence.js';
 
 /** A declared instance as stored (never credentials). */
 export interface DeclaredSpec {
@@ -71,6 +72,13 @@ export class ClusterNode {
   #fenced = false;
   #degraded = false;
   readonly #offset = Math.floor(Math.random() * 1_000_000);
+  /**
+   * The lease deadline shared with every instance worker (see `src/wire/fence.ts`): past it they
+   * neither poll nor send, even before this thread's fence timer runs (a process resumed after
+   * `SIGSTOP`). 0 until the first renewal and after fencing.
+   */
+  readonly fenceBuffer = new SharedArrayBuffer(8);
+  readonly #deadline = fenceView(this.fenceBuffer);
 
   constructor(store: LeaseStore, host: ClusterHost, options: ClusterNodeOptions) {
     this.nodeId = options.nodeId;
@@ -228,7 +236,9 @@ export class ClusterNode {
     if (this.#stopped) return;
     this.#degraded = false;
     // Renewed: the leases this node holds are valid until `sent + leaseMs` by Redis's clock.
-    this.#armFence(sent + this.#o.leaseMs - this.#o.safetyMs);
+    const deadline = sent + this.#o.leaseMs - this.#o.safetyMs;
+    this.#deadline[0] = performance.timeOrigin + deadline;
+    this.#armFence(deadline);
     this.#membership(r.nodes);
     for (const id of r.lost) {
       if (!this.#local.has(id)) continue;
@@ -285,6 +295,7 @@ export class ClusterNode {
   #fence(): void {
     this.#fenceTimer = undefined;
     if (this.#stopped || this.#local.size === 0) return;
+    this.#deadline[0] = 0;
     const ids = [...this.#local.keys()];
     this.#local.clear();
     this.#fenced = true;

@@ -1565,6 +1565,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       inboundWindow: INBOUND_WINDOW,
       ...(entry.cursor === undefined ? {} : { cursor: entry.cursor }),
       ...(entry.fencingToken === undefined ? {} : { fencingToken: entry.fencingToken }),
+      ...(this.#node ? { fence: this.#node.fenceBuffer } : {}),
     };
   }
 

@@ -75,6 +75,8 @@ export interface InstanceBoot {
   shared?: boolean;
   /** Cluster mode: the fencing token of the node's lease on the instance (`ctx.fencingToken`). */
   fencingToken?: number;
+  /** Cluster mode: the node's lease deadline, shared (see `./fence.ts`): past it the instance neither polls nor sends. */
+  fence?: SharedArrayBuffer;
 }
 
 /** Main → worker: inbound batches up to `upTo` (their `n`) were handled by `onMessage`. */

@@ -38,6 +38,8 @@ export interface BootOverrides {
   probeIntervalMs?: number;
   timeouts?: Partial<InstanceBoot['timeouts']>;
   pollIdleMs?: number;
+  /** Cluster mode's shared lease deadline (see `src/wire/fence.ts`). */
+  fence?: SharedArrayBuffer;
 }
 
 /** A running instance worker and what it has posted so far. */
@@ -104,6 +106,7 @@ export function bootConfig(o: BootOverrides = {}): Omit<InstanceBoot, 'data'> {
     probe: { intervalMs: o.probeIntervalMs ?? 0 },
     timeouts: { connectMs: 2000, disconnectMs: 1000, sendMs: 2000, pollMs: 2000, probeMs: 1000, ...o.timeouts },
     pollIdleMs: o.pollIdleMs ?? 5,
+    ...(o.fence ? { fence: o.fence } : {}),
   };
 }
 

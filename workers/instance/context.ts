@@ -24,6 +24,7 @@ import { SendDrain } from './send-drain.js';
 import { clip, cloneable, crash, isPlainRecord, reasonOf, type Op } from './util.js';
 import { MAX_TIMER_MS } from '../../src/wire/timers.js';
 import { runAs } from './fault.js';
+import { fenceView, isFenced } from '../../src/wire/fence.js';
 
 /** A channel definition as the worker runs it (message, receipt and settings types erased). */
 export type AnyChannel = ChannelDefinition<unknown, unknown, Record<string, unknown>, Record<string, unknown>>;
@@ -73,11 +74,14 @@ export class InstanceContext {
   connecting: { conn: Connection; call: Promise<unknown> } | undefined;
   #starting: Promise<StartResult> | undefined;
   readonly #send: Poster;
+  /** Cluster mode: the node's lease deadline. */
+  readonly #fence: Float64Array | undefined;
 
   constructor(config: InstanceConfig, loaded: AnyChannel | ChannelFactory | string, send: Poster) {
     this.iid = config.iid;
     this.config = config;
     this.#send = send;
+    this.#fence = config.fence ? fenceView(config.fence) : undefined;
     const r = config.reconnect;
     this.backoff = { initialDelayMs: r.baseMs, maxDelayMs: r.maxMs, jitter: r.jitter, random: Math.random };
     this.instance = Object.freeze({
@@ -128,6 +132,11 @@ export class InstanceContext {
       notice.obj = isPlainRecord(copy) ? copy : { value: copy };
     }
     this.post(notice);
+  }
+
+  /** Cluster mode: the node's lease deadline has passed: neither poll nor send until it moves on. */
+  fenced(): boolean {
+    return this.#fence !== undefined && isFenced(this.#fence);
   }
 
   // ---- channel calls ----------------------------------------------------------------------------

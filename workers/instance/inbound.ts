@@ -127,6 +127,11 @@ export async function pollLoop(ctx: InstanceContext, channel: AnyChannel, conn: 
   while (!signal.aborted) {
     await ctx.inbound.credit(signal);
     if (signal.aborted) return;
+    if (ctx.fenced()) {
+      // Cluster mode: the lease may have passed to another node: no poll until it is renewed.
+      await sleep(ctx.config.pollIdleMs, signal);
+      continue;
+    }
     let batch: unknown;
     let cursor: unknown;
     try {

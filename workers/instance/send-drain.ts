@@ -25,7 +25,7 @@ import { wireError } from '../../src/wire/errors.js';
 import type { SendResult } from '../../src/wire/protocol.js';
 import type { ReadBatch } from '../../src/wire/validate.js';
 import type { Connection, InstanceContext } from './context.js';
-import { cloneable, codeOf, crash, nextTurn, reasonOf } from './util.js';
+import { cloneable, codeOf, crash, nextTurn, reasonOf, sleep } from './util.js';
 import { runAs } from './fault.js';
 
 /** A batch from the runtime, held until every message in it is sent or handed back. */
@@ -36,6 +36,8 @@ interface HeldBatch extends ReadBatch {
 
 /** The `SendInfo` of the common case, shared: first attempt, no key, not a redelivery. */
 const FIRST_ATTEMPT: SendInfo = Object.freeze({ attempt: 1, redelivery: false });
+/** How often a fenced send drain looks at the lease deadline again, ms. */
+const FENCE_WAIT_MS = 10;
 
 /** The sends of one instance: held batches, the drain loop, its watchdog and the batched acks. */
 export class SendDrain {
@@ -262,6 +264,13 @@ export class SendDrain {
       const channel = ctx.channel;
       if (!conn || !channel) break;
       if (b !== held[0]) continue; // handed back while waiting for a connection
+      if (ctx.fenced()) {
+        // Cluster mode: the lease may have passed to another node: no send until it is renewed
+        // (or the main thread stops the instance and takes back what is held).
+        await sleep(FENCE_WAIT_MS);
+        if (gen !== this.#gen) return;
+        continue;
+      }
       const i = b.next++;
       const seq = b.seq + i;
       const attempt = b.attempts?.[i] ?? 1;
