@@ -5,80 +5,20 @@
  * run the instance are refused with not_owner; stopInstance stops it everywhere; bad options and
  * an unreachable Redis fail clearly.
  */
-import { fork, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidConfigError, UnavailableError } from '../src/errors.js';
 import { Runtime } from '../src/runtime/runtime.js';
-import { fixtureUrl, waitFor } from './helpers/fixtures.js';
+import { NodeProc } from './helpers/cluster-node.js';
+import { waitFor } from './helpers/fixtures.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 
 const LEASE_MS = 1000;
 
-interface Ev {
-  event: string;
-  nodeId: string;
-  instanceId?: string;
-  fencingToken?: number;
-  at: number;
-}
-
-class NodeProc {
-  readonly events: Ev[] = [];
-  readonly #child: ChildProcess;
-  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error & Record<string, unknown>) => void }>();
-  #seq = 0;
-  readonly ready: Promise<void>;
-  readonly exited: Promise<number | null>;
-
-  constructor(
-    readonly id: string,
-    redisUrl: string,
-  ) {
-    this.#child = fork(fileURLToPath(fixtureUrl('cluster-node')), [redisUrl, id, String(LEASE_MS)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    let readyResolve!: () => void;
-    this.ready = new Promise((r) => (readyResolve = r));
-    this.exited = new Promise((r) => this.#child.once('exit', (code) => r(code)));
-    this.#child.on('message', (m: Record<string, unknown>) => {
-      if (m.ready) return readyResolve();
-      if (typeof m.re === 'number') {
-        const p = this.#pending.get(m.re);
-        this.#pending.delete(m.re);
-        if (m.ok) p?.resolve(m.value);
-        else p?.reject(Object.assign(new Error(String((m.error as { message?: string }).message)), m.error as Record<string, unknown>));
-        return;
-      }
-      this.events.push(m as unknown as Ev);
-    });
-  }
-
-  call<T = unknown>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
-    const re = ++this.#seq;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(re, { resolve: resolve as (v: unknown) => void, reject });
-      this.#child.send({ re, cmd, ...args });
-    });
-  }
-
-  running(): Set<string> {
-    const on = new Set<string>();
-    for (const e of this.events) {
-      if (e.event === 'instance:connected' && e.instanceId) on.add(e.instanceId);
-      if (e.event === 'instance:stopped' && e.instanceId) on.delete(e.instanceId);
-    }
-    return on;
-  }
-
-  kill(signal: NodeJS.Signals): void {
-    this.#child.kill(signal);
-  }
-}
-
 let redis: TestRedis;
 const nodes: NodeProc[] = [];
 async function node(id: string): Promise<NodeProc> {
-  const n = new NodeProc(id, redis.url);
+  const n = new NodeProc(id, redis.url, LEASE_MS);
   nodes.push(n);
   await n.ready;
   return n;

@@ -68,8 +68,12 @@ export class ClusterNode {
   #ticking: Promise<void> | undefined;
   #again = false;
   #stopped = false;
-  /** Renewal failed past the deadline: every local copy was stopped; leases are given up at the next contact. */
-  #fenced = false;
+  /**
+   * Leases of this node id are given up at the next contact: after fencing (every local copy was
+   * stopped), and at start (a previous process with the same `nodeId` may have left some, which
+   * this one does not run).
+   */
+  #fenced = true;
   #degraded = false;
   readonly #offset = Math.floor(Math.random() * 1_000_000);
   /**

@@ -4,7 +4,10 @@
  * fails the test with a clear message; it never skips.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 
 /** A running test Redis. */
@@ -33,9 +36,11 @@ async function freePort(): Promise<number> {
   });
 }
 
-function launch(port: number): Promise<ChildProcess> {
+function launch(port: number, dir: string | undefined): Promise<ChildProcess> {
+  // Persistent: an append-only file synced at every write, so a restart loses nothing.
+  const persistence = dir ? ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir] : ['--appendonly', 'no'];
   return new Promise((resolve, reject) => {
-    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'], {
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--protected-mode', 'yes'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -58,10 +63,11 @@ function launch(port: number): Promise<ChildProcess> {
   });
 }
 
-/** Starts a fresh `redis-server`. */
-export async function startRedis(): Promise<TestRedis> {
+/** Starts a fresh `redis-server`; `persistent`: with an append-only file, so that `restart` keeps the data. */
+export async function startRedis(options: { persistent?: boolean } = {}): Promise<TestRedis> {
   const port = await freePort();
-  let child: ChildProcess | undefined = await launch(port);
+  const dir = options.persistent ? mkdtempSync(join(tmpdir(), 'threadvisor-redis-')) : undefined;
+  let child: ChildProcess | undefined = await launch(port, dir);
   const url = `redis://127.0.0.1:${port}`;
   const kill = async (): Promise<void> => {
     const c = child;
@@ -106,8 +112,11 @@ export async function startRedis(): Promise<TestRedis> {
     kill,
     async restart() {
       await kill();
-      child = await launch(port);
+      child = await launch(port, dir);
     },
-    stop: kill,
+    async stop() {
+      await kill();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
