@@ -110,6 +110,7 @@ beforeAll(() => {
         'threadvisor/worker': [relative(dir, join(root, 'workers', 'runtime.ts'))],
         'threadvisor/prometheus': [relative(dir, join(root, 'src', 'prometheus.ts'))],
         'threadvisor/ops': [relative(dir, join(root, 'src', 'ops.ts'))],
+        'threadvisor/redis': [relative(dir, join(root, 'src', 'redis.ts'))],
       },
     },
     files: [...compiled.map((b) => relative(dir, b.file)), relative(dir, probeTyping.file)],

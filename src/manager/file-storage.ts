@@ -51,7 +51,8 @@ interface FileHeader {
 
 const FORMAT = 'threadvisor-checkpoint';
 
-const checkpointSchema = z.object({
+/** Zod schema of a stored {@link Checkpoint} (checked after the checksum, on every read). */
+export const checkpointSchema = z.object({
   manager: z.string(),
   key: z.string(),
   revision: z.number().int().min(1),
