@@ -32,17 +32,17 @@ describe('LeaseStore', { timeout: 30_000 }, () => {
     const [a, b] = (await stores(2)) as [LeaseStore, LeaseStore];
     for (let i = 0; i < 10; i++) await a.declare(`i${i}`, JSON.stringify({ id: `i${i}` }));
     // a alone: it takes everything (share = 10 / 1).
-    const first = await a.tick(100, 0);
+    const first = await a.tick(0);
     expect(first.acquired).toHaveLength(10);
     expect(first.nodes).toEqual(['n0']);
     // b joins: share 5 each, but nothing is free until a gives some up.
-    const joined = await b.tick(100, 3);
+    const joined = await b.tick(3);
     expect(joined.acquired).toHaveLength(0);
     expect(joined.nodes.sort()).toEqual(['n0', 'n1']);
-    const again = await a.tick(100, 0);
+    const again = await a.tick(0);
     expect(again.owned).toHaveLength(10);
     for (const id of again.owned.slice(5)) expect(await a.release(id)).toBe(true);
-    const share = await b.tick(100, 3);
+    const share = await b.tick(3);
     expect(share.acquired).toHaveLength(5);
     const owners = await Promise.all(Array.from({ length: 10 }, (_, i) => a.owner(`i${i}`)));
     expect(owners.filter((o) => o === 'n0')).toHaveLength(5);
@@ -57,16 +57,16 @@ describe('LeaseStore', { timeout: 30_000 }, () => {
   it('fencing tokens only grow; an undeclared instance is lost at the next tick; leave releases everything', async () => {
     const [a, b] = (await stores(2)) as [LeaseStore, LeaseStore];
     await a.declare('x', '{}');
-    const t1 = (await a.tick(10, 0)).acquired[0]?.token as number;
+    const t1 = (await a.tick(0)).acquired[0]?.token as number;
     expect(await a.release('x')).toBe(true);
-    const t2 = (await b.tick(10, 0)).acquired[0]?.token as number;
+    const t2 = (await b.tick(0)).acquired[0]?.token as number;
     expect(t2).toBeGreaterThan(t1);
     expect(await b.leave()).toBe(1);
-    const t3 = (await a.tick(10, 0)).acquired[0]?.token as number;
+    const t3 = (await a.tick(0)).acquired[0]?.token as number;
     expect(t3).toBeGreaterThan(t2);
     await a.undeclare('x');
-    const after = await a.tick(10, 0);
-    expect(after.lost).toEqual(['x']);
+    const after = await a.tick(0);
+    expect(after.owned).toEqual([]);
     expect(await a.owner('x')).toBeNull();
     await Promise.all([a.close(), b.close()]);
   });
@@ -74,13 +74,13 @@ describe('LeaseStore', { timeout: 30_000 }, () => {
   it('a lease not renewed expires by Redis time and passes to another node', async () => {
     const [a, b] = (await stores(2, 300)) as [LeaseStore, LeaseStore];
     await a.declare('y', '{}');
-    expect((await a.tick(10, 0)).acquired).toHaveLength(1);
-    expect((await b.tick(10, 0)).acquired).toHaveLength(0);
+    expect((await a.tick(0)).acquired).toHaveLength(1);
+    expect((await b.tick(0)).acquired).toHaveLength(0);
     await new Promise((r) => setTimeout(r, 450)); // a stops renewing
-    const taken = await b.tick(10, 0);
+    const taken = await b.tick(0);
     expect(taken.acquired.map((x) => x.id)).toEqual(['y']);
     expect(taken.nodes).toEqual(['n1']); // a's membership expired too
-    expect((await a.tick(10, 0)).lost).toEqual(['y']);
+    expect((await a.tick(0)).owned).toEqual([]);
     await Promise.all([a.close(), b.close()]);
   });
 

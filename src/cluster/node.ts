@@ -52,8 +52,6 @@ export interface ClusterNodeOptions {
   readonly emitter: EventEmitter;
 }
 
-const NO_LIMIT = 1_000_000_000;
-
 /** A cluster node (see the module's description). */
 export class ClusterNode {
   readonly nodeId: string;
@@ -62,6 +60,8 @@ export class ClusterNode {
   readonly #o: ClusterNodeOptions;
   /** Ids running here, with their fencing token. */
   readonly #local = new Map<string, number>();
+  /** Ids being handed off (stopping here, released once stopped). */
+  readonly #handingOff = new Set<string>();
   #nodes = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
   #fenceTimer: NodeJS.Timeout | undefined;
@@ -227,7 +227,7 @@ export class ClusterNode {
         await this.#store.leave();
         this.#fenced = false;
       }
-      r = await this.#store.tick(NO_LIMIT, this.#offset);
+      r = await this.#store.tick(this.#offset);
     } catch (err) {
       if (!this.#degraded) {
         this.#degraded = true;
@@ -244,8 +244,9 @@ export class ClusterNode {
     this.#deadline[0] = performance.timeOrigin + deadline;
     this.#armFence(deadline);
     this.#membership(r.nodes);
-    for (const id of r.lost) {
-      if (!this.#local.has(id)) continue;
+    const owned = new Set(r.owned);
+    for (const id of [...this.#local.keys()]) {
+      if (owned.has(id)) continue;
       this.#local.delete(id);
       publish(this.#o.emitter, 'cluster', 'lost', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'lease lost or instance removed' }), 'cluster:lost');
       await this.#host.stopLocal(id, 'lease lost or instance removed', false);
@@ -263,17 +264,28 @@ export class ClusterNode {
       publish(this.#o.emitter, 'cluster', 'acquired', () => ({ instanceId: a.id, nodeId: this.nodeId, fencingToken: a.token }), 'cluster:acquired');
       this.#host.runLocal(spec, a.token).catch((err: unknown) => this.#o.log.error({ instanceId: a.id, reason: err instanceof Error ? err.message : String(err) }, 'could not run an acquired instance'));
     }
-    // Over the fair share (a node joined): hand the excess off gracefully, then release it.
+    // Over the fair share (a node joined): hand the excess off gracefully, then release it. In the
+    // background: the ticks (renewals) go on while the instances stop, however long they take.
     const share = Math.ceil(r.declared / Math.max(1, r.nodes.length));
-    const excess = r.owned.length - share;
+    const excess = r.owned.length - share - this.#handingOff.size;
     if (excess > 0) {
-      for (const id of r.owned.slice(-excess)) {
-        if (this.#stopped) return;
-        this.#local.delete(id);
-        await this.#host.stopLocal(id, 'handed off to another node', false);
-        await this.#store.release(id).catch(() => undefined);
-        publish(this.#o.emitter, 'cluster', 'released', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'rebalance' }), 'cluster:released');
-      }
+      for (const id of r.owned.filter((x) => !this.#handingOff.has(x)).slice(-excess)) void this.#handOff(id);
+    }
+  }
+
+  async #handOff(id: string): Promise<void> {
+    this.#handingOff.add(id);
+    try {
+      this.#local.delete(id);
+      await this.#host.stopLocal(id, 'handed off to another node', false);
+      // Stopped before released: another node can acquire it only once this copy is gone.
+      if (this.#stopped || this.#fenced) return;
+      await this.#store.release(id);
+      publish(this.#o.emitter, 'cluster', 'released', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'rebalance' }), 'cluster:released');
+    } catch (err) {
+      this.#o.log.warn({ instanceId: id, reason: err instanceof Error ? err.message : String(err) }, 'hand-off not released: the next owner waits for this node to give it up');
+    } finally {
+      this.#handingOff.delete(id);
     }
   }
 

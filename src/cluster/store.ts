@@ -1,16 +1,21 @@
 /**
  * The cluster's state in Redis, through ioredis: declared instance specs (never credentials),
- * leases with fencing tokens, node membership, and committed inbound cursors. Every change that
- * must be atomic is one Lua script (acquire, renew a node's whole set, compare-and-delete), so no
- * consensus code of ours runs anywhere: Redis's single-threaded execution is the arbiter, and a
- * lease expires by Redis's own clock (`PX`).
+ * ownership with fencing tokens, node membership, and committed inbound cursors. Every change
+ * that must be atomic is one Lua script (tick, release, undeclare, leave), so no consensus code of
+ * ours runs anywhere: Redis's single-threaded execution is the arbiter, and time is Redis's own
+ * (`TIME` inside the scripts).
+ *
+ * **Ownership rests on membership.** A node owns an instance while its own membership is live: a
+ * node's tick sets its membership deadline to now + `leaseMs`, which renews every instance it owns
+ * in one write (the work of a tick in Redis does not grow with the instances a node runs). The
+ * first tick (of any node) after a node's deadline frees everything that node owned.
  *
  * Keys (all under one hash tag, `{<namespace>}`, so the scripts touch one slot):
  * - `{ns}:specs` hash id → spec JSON (no credentials);
- * - `{ns}:lease:<id>` string `<nodeId>|<token>` with `PX leaseMs`;
- * - `{ns}:fence:<id>` counter, `INCR`ed at every acquisition (the fencing token);
- * - `{ns}:owned:<nodeId>` set of the ids the node holds;
- * - `{ns}:nodes` sorted set nodeId → deadline (Redis time, ms) of its membership;
+ * - `{ns}:owners` hash id → `<nodeId>|<token>`;
+ * - `{ns}:fences` hash id → the last fencing token (`HINCRBY` at every acquisition: only grows);
+ * - `{ns}:owned:<nodeId>` set of the ids the node owns;
+ * - `{ns}:nodes` sorted set nodeId → membership deadline (Redis time, ms);
  * - `{ns}:cursor:<id>` the last inbound cursor `onMessage` finished (JSON).
  *
  * This module imports ioredis: only cluster mode loads it.
@@ -21,60 +26,51 @@ import { Redis, type RedisOptions } from 'ioredis';
 
 /** One tick's outcome for a node (see {@link LeaseStore.tick}). */
 export interface TickResult {
-  /** Ids the node held and no longer does (its lease expired or was taken). */
-  readonly lost: string[];
+  /** Ids the node owns after the tick (an id it ran and that is not here was lost). */
+  readonly owned: string[];
   /** Ids acquired in this tick, with their fencing token and spec JSON. */
   readonly acquired: { id: string; token: number; spec: string }[];
-  /** Ids the node holds after the tick. */
-  readonly owned: string[];
   /** Live nodes (their membership not expired), this one included. */
   readonly nodes: string[];
   /** Declared instances. */
   readonly declared: number;
 }
 
-// Renews the node's membership and every lease it still holds, drops those it lost, and acquires
-// free declared instances up to its fair share: ceil(declared / live nodes). One round trip.
-// KEYS: specs, nodes, owned. ARGV: nodeId, leaseMs, prefix ('{ns}:'), maxAcquire, offset.
+// One tick of a node: frees what expired nodes owned, renews this node's membership (and with it
+// everything it owns), and acquires free declared instances up to its fair share
+// ceil(declared / live nodes), looking for them only when some are free. One round trip.
+// KEYS: specs, nodes, owners, fences. ARGV: nodeId, leaseMs, prefix ('{ns}:'), offset.
 const TICK = `
-local specs, nodes, owned = KEYS[1], KEYS[2], KEYS[3]
-local node, lease, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local maxAcquire, offset = tonumber(ARGV[4]), tonumber(ARGV[5])
+local specs, nodes, owners, fences = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local node, lease, prefix, offset = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', nodes, now + lease, node)
-redis.call('ZREMRANGEBYSCORE', nodes, '-inf', now)
-local live = redis.call('ZRANGE', nodes, 0, -1)
-local lost, held = {}, {}
-for _, id in ipairs(redis.call('SMEMBERS', owned)) do
-  local key = prefix .. 'lease:' .. id
-  local v = redis.call('GET', key)
-  local mine = v and string.sub(v, 1, #node + 1) == node .. '|'
-  if mine and redis.call('HEXISTS', specs, id) == 1 then
-    redis.call('PEXPIRE', key, lease)
-    held[#held + 1] = id
-  else
-    -- Expired, taken by another node, or no longer declared (then the lease goes at once).
-    if mine then redis.call('DEL', key) end
-    redis.call('SREM', owned, id)
-    lost[#lost + 1] = id
+for _, d in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now)) do
+  local key = prefix .. 'owned:' .. d
+  for _, id in ipairs(redis.call('SMEMBERS', key)) do
+    local v = redis.call('HGET', owners, id)
+    if v and string.sub(v, 1, #d + 1) == d .. '|' then redis.call('HDEL', owners, id) end
   end
+  redis.call('DEL', key)
+  redis.call('ZREM', nodes, d)
 end
-local ids = redis.call('HKEYS', specs)
-local declared = #ids
+redis.call('ZADD', nodes, now + lease, node)
+local mine = prefix .. 'owned:' .. node
+local live = redis.call('ZRANGE', nodes, 0, -1)
+local declared = redis.call('HLEN', specs)
+local free = declared - redis.call('HLEN', owners)
 local share = math.ceil(declared / math.max(1, #live))
-local want = math.min(maxAcquire, share - #held)
+local want = math.min(share - redis.call('SCARD', mine), free)
 local acquired = {}
-if want > 0 and declared > 0 then
-  for k = 0, declared - 1 do
+if want > 0 then
+  local ids = redis.call('HKEYS', specs)
+  for k = 0, #ids - 1 do
     if want <= 0 then break end
-    local id = ids[((k + offset) % declared) + 1]
-    local key = prefix .. 'lease:' .. id
-    if redis.call('EXISTS', key) == 0 then
-      local token = redis.call('INCR', prefix .. 'fence:' .. id)
-      redis.call('SET', key, node .. '|' .. token, 'PX', lease)
-      redis.call('SADD', owned, id)
-      held[#held + 1] = id
+    local id = ids[((k + offset) % #ids) + 1]
+    if redis.call('HEXISTS', owners, id) == 0 then
+      local token = redis.call('HINCRBY', fences, id, 1)
+      redis.call('HSET', owners, id, node .. '|' .. token)
+      redis.call('SADD', mine, id)
       acquired[#acquired + 1] = id
       acquired[#acquired + 1] = token
       acquired[#acquired + 1] = redis.call('HGET', specs, id)
@@ -82,41 +78,65 @@ if want > 0 and declared > 0 then
     end
   end
 end
-return { lost, acquired, held, live, declared }
+return { redis.call('SMEMBERS', mine), acquired, live, declared }
 `;
 
-// Compare-and-delete of one lease. KEYS: lease, owned. ARGV: nodeId, id. Returns 1 when released.
+// Compare-and-delete of one ownership. KEYS: owners, the node's owned set. ARGV: nodeId, id.
 const RELEASE = `
-local v = redis.call('GET', KEYS[1])
+local v = redis.call('HGET', KEYS[1], ARGV[2])
 redis.call('SREM', KEYS[2], ARGV[2])
 if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
-  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[1], ARGV[2])
   return 1
 end
 return 0
 `;
 
-// Releases every lease the node holds and ends its membership. KEYS: owned, nodes. ARGV: nodeId, prefix.
+// Removes a declaration and its ownership. KEYS: specs, owners. ARGV: id, prefix.
+const UNDECLARE = `
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if v then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('SREM', ARGV[2] .. 'owned:' .. string.sub(v, 1, string.find(v, '|[^|]*$') - 1), ARGV[1])
+end
+redis.call('DEL', ARGV[2] .. 'cursor:' .. ARGV[1])
+return removed
+`;
+
+// Gives up everything the node owns and ends its membership. KEYS: owners, owned, nodes. ARGV: nodeId.
 const LEAVE = `
-local node, prefix = ARGV[1], ARGV[2]
 local n = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local key = prefix .. 'lease:' .. id
-  local v = redis.call('GET', key)
-  if v and string.sub(v, 1, #node + 1) == node .. '|' then
-    redis.call('DEL', key)
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local v = redis.call('HGET', KEYS[1], id)
+  if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
+    redis.call('HDEL', KEYS[1], id)
     n = n + 1
   end
 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], node)
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return n
 `;
 
+// The live owner of an id, or false. KEYS: owners, nodes. ARGV: id.
+const OWNER = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return false end
+local node = string.sub(v, 1, string.find(v, '|[^|]*$') - 1)
+local deadline = redis.call('ZSCORE', KEYS[2], node)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not deadline or tonumber(deadline) <= now then return false end
+return node
+`;
+
 type Scripted = Redis & {
-  tvTick(specs: string, nodes: string, owned: string, node: string, leaseMs: number, prefix: string, maxAcquire: number, offset: number): Promise<unknown[]>;
-  tvRelease(lease: string, owned: string, node: string, id: string): Promise<number>;
-  tvLeave(owned: string, nodes: string, node: string, prefix: string): Promise<number>;
+  tvTick(specs: string, nodes: string, owners: string, fences: string, node: string, leaseMs: number, prefix: string, offset: number): Promise<unknown[]>;
+  tvRelease(owners: string, owned: string, node: string, id: string): Promise<number>;
+  tvUndeclare(specs: string, owners: string, id: string, prefix: string): Promise<number>;
+  tvLeave(owners: string, owned: string, nodes: string, node: string): Promise<number>;
+  tvOwner(owners: string, nodes: string, id: string): Promise<string | null>;
 };
 
 /** What a node needs of Redis. */
@@ -138,9 +158,11 @@ export class LeaseStore {
     this.#owns = !(redis instanceof Redis);
     // A disconnected client reports through its commands; an 'error' event with no listener would throw.
     if (this.#owns) client.on('error', () => undefined);
-    client.defineCommand('tvTick', { numberOfKeys: 3, lua: TICK });
+    client.defineCommand('tvTick', { numberOfKeys: 4, lua: TICK });
     client.defineCommand('tvRelease', { numberOfKeys: 2, lua: RELEASE });
-    client.defineCommand('tvLeave', { numberOfKeys: 2, lua: LEAVE });
+    client.defineCommand('tvUndeclare', { numberOfKeys: 2, lua: UNDECLARE });
+    client.defineCommand('tvLeave', { numberOfKeys: 3, lua: LEAVE });
+    client.defineCommand('tvOwner', { numberOfKeys: 2, lua: OWNER });
     this.#redis = client as Scripted;
     this.#p = `{${options.namespace}}:`;
     this.nodeId = options.nodeId;
@@ -158,10 +180,9 @@ export class LeaseStore {
     await this.#redis.hset(`${this.#p}specs`, id, spec);
   }
 
-  /** Removes a declaration; its owner sees it lost at its next tick. */
+  /** Removes a declaration (and its ownership); its owner sees it lost at its next tick. */
   async undeclare(id: string): Promise<boolean> {
-    const [[, removed]] = (await this.#redis.multi().hdel(`${this.#p}specs`, id).del(`${this.#p}cursor:${id}`).exec()) as [[unknown, number], unknown];
-    return removed > 0;
+    return (await this.#redis.tvUndeclare(`${this.#p}specs`, `${this.#p}owners`, id, this.#p)) > 0;
   }
 
   /** The declared spec JSON of `id`, or null. */
@@ -170,36 +191,35 @@ export class LeaseStore {
   }
 
   /** One tick of this node: see the script. `offset` spreads where nodes start looking for free instances. */
-  async tick(maxAcquire: number, offset: number): Promise<TickResult> {
+  async tick(offset: number): Promise<TickResult> {
     const p = this.#p;
-    const raw = await this.#redis.tvTick(`${p}specs`, `${p}nodes`, `${p}owned:${this.nodeId}`, this.nodeId, this.leaseMs, p, maxAcquire, offset);
-    const [lost, flat, owned, nodes, declared] = raw as [string[], (string | number)[], string[], string[], number];
+    const raw = await this.#redis.tvTick(`${p}specs`, `${p}nodes`, `${p}owners`, `${p}fences`, this.nodeId, this.leaseMs, p, offset);
+    const [owned, flat, nodes, declared] = raw as [string[], (string | number)[], string[], number];
     const acquired: TickResult['acquired'] = [];
     for (let i = 0; i + 2 < flat.length; i += 3) acquired.push({ id: String(flat[i]), token: Number(flat[i + 1]), spec: String(flat[i + 2]) });
-    return { lost, acquired, owned, nodes, declared: Number(declared) };
+    return { owned, acquired, nodes, declared: Number(declared) };
   }
 
-  /** Compare-and-delete of this node's lease on `id`. */
+  /** Compare-and-delete of this node's ownership of `id`. */
   async release(id: string): Promise<boolean> {
-    return (await this.#redis.tvRelease(`${this.#p}lease:${id}`, `${this.#p}owned:${this.nodeId}`, this.nodeId, id)) === 1;
+    return (await this.#redis.tvRelease(`${this.#p}owners`, `${this.#p}owned:${this.nodeId}`, this.nodeId, id)) === 1;
   }
 
-  /** Releases every lease of this node and ends its membership (others take over at once). */
+  /** Gives up everything this node owns and ends its membership (others take over at once). */
   async leave(): Promise<number> {
-    return this.#redis.tvLeave(`${this.#p}owned:${this.nodeId}`, `${this.#p}nodes`, this.nodeId, this.#p);
+    return this.#redis.tvLeave(`${this.#p}owners`, `${this.#p}owned:${this.nodeId}`, `${this.#p}nodes`, this.nodeId);
   }
 
-  /** The node holding `id` now, or null. */
+  /** The live node owning `id` now, or null. */
   async owner(id: string): Promise<string | null> {
-    const v = await this.#redis.get(`${this.#p}lease:${id}`);
-    return v === null ? null : v.slice(0, v.lastIndexOf('|'));
+    return (await this.#redis.tvOwner(`${this.#p}owners`, `${this.#p}nodes`, id)) ?? null;
   }
 
   /** Live nodes. */
   async nodes(): Promise<string[]> {
     const [sec, micro] = await this.#redis.time();
     const now = Number(sec) * 1000 + Math.floor(Number(micro) / 1000);
-    return this.#redis.zrangebyscore(`${this.#p}nodes`, now, '+inf');
+    return this.#redis.zrangebyscore(`${this.#p}nodes`, `(${now}`, '+inf');
   }
 
   /** Commits the inbound cursor of `id` (what `onMessage` finished), for the next owner. */
