@@ -9,6 +9,8 @@
  * | `/metrics` | Prometheus text (prom-client's content type) |
  * | `/instances` | JSON array of `rt.listHealth()` |
  * | `/instances/:id` | JSON `rt.health(id)`; unknown id 404 |
+ * | `/` | to a browser (`Accept: text/html`), the live status page; else JSON `{ routes }` |
+ * | `/events` | server-sent events: a JSON status frame every `pageIntervalMs` (the page's feed) |
  *
  * prom-client stays an optional peer dependency: this module never imports it statically. Without
  * a `registry` option, `serveOps` imports `threadvisor/prometheus` (and so prom-client) when it
@@ -22,6 +24,7 @@ import type { Duplex } from 'node:stream';
 import { z } from 'zod';
 import { InvalidConfigError, ThreadvisorError } from './errors.js';
 import type { InstanceManager } from './manager/manager.js';
+import { STATUS_PAGE_CSP, StatusFeed, StreamKeys, statusPageHtml } from './ops-page.js';
 import type * as PromClient from 'prom-client';
 import type * as Prometheus from './prometheus.js';
 import type { Runtime, RuntimeMode } from './runtime/runtime.js';
@@ -58,6 +61,8 @@ export interface ServeOpsOptions {
   registry?: OpsMetricsRegistry;
   /** An `InstanceManager` counted by the default registry's metrics. Not with `registry`. */
   manager?: InstanceManager;
+  /** How often `/events` sends a status frame (and the status page updates), ms: 100 to 60000. Default 1000. */
+  pageIntervalMs?: number;
 }
 
 /** A running ops endpoint. */
@@ -74,7 +79,7 @@ export interface OpsServer {
 }
 
 /** The routes, for `/`. */
-const ROUTES = ['/healthz', '/readyz', '/metrics', '/instances', '/instances/:id'] as const;
+const ROUTES = ['/healthz', '/readyz', '/metrics', '/instances', '/instances/:id', '/events'] as const;
 
 /** Request limits: a slow or oversized client costs a socket for at most this long. */
 const HEADERS_TIMEOUT_MS = 10_000;
@@ -101,6 +106,7 @@ const optionsSchema = z
       .regex(/^[\x21-\x7e]+$/, 'expected visible ASCII characters without spaces')
       .optional(),
     readyFraction: z.number().min(0).max(1).optional(),
+    pageIntervalMs: z.number().int().min(100).max(60_000).optional(),
     registry: z
       .custom<OpsMetricsRegistry>((v) => {
         const r = v as Partial<OpsMetricsRegistry> | null;
@@ -144,15 +150,23 @@ async function defaultMetrics(rt: Runtime<RuntimeMode>, manager: InstanceManager
 /** Hashes, so that the comparison takes the same time whatever the lengths. */
 const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
+/** The credential of an `Authorization: Bearer <credential>` header, or undefined. */
+const bearerOf = (header: string | undefined): string | undefined => /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? '')?.[1];
+
 function bearerChecker(token: string | undefined): (header: string | undefined) => boolean {
   if (token === undefined) return () => true;
   const expected = digest(token);
   return (header) => {
-    const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? '');
+    const presented = bearerOf(header);
     // Compared even when absent or malformed: the time taken says nothing about the token.
-    const same = timingSafeEqual(digest(match?.[1] ?? ''), expected);
-    return same && match !== null;
+    const same = timingSafeEqual(digest(presented ?? ''), expected);
+    return same && presented !== undefined;
   };
+}
+
+/** Whether a request's `Accept` header asks for HTML (a browser navigating), not JSON. */
+function wantsHtml(accept: string | undefined): boolean {
+  return accept !== undefined && /(^|,)\s*(text\/html|application\/xhtml\+xml)\s*(;|,|$)/i.test(accept);
 }
 
 function send(res: ServerResponse, status: number, body: string, contentType: string, headers: Record<string, string> = {}): void {
@@ -218,6 +232,46 @@ export async function serveOps(rt: Runtime<RuntimeMode>, options: ServeOpsOption
   const host = o.host ?? '127.0.0.1';
   const readyFraction = o.readyFraction ?? 1;
   const authorized = bearerChecker(o.token);
+  const feed = new StatusFeed(rt, o.pageIntervalMs ?? 1_000);
+  // With a token, a page gets a key of its own for /events (a page cannot put the token in an
+  // EventSource request, and a token in a URL would end up in logs and history).
+  const streamKeys = o.token === undefined ? undefined : new StreamKeys();
+  const unauthorized = (res: ServerResponse): void =>
+    json(res, 401, { error: 'unauthorized', message: 'a bearer token is required (Authorization: Bearer <token>)' }, { 'WWW-Authenticate': 'Bearer realm="threadvisor"' });
+
+  const events = (req: IncomingMessage, res: ServerResponse): void => {
+    let release: (() => void) | undefined;
+    if (!authorized(req.headers.authorization)) {
+      const key = bearerOf(req.headers.authorization);
+      release = key === undefined ? undefined : streamKeys?.open(key);
+      if (release === undefined) {
+        unauthorized(res);
+        return;
+      }
+    }
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-store',
+      'X-Content-Type-Options': 'nosniff',
+      'X-Accel-Buffering': 'no', // a proxy in front must not hold the frames back
+    });
+    if (req.method === 'HEAD') {
+      release?.();
+      res.end();
+      return;
+    }
+    res.once('close', () => release?.());
+    feed.attach(res);
+  };
+
+  const page = (req: IncomingMessage, res: ServerResponse): void => {
+    send(res, 200, statusPageHtml(streamKeys && req.method === 'GET' ? streamKeys.mint() : undefined), 'text/html; charset=utf-8', {
+      'Content-Security-Policy': STATUS_PAGE_CSP,
+      'X-Frame-Options': 'DENY',
+      'Referrer-Policy': 'no-referrer',
+      Vary: 'Accept',
+    });
+  };
   const metrics: Metrics = o.registry ? { registry: o.registry, stop: () => undefined } : await defaultMetrics(rt, o.manager);
 
   const readyz = async (res: ServerResponse): Promise<void> => {
@@ -248,12 +302,17 @@ export async function serveOps(rt: Runtime<RuntimeMode>, options: ServeOpsOption
       json(res, 200, { ok: true });
       return;
     }
+    if (path === '/events') {
+      events(req, res);
+      return;
+    }
     if (!authorized(req.headers.authorization)) {
-      json(res, 401, { error: 'unauthorized', message: 'a bearer token is required (Authorization: Bearer <token>)' }, { 'WWW-Authenticate': 'Bearer realm="threadvisor"' });
+      unauthorized(res);
       return;
     }
     if (path === '/') {
-      json(res, 200, { routes: ROUTES });
+      if (wantsHtml(req.headers.accept)) page(req, res);
+      else json(res, 200, { routes: ROUTES }, { Vary: 'Accept' });
     } else if (path === '/readyz') {
       await readyz(res);
     } else if (path === '/metrics') {
@@ -302,6 +361,7 @@ export async function serveOps(rt: Runtime<RuntimeMode>, options: ServeOpsOption
     });
   } catch (err) {
     if ('stop' in metrics) metrics.stop();
+    feed.close();
     throw err;
   }
   // A listening server's later errors (none expected) must not end the process.
@@ -315,6 +375,7 @@ export async function serveOps(rt: Runtime<RuntimeMode>, options: ServeOpsOption
     port,
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
+        feed.close();
         server.close(() => resolve());
         server.closeAllConnections();
         if ('stop' in metrics) metrics.stop();

@@ -113,7 +113,7 @@ describe('serveOps', { timeout: 60_000 }, () => {
     expect((await get(`${server.url}/instances/%E0%A4%A`)).status).toBe(400);
 
     const index = await get(`${server.url}/`);
-    expect(JSON.parse(index.text)).toEqual({ routes: ['/healthz', '/readyz', '/metrics', '/instances', '/instances/:id'] });
+    expect(JSON.parse(index.text)).toEqual({ routes: ['/healthz', '/readyz', '/metrics', '/instances', '/instances/:id', '/events'] });
     for (const path of ['/nope', '/instances/a/b', '/healthz/', '/instances/']) {
       const r = await get(`${server.url}${path}`);
       expect(r.status, path).toBe(404);
