@@ -30,8 +30,14 @@ afterAll(async () => {
   await redis.stop();
 });
 
-async function start(nodeId: string, leaseMs: number): Promise<Runtime<'cluster'>> {
-  const rt = await Runtime.start({ logger: silent, shutdownMs: 300, heartbeat: { intervalMs: 250, maxMissed: 8 }, cluster: { redis: redis.url, nodeId, leaseMs } });
+async function start(nodeId: string, leaseMs: number, onMessage?: (m: unknown) => void): Promise<Runtime<'cluster'>> {
+  const rt = await Runtime.start({
+    logger: silent,
+    shutdownMs: 300,
+    heartbeat: { intervalMs: 250, maxMissed: 8 },
+    cluster: { redis: redis.url, nodeId, leaseMs },
+    ...(onMessage ? { onMessage } : {}),
+  });
   runtimes.push(rt);
   return rt;
 }
@@ -61,6 +67,21 @@ describe('cluster in one process', { timeout: 60_000 }, () => {
     await expect(a.send(moved, { text: 'x' })).rejects.toMatchObject({ code: 'not_owner', owner: 'b' });
     await waitFor(() => b.whereis(moved)?.currentStatus === 'connected', 10_000);
     expect((await b.health(moved)).fencingToken).toBe(2);
+  });
+
+  it('the next owner resumes inbound after the cursor the previous owner committed', async () => {
+    const seen = { a: [] as number[], b: [] as number[] };
+    const a = await start('a', 1000, (m) => seen.a.push((m as { seq: number }).seq));
+    await a.startInstance({ id: 'in', name: 'in', channelType: 'loopback', channel: 'loopback', settings: { inbound: { ratePerSec: 500, batch: 10 } } });
+    await waitFor(() => seen.a.length >= 50, 10_000);
+    await start('b', 1000, (m) => seen.b.push((m as { seq: number }).seq));
+    await a.stop(); // releases at once: b takes the instance at its next tick
+    runtimes.splice(runtimes.indexOf(a), 1);
+    await waitFor(() => seen.b.length > 0, 10_000);
+    const lastA = Math.max(...seen.a);
+    // b starts right after what a's onMessage finished (at most the batch in hand again), not from 1.
+    expect(Math.min(...seen.b)).toBeGreaterThan(lastA - 10);
+    expect(Math.min(...seen.b)).toBeLessThanOrEqual(lastA + 1);
   });
 
   it('a Redis outage: the node keeps its instances until its deadline, then fences itself; back, it runs them again', async () => {

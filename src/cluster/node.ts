@@ -12,7 +12,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { UnavailableError } from '../errors.js';
+import { NotOwnerError, UnavailableError } from '../errors.js';
 import { publish } from '../telemetry.js';
 import type { LeaseStore, TickResult } from './store.js';
 import { fenceView } from '../wire/fence.js';
@@ -50,6 +50,12 @@ export interface ClusterNodeOptions {
   readonly log: Logger;
   /** Where `cluster:*` events are emitted (the runtime). */
   readonly emitter: EventEmitter;
+  /**
+   * Declared instances shared out by fair share (the runtime). `false` (an `InstanceManager`):
+   * nothing is declared; keys are claimed one by one ({@link ClusterNode.claim}) and kept until
+   * released, never handed off for balance.
+   */
+  readonly balance?: boolean;
 }
 
 /** A cluster node (see the module's description). */
@@ -139,6 +145,44 @@ export class ClusterNode {
     }
     this.kick();
     return removed;
+  }
+
+  /**
+   * Claims `id` for this node (single activation of a key): resolves once this node owns it
+   * (`cluster:acquired`), rejects with `NotOwnerError` naming the live node that does, or
+   * `UnavailableError` when the store cannot be reached or this node is not a live member.
+   */
+  async claim(id: string): Promise<number> {
+    const held = this.#local.get(id);
+    if (held !== undefined) return held;
+    let r: Awaited<ReturnType<LeaseStore['claim']>>;
+    try {
+      r = await this.#store.claim(id);
+      if ('stale' in r) {
+        await this.settled();
+        if (this.#degraded || this.#fenced) throw new Error('this node is not a live member of the cluster');
+        r = await this.#store.claim(id);
+      }
+    } catch (err) {
+      throw new UnavailableError(`claiming ${id}`, { cause: err });
+    }
+    if ('owner' in r) throw new NotOwnerError(id, r.owner);
+    if ('stale' in r) throw new UnavailableError(`claiming ${id}: this node is not a live member of the cluster`);
+    const token = r.token;
+    this.#local.set(id, token);
+    publish(this.#o.emitter, 'cluster', 'acquired', () => ({ instanceId: id, nodeId: this.nodeId, fencingToken: token }), 'cluster:acquired');
+    return token;
+  }
+
+  /** Gives up a claimed id (compare-and-delete; best effort: an outage leaves it to expire with this node). */
+  async unclaim(id: string): Promise<void> {
+    if (!this.#local.delete(id)) return;
+    try {
+      await this.#store.release(id);
+      publish(this.#o.emitter, 'cluster', 'released', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'released' }), 'cluster:released');
+    } catch (err) {
+      this.#o.log.warn({ key: id, reason: err instanceof Error ? err.message : String(err) }, 'claim not released');
+    }
   }
 
   /** Ids this node runs. */
@@ -266,6 +310,7 @@ export class ClusterNode {
     }
     // Over the fair share (a node joined): hand the excess off gracefully, then release it. In the
     // background: the ticks (renewals) go on while the instances stop, however long they take.
+    if (this.#o.balance === false) return;
     const share = Math.ceil(r.declared / Math.max(1, r.nodes.length));
     const excess = r.owned.length - share - this.#handingOff.size;
     if (excess > 0) {

@@ -119,6 +119,33 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return n
 `;
 
+// Claims one id for this node (single activation of a key, not a declared instance): it is
+// this node's already, or free, or owned by a node whose membership expired (freed here). This
+// node's own membership must be live. KEYS: owners, nodes, fences. ARGV: nodeId, id, prefix.
+// Returns { 1, token } (this node owns it) or { 0, owner } (another live node does) or { -1 }
+// (this node's membership is not live: tick first).
+const CLAIM = `
+local owners, nodes, fences = KEYS[1], KEYS[2], KEYS[3]
+local node, id, prefix = ARGV[1], ARGV[2], ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local mine = tonumber(redis.call('ZSCORE', nodes, node) or '0')
+if mine <= now then return { -1 } end
+local v = redis.call('HGET', owners, id)
+if v then
+  local at = string.find(v, '|[^|]*$')
+  local other = string.sub(v, 1, at - 1)
+  if other == node then return { 1, tonumber(string.sub(v, at + 1)) } end
+  local deadline = tonumber(redis.call('ZSCORE', nodes, other) or '0')
+  if deadline > now then return { 0, other } end
+  redis.call('SREM', prefix .. 'owned:' .. other, id)
+end
+local token = redis.call('HINCRBY', fences, id, 1)
+redis.call('HSET', owners, id, node .. '|' .. token)
+redis.call('SADD', prefix .. 'owned:' .. node, id)
+return { 1, token }
+`;
+
 // The live owner of an id, or false. KEYS: owners, nodes. ARGV: id.
 const OWNER = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -137,6 +164,7 @@ type Scripted = Redis & {
   tvUndeclare(specs: string, owners: string, id: string, prefix: string): Promise<number>;
   tvLeave(owners: string, owned: string, nodes: string, node: string): Promise<number>;
   tvOwner(owners: string, nodes: string, id: string): Promise<string | null>;
+  tvClaim(owners: string, nodes: string, fences: string, node: string, id: string, prefix: string): Promise<[number, (number | string)?]>;
 };
 
 /** What a node needs of Redis. */
@@ -163,6 +191,7 @@ export class LeaseStore {
     client.defineCommand('tvUndeclare', { numberOfKeys: 2, lua: UNDECLARE });
     client.defineCommand('tvLeave', { numberOfKeys: 3, lua: LEAVE });
     client.defineCommand('tvOwner', { numberOfKeys: 2, lua: OWNER });
+    client.defineCommand('tvClaim', { numberOfKeys: 3, lua: CLAIM });
     this.#redis = client as Scripted;
     this.#p = `{${options.namespace}}:`;
     this.nodeId = options.nodeId;
@@ -198,6 +227,19 @@ export class LeaseStore {
     const acquired: TickResult['acquired'] = [];
     for (let i = 0; i + 2 < flat.length; i += 3) acquired.push({ id: String(flat[i]), token: Number(flat[i + 1]), spec: String(flat[i + 2]) });
     return { owned, acquired, nodes, declared: Number(declared) };
+  }
+
+  /**
+   * Claims `id` for this node (see the script): `{ token }` when this node owns it now,
+   * `{ owner }` when another live node does, `{ stale: true }` when this node's membership is not
+   * live (it must tick first).
+   */
+  async claim(id: string): Promise<{ token: number } | { owner: string } | { stale: true }> {
+    const p = this.#p;
+    const [code, value] = await this.#redis.tvClaim(`${p}owners`, `${p}nodes`, `${p}fences`, this.nodeId, id, p);
+    if (code === 1) return { token: Number(value) };
+    if (code === 0) return { owner: String(value) };
+    return { stale: true };
   }
 
   /** Compare-and-delete of this node's ownership of `id`. */

@@ -10,7 +10,10 @@ import {
   StartFailureError,
   StoppedError,
   ThawFailedError,
+  UnavailableError,
 } from '../errors.js';
+import { clusterOptionsSchema, resolveCluster, safeRedisUrl, type ResolvedCluster } from '../cluster/options.js';
+import type { ClusterNode } from '../cluster/node.js';
 import { IntensityWindow, backoffDelay, backoffOptionsSchema, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
 import type { ChildExit, ChildSpec, RestartType, Shutdown } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
@@ -67,6 +70,7 @@ const optionsSchema = z
       .default({ maxRestarts: 3, periodMs: 5000, quarantineMs: 30_000 }),
     hibernateRetry: backoffOptionsSchema.default({ initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 }),
     logger: loggerSchema.optional(),
+    cluster: clusterOptionsSchema.optional(),
   })
   .strict();
 
@@ -413,6 +417,8 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
   #state: 'open' | 'closing' | 'closed' = 'open';
   #closing: Promise<void> | undefined;
   #resolveExited!: (exit: ChildExit) => void;
+  /** Cluster mode: this node's claims on keys (single activation across nodes). */
+  #node: ClusterNode | undefined;
 
   private constructor(opts: z.output<typeof optionsSchema>) {
     super();
@@ -450,7 +456,47 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
    */
   static async start<C extends AgentClass>(options: InstanceManagerOptions<C>): Promise<InstanceManager<C>> {
     const opts = parseOrThrow(optionsSchema, options, 'instance manager options');
-    return new InstanceManager<C>(opts);
+    const manager = new InstanceManager<C>(opts);
+    if (opts.cluster) await manager.#joinCluster(resolveCluster(opts.cluster));
+    return manager;
+  }
+
+  /**
+   * Cluster mode: one activation per key across nodes. This manager's node claims a key (in
+   * Redis, namespace `<namespace>.mgr.<name>`) before it starts or thaws its agent, keeps it
+   * while the agent is in memory, and gives it up once the agent is saved and gone. A node that
+   * could not renew in time (see the runtime's cluster mode) stops its agents without saving.
+   */
+  async #joinCluster(c: ResolvedCluster): Promise<void> {
+    const [{ LeaseStore }, { ClusterNode }] = await Promise.all([import('../cluster/store.js'), import('../cluster/node.js')]);
+    const store = new LeaseStore(c.redis as never, { namespace: `${c.namespace}.mgr.${this.name}`, nodeId: c.nodeId, leaseMs: c.leaseMs });
+    try {
+      await store.connect();
+    } catch (err) {
+      await store.close();
+      throw new UnavailableError(`instance manager ${this.name}: Redis at ${safeRedisUrl(c.redis)} cannot be reached (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+    }
+    this.#node = new ClusterNode(
+      store,
+      {
+        runLocal: async () => undefined, // nothing is declared: keys are claimed one by one
+        stopLocal: async (key) => this.#dropKey(key),
+      },
+      { nodeId: c.nodeId, leaseMs: c.leaseMs, safetyMs: c.safetyMs, log: this.#logger.child({ nodeId: c.nodeId }), emitter: this, balance: false },
+    );
+    this.#node.start();
+    await this.#node.settled();
+  }
+
+  /** Cluster mode: the key is no longer this node's (lost, or fenced): its agent stops without saving. */
+  #dropKey(key: string): void {
+    const slot = this.#partitionOf(key).slots.get(key);
+    if (slot && !ended(slot)) this.#end(slot, 'stop', false);
+  }
+
+  /** Cluster mode: this node's id (undefined otherwise). */
+  get nodeId(): string | undefined {
+    return this.#node?.nodeId;
   }
 
   /**
@@ -721,6 +767,11 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
       if (this.#state !== 'open') throw new StoppedError(`instance manager ${this.name}`);
       const q = p.quarantine.get(key);
       if (q) throw new AgentCrashedError(this.name, key, 'quarantined', { details: { until: q.until } });
+      if (this.#node && !p.slots.has(key)) {
+        // Cluster mode: only the node that owns the key runs its agent (not_owner elsewhere).
+        await this.#node.claim(key);
+        if (this.#state !== 'open') throw new StoppedError(`instance manager ${this.name}`);
+      }
       const slot = p.slots.get(key) ?? this.#startSlot(p, key, initialState);
       if (slot.state === 'running') {
         if (attach) this.#lease(slot);
@@ -756,6 +807,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
     } catch (err) {
       const p = slot.partition;
       if (p.slots.get(key) === slot) p.slots.delete(key);
+      if (this.#node && !p.slots.has(key)) void this.#node.unclaim(key);
       slot.state = 'stopped';
       slot.endReason = 'restart_failed';
       const event = err instanceof ThawFailedError ? 'thaw_failed' : 'start_failed';
@@ -1126,6 +1178,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
     slot.initialState = undefined;
     const p = slot.partition;
     if (p.slots.get(slot.key) === slot) p.slots.delete(slot.key);
+    if (this.#node && !p.slots.has(slot.key)) void this.#node.unclaim(slot.key);
     this.#leaveIdle(slot);
     if (slot.retryTimer !== undefined) clearTimeout(slot.retryTimer);
     slot.retryTimer = undefined;
@@ -1281,6 +1334,8 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
         { cause },
       );
     }
+    // Cluster mode: every agent is saved and gone: the claims go at once (the others need not wait).
+    await this.#node?.close(true);
     this.#state = 'closed';
     this.#logger.debug('instance manager closed');
     this.#resolveExited({ class: 'shutdown', reason: 'shutdown' });

@@ -1,3 +1,4 @@
+import type { ClusterOptions } from '../cluster/options.js';
 import type { Logger } from 'pino';
 import type { BackoffOptions } from '../supervisor/backoff.js';
 import type { JsonValue } from './json.js';
@@ -158,6 +159,16 @@ export interface InstanceManagerOptions<C extends AgentClass = AgentClass> {
   maxResident?: number;
   /** Second argument of the agent's constructor. */
   agentOptions?: unknown;
+  /**
+   * Cluster mode: one activation per key across processes and machines, on Redis (ioredis, an
+   * optional peer dependency, loads only then). A node claims a key before it starts or thaws its
+   * agent; `get` and `attach` on a node while another runs the key reject with `NotOwnerError`
+   * (`not_owner`, naming the owner); the claim goes once the agent is saved and gone (idle
+   * hibernation, `stop`, `close`), and with a node that dies after `leaseMs`. Use a storage all
+   * nodes share (`RedisStorage`) so an agent hibernated on one node thaws on another.
+   * `credentials` is not used here.
+   */
+  cluster?: ClusterOptions;
   /** Per-key crash policy. */
   restartIntensity?: RestartIntensityOptions;
   /**
