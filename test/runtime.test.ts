@@ -325,7 +325,7 @@ describe('Runtime', { timeout: 60_000 }, () => {
     expect(rt.pool.options.maxThreads).toBe(2);
     await rt.stop();
     expect(() => rt.pool).toThrow(expect.objectContaining({ code: 'stopped' }));
-    await waitFor(() => tracker.live() === 0);
+    await waitFor(() => tracker.live() === 0, 30_000);
     tracker.dispose();
   });
 
@@ -355,7 +355,7 @@ describe('Runtime', { timeout: 60_000 }, () => {
     await waitFor(() => server.currentStatus === 'connected');
     const results = await Promise.allSettled([rt.restartInstance(server.instanceId), rt.stopInstance(server.instanceId)]);
     expect(results[1].status).toBe('fulfilled');
-    await waitFor(() => tracker.live() === 0);
+    await waitFor(() => tracker.live() === 0, 30_000);
     tracker.dispose();
     expect(stopped).toHaveLength(1);
     expect(rt.countInstances()).toBe(0);
