@@ -3,7 +3,7 @@
  * written to its own file under test-results/readme-snippets/ and type-checked with the repo's
  * TypeScript compiler under `strict`, module and moduleResolution NodeNext, with `threadvisor`
  * mapped to src/index.ts, `threadvisor/worker` to workers/runtime.ts, `threadvisor/prometheus` to
- * src/prometheus.ts and `threadvisor/ops` to src/ops.ts (as a user's project
+ * src/prometheus.ts, `threadvisor/http` to src/http.ts and `threadvisor/ops` to src/ops.ts (as a user's project
  * resolves the published package). A block that is deliberately a fragment is skipped when the
  * line right before its fence is `<!-- not-compiled: reason -->`.
  */
@@ -111,6 +111,7 @@ beforeAll(() => {
         'threadvisor/prometheus': [relative(dir, join(root, 'src', 'prometheus.ts'))],
         'threadvisor/ops': [relative(dir, join(root, 'src', 'ops.ts'))],
         'threadvisor/redis': [relative(dir, join(root, 'src', 'redis.ts'))],
+        'threadvisor/http': [relative(dir, join(root, 'src', 'http.ts'))],
       },
     },
     files: [...compiled.map((b) => relative(dir, b.file)), relative(dir, probeTyping.file)],
