@@ -45,12 +45,13 @@ export type {
   RuntimeOptions,
   StartedInstance,
   RuntimeStats,
+  SendOptions,
   StartInstanceOptions,
   StartWaitOptions,
   WhenStatusOptions,
 } from './runtime/runtime.js';
 export type { RuntimeChild, RuntimeChildOptions } from './runtime/child.js';
-export type { ClusterDeclaration, ClusterOptions, ClusterSpecView, ClusterView } from './cluster/options.js';
+export type { AcceptedSend, ClusterDeclaration, ClusterOptions, ClusterSpecView, ClusterView } from './cluster/options.js';
 export { PRESSURE_LEVELS } from './runtime/outbound.js';
 export type { EnqueueManyOptions, EnqueueOptions, IdempotencyKey, OutboundStats, PressureLevel, SendOutcome } from './runtime/outbound.js';
 export { INSTANCE_STATUSES } from './instance/state-machine.js';

@@ -35,7 +35,7 @@ async function start(nodeId: string, leaseMs: number, onMessage?: (m: unknown) =
     logger: silent,
     shutdownMs: 300,
     heartbeat: { intervalMs: 250, maxMissed: 8 },
-    cluster: { redis: redis.url, nodeId, leaseMs },
+    cluster: { redis: redis.url, nodeId, leaseMs, durability: 'memory' },
     ...(onMessage ? { onMessage } : {}),
   });
   runtimes.push(rt);

@@ -17,8 +17,8 @@ const LEASE_MS = 1000;
 
 let redis: TestRedis;
 const nodes: NodeProc[] = [];
-async function node(id: string): Promise<NodeProc> {
-  const n = new NodeProc(id, redis.url, LEASE_MS);
+async function node(id: string, durability?: 'redis' | 'memory'): Promise<NodeProc> {
+  const n = new NodeProc(id, redis.url, LEASE_MS, durability);
   nodes.push(n);
   await n.ready;
   return n;
@@ -79,10 +79,10 @@ describe('cluster', { timeout: 60_000 }, () => {
     // Declaring again is idempotent.
     await b.call('declare', { spec: spec('c0') });
     expect(a.running().size + b.running().size).toBe(6);
-    // Sends: on the owner they go through; elsewhere, not_owner naming the owner.
+    // Sends (durable, the default): from the owner and from any other node, delivered by the owner.
     const onA = [...a.running()][0] as string;
     expect(await a.call('send', { id: onA, message: { text: 'hi' } })).toMatchObject({ externalId: expect.any(String) });
-    await expect(b.call('send', { id: onA, message: { text: 'hi' } })).rejects.toMatchObject({ code: 'not_owner', owner: 'a' });
+    expect(await b.call('send', { id: onA, message: { text: 'hi' } })).toMatchObject({ externalId: expect.any(String) });
     // The fencing token is in health and grows with each acquisition.
     const h = await a.call<{ fencingToken: number }>('health', { id: onA });
     expect(h.fencingToken).toBeGreaterThan(0);
@@ -114,8 +114,9 @@ describe('cluster', { timeout: 60_000 }, () => {
   });
 
   it('a node paused with SIGSTOP past its lease does not act when resumed: its copies stop, the other node keeps them', async () => {
-    const a = await node('a');
-    const b = await node('b');
+    // Sends kept in memory: a send through a is refused or fails, never delivered by a.
+    const a = await node('a', 'memory');
+    const b = await node('b', 'memory');
     for (let i = 0; i < 4; i++) await a.call('declare', { spec: spec(`p${i}`) });
     await waitFor(() => a.running().size === 2 && b.running().size === 2, 15_000);
     const paused = [...a.running()];

@@ -34,6 +34,16 @@ export interface ClusterOptions {
   safetyMs?: number;
   /** Prefix of every key (default `threadvisor`): several clusters may share one Redis. */
   namespace?: string;
+  /**
+   * Where sends wait for delivery (default `'redis'`). `'redis'`: `rt.send` on any node appends
+   * the message to the instance's Redis stream and the owner delivers it; a send is accepted only
+   * once Redis has it, so nothing accepted is lost when a process dies (at least once; see the
+   * README's Cluster section). `'memory'`: sends are queued in the owner's memory, as in local
+   * mode; on a node that does not run the instance they reject with `not_owner`.
+   */
+  durability?: 'redis' | 'memory';
+  /** How long a delivered idempotency key answers a repeated send with its first receipt, cluster-wide, ms (default 86400000: a day). */
+  deliveredKeyTtlMs?: number;
   /** Resolves an instance's credentials on the node that runs it (default: none). */
   credentials?: (spec: ClusterSpecView) => Record<string, unknown> | Promise<Record<string, unknown>>;
 }
@@ -43,6 +53,13 @@ export interface ClusterDeclaration {
   readonly id: string;
   /** The node running it right after the declaration (this one or another), or null when none yet. */
   readonly owner: string | null;
+}
+
+/** What `rt.send` resolves with under `ack: 'accepted'`: the entry Redis holds. */
+export interface AcceptedSend {
+  readonly accepted: true;
+  /** The entry's id in the instance's stream. */
+  readonly entryId: string;
 }
 
 /** `rt.cluster`: this node's view of the cluster. */
@@ -75,6 +92,8 @@ export const clusterOptionsSchema = z
       .max(100)
       .regex(/^[\w.-]+$/, 'letters, digits, _ . - only')
       .default('threadvisor'),
+    durability: z.enum(['redis', 'memory']).default('redis'),
+    deliveredKeyTtlMs: z.number().int().min(1000).max(30 * 86_400_000).default(86_400_000),
     credentials: z.custom<NonNullable<ClusterOptions['credentials']>>((v) => typeof v === 'function', 'expected a function').optional(),
   })
   .strict()
@@ -87,6 +106,8 @@ export interface ResolvedCluster {
   readonly leaseMs: number;
   readonly safetyMs: number;
   readonly namespace: string;
+  readonly durability: 'redis' | 'memory';
+  readonly deliveredKeyTtlMs: number;
   readonly credentials: ClusterOptions['credentials'];
 }
 
@@ -98,6 +119,8 @@ export function resolveCluster(c: z.output<typeof clusterOptionsSchema>): Resolv
     leaseMs: c.leaseMs,
     safetyMs: c.safetyMs ?? Math.floor(c.leaseMs / 3),
     namespace: c.namespace,
+    durability: c.durability,
+    deliveredKeyTtlMs: c.deliveredKeyTtlMs,
     credentials: c.credentials,
   };
 }

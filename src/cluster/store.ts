@@ -101,6 +101,7 @@ if v then
   redis.call('SREM', ARGV[2] .. 'owned:' .. string.sub(v, 1, string.find(v, '|[^|]*$') - 1), ARGV[1])
 end
 redis.call('DEL', ARGV[2] .. 'cursor:' .. ARGV[1])
+redis.call('DEL', ARGV[2] .. 'q:' .. ARGV[1])
 return removed
 `;
 

@@ -823,6 +823,24 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     return e.promise as Promise<R>;
   }
 
+  /**
+   * Accepts a message that another owner had taken from a durable log but not acknowledged
+   * (cluster mode, `durability: 'redis'`): as {@link enqueue} with `waitForCapacity`, and marked
+   * as a redelivery (`info.redelivery` is true on its first attempt here).
+   */
+  enqueueRedelivery(message: M, key: IdempotencyKey | undefined): Promise<R> {
+    if (this.#closed || this.#depth >= this.capacity || this.#waiting > 0) return this.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
+    if (key !== undefined) {
+      const dup = this.#duplicate(key);
+      if (dup !== undefined) return dup;
+    }
+    const e = new Entry<M, R>(message, key, this.#now(), undefined);
+    e.firstDispatchAt = e.enqueuedAt;
+    if (key !== undefined) this.#pending.set(key, e);
+    this.#admit(e);
+    return e.promise as Promise<R>;
+  }
+
   #duplicate(key: IdempotencyKey): Promise<R> | undefined {
     const cache = this.#delivered;
     if (cache.size > 0 && cache.has(key)) {

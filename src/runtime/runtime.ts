@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { MessagePort, ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { z } from 'zod';
+import { z } from 'zod';
 import {
   AbortedError,
   AlreadyStartedError,
@@ -28,11 +28,12 @@ import type { Supervisor } from '../supervisor/supervisor.js';
 import { isNormalExit, type ChildExit, type ChildSpec, type Shutdown } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
 import { parseConfig } from '../validate.js';
+import { findNonJson } from '../manager/json.js';
 import type { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
 import type { AckResult, InboundAck, InstanceBoot, InstanceWorkerApi, LifecycleBody, SendBatch, StartResult } from '../wire/protocol.js';
 import { isAckRun, readAckRun } from '../wire/validate.js';
-import { OutboundQueue, type Batch, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
+import { enqueueManyOptionsSchema, enqueueOptionsSchema, OutboundQueue, type Batch, type IdempotencyKey, type EnqueueManyOptions, type EnqueueOptions, type SendOutcome, type OutboundStats, type PressureLevel } from './outbound.js';
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
 import { acksSchema, noticeSchema } from './protocol.js';
@@ -70,6 +71,19 @@ export type {
 import { WorkerGroup, type GroupHooks } from './worker-group.js';
 import { resolveCluster, safeRedisUrl, type ClusterDeclaration, type ClusterOptions, type ClusterView, type ResolvedCluster } from '../cluster/options.js';
 import type { ClusterNode, DeclaredSpec } from '../cluster/node.js';
+import type { DurableSends } from '../cluster/durable.js';
+
+/** Options of `rt.send`: those of the queue, plus `ack` in cluster mode with durable sends. */
+export interface SendOptions extends EnqueueOptions {
+  /**
+   * Cluster mode with `durability: 'redis'`: `'delivered'` (default) resolves with the channel's
+   * receipt once the owner delivered it; `'accepted'` resolves as soon as Redis holds the send,
+   * with `{ accepted: true, entryId }`. Refused elsewhere.
+   */
+  ack?: 'delivered' | 'accepted';
+}
+
+const durableSendSchema = enqueueOptionsSchema.extend({ ack: z.enum(['delivered', 'accepted']).optional() });
 
 /** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
 const INBOUND_WINDOW = 8;
@@ -191,6 +205,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   #handlerErrors = 0;
   /** Cluster mode: this node (undefined in local mode). */
   #node: ClusterNode | undefined;
+  /** Cluster mode with `durability: 'redis'`: sends through Redis streams. */
+  #durable: DurableSends | undefined;
   #clusterOpts: ResolvedCluster | undefined;
   /** Worker groups with a thread running or starting (or about to). */
   readonly #groups = new Set<WorkerGroup<Entry>>();
@@ -279,7 +295,33 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       },
       { nodeId: c.nodeId, leaseMs: c.leaseMs, safetyMs: c.safetyMs, log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
     );
+    if (c.durability === 'redis') {
+      const { DurableSends } = await import('../cluster/durable.js');
+      const durable = new DurableSends(
+        { redis: c.redis, nodeId: c.nodeId, namespace: c.namespace, defaultCapacity: this.#opts.queueCapacity, deliveredKeyTtlMs: c.deliveredKeyTtlMs, log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
+        {
+          deliver: (id, message, key, redelivery) => this.#deliverDurable(id, message, key, redelivery),
+          holds: (id) => this.#entries.has(id) && this.#node?.runs(id) === true,
+        },
+      );
+      try {
+        await durable.start();
+      } catch (err) {
+        await durable.close().catch(() => undefined);
+        await store.close();
+        throw new UnavailableError(`cluster: Redis at ${safeRedisUrl(c.redis)} cannot be reached (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+      }
+      this.#durable = durable;
+    }
     this.#node.start();
+  }
+
+  /** Cluster mode, durable sends: hands an entry of an instance's stream to its local queue. */
+  #deliverDurable(id: string, message: unknown, key: IdempotencyKey | undefined, redelivery: boolean): Promise<unknown> {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || entry.state === 'stopping') return Promise.reject(new InstanceNotFoundError(id));
+    if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
+    return redelivery ? entry.queue.enqueueRedelivery(message, key) : entry.queue.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
   }
 
   /**
@@ -463,6 +505,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     const old = this.#entries.get(spec.id);
     if (old) await this.#stopEntry(old, 'replaced by a new lease', false);
     await this.#startLocal(o, {}, token, cursor);
+    void this.#durable?.adopt(spec.id);
   }
 
   /**
@@ -479,6 +522,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** Stops an instance and removes it (see {@link Runtime.stopInstance}); `fast` as {@link Runtime.#stopDeclared}. */
   async #stopEntry(entry: Entry, reason: string, fast: boolean): Promise<void> {
     if (this.#entries.get(entry.id) !== entry || entry.state === 'stopping') return;
+    this.#durable?.drop(entry.id);
     entry.state = 'stopping';
     this.#clearRecover(entry);
     this.#entries.delete(entry.id);
@@ -685,10 +729,16 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
    * `lastError` is a `ChannelError` with the class and code), `channel_invalid` (the instance's
    * channel module is unusable) or `stopped`.
    */
-  send(id: string, message: unknown, options?: EnqueueOptions): Promise<unknown> {
+  send(id: string, message: unknown, options?: SendOptions): Promise<unknown> {
     // Not async: the queue's own promise goes back as it is (an async wrapper would add a promise
     // and two microtask turns to every send).
     if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
+    if (this.#durable) return this.#sendDurable(id, message, options);
+    if (options?.ack !== undefined) {
+      if (options.ack === 'accepted') return Promise.reject(new InvalidConfigError('send options', [{ path: 'ack', message: "'accepted' needs cluster mode with durability 'redis'" }]));
+      const { ack: _ack, ...rest } = options;
+      options = rest;
+    }
     const entry = this.#entries.get(id);
     if (entry === undefined) return this.#notHere(id);
     if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
@@ -711,6 +761,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
    */
   sendMany(id: string, messages: readonly unknown[], options?: EnqueueManyOptions): Promise<SendOutcome[]> {
     if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
+    if (this.#durable) return this.#sendManyDurable(id, messages, options);
     const entry = this.#entries.get(id);
     if (entry === undefined) return this.#notHere(id);
     if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
@@ -724,6 +775,33 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       }
     }
     return entry.queue.enqueueMany(messages, options);
+  }
+
+  /** Cluster mode, durable sends: validates, then appends to the instance's stream. */
+  async #sendDurable(id: string, message: unknown, options: SendOptions | undefined): Promise<unknown> {
+    const o = options === undefined ? {} : parseConfig('send options', durableSendSchema, options);
+    return (this.#durable as DurableSends).send(id, message, o);
+  }
+
+  /** Cluster mode, durable sends: one append per message, in order (auto-pipelined), settled together. */
+  async #sendManyDurable(id: string, messages: readonly unknown[], options: EnqueueManyOptions | undefined): Promise<SendOutcome[]> {
+    if (!Array.isArray(messages)) throw new InvalidConfigError('messages of a batch send', [{ path: '', message: 'expected an array of messages' }]);
+    const o = options === undefined ? {} : parseConfig('batch send options', enqueueManyOptionsSchema, options);
+    const durable = this.#durable as DurableSends;
+    for (let i = 0; i < messages.length; i++) {
+      const m: unknown = messages[i];
+      if (m === undefined) throw new InvalidMessageError(`instance ${id}`, 'the message is undefined', { path: `$[${i}]` });
+      const bad = findNonJson(m);
+      if (bad !== undefined) throw new InvalidMessageError(`instance ${id}`, `${bad.problem} (durable sends are stored as JSON)`, { path: `$[${i}]${bad.path.slice(1)}` });
+    }
+    return Promise.all(
+      messages.map((m) =>
+        durable.send(id, m, { ...(o.signal ? { signal: o.signal } : {}), ...(o.waitForCapacity ? { waitForCapacity: true } : {}) }).then(
+          (receipt): SendOutcome => ({ ok: true, receipt }),
+          (error: unknown): SendOutcome => ({ ok: false, error: error instanceof Error ? error : new Error(String(error)) }),
+        ),
+      ),
+    );
   }
 
   /** Why a send for an instance not running here is refused: `not_found`, or in cluster mode `not_owner` (naming the owner). */
@@ -828,6 +906,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       this.#state = 'stopping';
       // Cluster mode: nothing more is acquired; the leases are released once the copies stopped.
       await this.#node?.halt();
+      this.#durable?.halt();
       const entries = [...this.#entries.values()];
       this.#entries.clear();
       // Everything stops: a shared worker stops once, with all its instances, not one by one.
@@ -844,6 +923,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
           e.server.stop('runtime stopped');
         }),
       );
+      await this.#durable?.close();
       await this.#node?.close(true);
       await this.#pool?.destroy();
       this.#pool = undefined;

@@ -30,8 +30,9 @@ export class NodeProc {
     readonly id: string,
     redisUrl: string,
     leaseMs: number,
+    durability?: 'redis' | 'memory',
   ) {
-    this.#child = fork(fileURLToPath(fixtureUrl('cluster-node')), [redisUrl, id, String(leaseMs)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.#child = fork(fileURLToPath(fixtureUrl('cluster-node')), [redisUrl, id, String(leaseMs), ...(durability ? [durability] : [])], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     let readyResolve!: () => void;
     this.ready = new Promise((r) => (readyResolve = r));
     this.exited = new Promise((r) => this.#child.once('exit', (code) => r(code)));

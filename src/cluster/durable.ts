@@ -1,0 +1,552 @@
+/**
+ * Durable sends (cluster mode, `durability: 'redis'`): `rt.send` on any node appends the message
+ * to its instance's Redis stream, and the node that owns the instance delivers it.
+ *
+ * - **Accepted means written.** A send is accepted once Redis has its entry (one Lua script:
+ *   the instance must be declared, its backlog below its `queueCapacity`, and an idempotency key
+ *   already delivered answers with its first receipt instead). When Redis cannot take it the send
+ *   rejects with `unavailable`: nothing is accepted and then lost.
+ * - **Delivery by the owner.** The owner reads its instances' streams with one consumer group
+ *   (`owners`, one consumer per node) in one blocking `XREADGROUP` across all of them, hands each
+ *   entry to the instance's local queue (order, retries, pressure and the crash-loop guard as for
+ *   any send), and once it settles acknowledges and deletes the entry, remembers a delivered
+ *   idempotency key, and answers the sending node, in one script. A stream's length is thus the
+ *   instance's backlog.
+ * - **Failover.** A node that acquires an instance first claims the previous owner's pending
+ *   entries (`XAUTOCLAIM`) and delivers them, in stream order, marked as redeliveries, before any
+ *   new one. An entry whose delivery was cut short here (the instance stopped or moved) stays
+ *   pending for the next owner.
+ * - **Receipts** travel back on the sending node's reply stream (read with a blocking `XREAD`).
+ *
+ * Keys (under the cluster's hash tag `{ns}`):
+ * - `{ns}:q:<id>` the instance's stream: fields `m` (message JSON), `k` (idempotency key JSON, or
+ *   empty), `n` (the node to answer, empty for `ack: 'accepted'`), `c` (the sender's correlation);
+ * - `{ns}:r:<nodeId>` a node's reply stream: `c`, `o` (`ok` | `err`), `p` (receipt or error JSON);
+ * - `{ns}:dk:<id>:<key>` the first receipt of a delivered idempotency key, for `deliveredKeyTtlMs`.
+ *
+ * This module imports ioredis: only cluster mode with durable sends loads it.
+ *
+ * @packageDocumentation
+ */
+import { randomUUID } from 'node:crypto';
+import type { EventEmitter } from 'node:events';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import { AbortedError, ChannelError, DeliveryFailedError, InstanceNotFoundError, InvalidMessageError, QueueFullError, StoppedError, ThreadvisorError, UnavailableError, type ErrorCode } from '../errors.js';
+import { findNonJson } from '../manager/json.js';
+import { defaultIdempotencyKey, type IdempotencyKey } from '../runtime/outbound.js';
+import { publish } from '../telemetry.js';
+import type { AcceptedSend } from './options.js';
+
+/** The consumer group every owner reads with. */
+const GROUP = 'owners';
+/** Entries read per stream per `XREADGROUP`. */
+const READ_COUNT = 256;
+/** Entries of one instance handed to its queue and not yet settled, at most. */
+const WINDOW = 512;
+/** Longest blocking read (ms): a change of the streams read interrupts it at once anyway. */
+const BLOCK_MS = 5_000;
+/** A node's reply stream is trimmed near this length and expires this long after its last reply. */
+const REPLY_MAXLEN = 100_000;
+const REPLY_TTL_MS = 3_600_000;
+
+// Appends one send. KEYS: specs, stream, delivered-key. ARGV: id, default capacity, message JSON,
+// key JSON ('' for none), node to answer ('' for none), correlation.
+// Returns {1, entryId} | {0} (not declared) | {2, receipt JSON} (key delivered) | {3, capacity} (full).
+const APPEND = `
+local spec = redis.call('HGET', KEYS[1], ARGV[1])
+if not spec then return {0} end
+if ARGV[4] ~= '' then
+  local r = redis.call('GET', KEYS[3])
+  if r then return {2, r} end
+end
+local cap = tonumber(ARGV[2])
+local ok, decoded = pcall(cjson.decode, spec)
+if ok and type(decoded) == 'table' and type(decoded.queueCapacity) == 'number' then cap = decoded.queueCapacity end
+if redis.call('XLEN', KEYS[2]) >= cap then return {3, cap} end
+return {1, redis.call('XADD', KEYS[2], '*', 'm', ARGV[3], 'k', ARGV[4], 'n', ARGV[5], 'c', ARGV[6])}
+`;
+
+// Settles one entry. KEYS: stream, delivered-key, reply stream. ARGV: entryId, outcome ('ok' |
+// 'err'), payload JSON, key TTL ms, correlation, remember key ('1' | '0'), answer ('1' | '0').
+const SETTLE = `
+redis.call('XACK', KEYS[1], '${GROUP}', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+if ARGV[6] == '1' and ARGV[2] == 'ok' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
+if ARGV[7] == '1' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '${REPLY_MAXLEN}', '*', 'c', ARGV[5], 'o', ARGV[2], 'p', ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], ${REPLY_TTL_MS})
+end
+return 1
+`;
+
+/** Options of one durable send (those of `rt.send`, plus `ack`). */
+export interface DurableSendOptions {
+  idempotencyKey?: IdempotencyKey | null;
+  signal?: AbortSignal;
+  waitForCapacity?: boolean;
+  ack?: 'delivered' | 'accepted';
+}
+
+/** What the durable layer needs of its runtime. */
+export interface DurableHost {
+  /**
+   * Hands a message to the local instance's queue; settles with the channel's receipt or the
+   * error its `send` would have rejected with. Rejects with `not_found` when it is not here.
+   */
+  deliver(id: string, message: unknown, key: IdempotencyKey | undefined, redelivery: boolean): Promise<unknown>;
+  /** Whether the instance still runs here (a failure of a delivery is then final, not a hand-over). */
+  holds(id: string): boolean;
+}
+
+/** Options of {@link DurableSends}. */
+export interface DurableOptions {
+  readonly redis: string | Record<string, unknown>;
+  readonly nodeId: string;
+  readonly namespace: string;
+  /** Backlog bound of an instance declared without `queueCapacity`. */
+  readonly defaultCapacity: number;
+  /** How long a delivered idempotency key answers with its first receipt, ms. */
+  readonly deliveredKeyTtlMs: number;
+  readonly log: Logger;
+  /** Where `durable:*` events go (the runtime). */
+  readonly emitter: EventEmitter;
+}
+
+/** Counters of the durable layer (health and tests). */
+export interface DurableCounters {
+  /** Sends this node appended. */
+  appended: number;
+  /** Entries this node delivered and settled (receipt or final failure). */
+  settled: number;
+  /** Entries claimed from a previous owner. */
+  claimed: number;
+  /** Sends answered from a delivered idempotency key without a new entry. */
+  duplicates: number;
+  /** Entries that could not be read (not written by threadvisor): settled as `invalid_message`. */
+  malformed: number;
+}
+
+interface Waiting {
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Stream {
+  readonly key: string;
+  inflight: number;
+}
+
+type Fields = string[];
+type StreamEntry = [id: string, fields: Fields];
+
+/** The fields of an entry, by name. */
+function fieldsOf(f: Fields): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < f.length; i += 2) out[f[i] as string] = f[i + 1] as string;
+  return out;
+}
+
+/** A JSON form of an error a sending node can rebuild. */
+function errorJson(err: unknown): string {
+  if (err instanceof DeliveryFailedError) {
+    return JSON.stringify({ code: err.code, message: err.message, details: err.details, lastError: { message: err.lastError.message, class: err.lastError.class, code: err.lastError.channelCode } });
+  }
+  if (err instanceof ThreadvisorError) return JSON.stringify({ code: err.code, message: err.message, details: err.details });
+  return JSON.stringify({ code: 'delivery_failed', message: err instanceof Error ? err.message : String(err), details: {} });
+}
+
+/** Rebuilds an error answered by the owner. */
+function errorFrom(json: string): Error {
+  let e: { code?: string; message?: string; details?: Record<string, unknown>; lastError?: { message?: string; class?: string; code?: string } };
+  try {
+    e = JSON.parse(json) as typeof e;
+  } catch {
+    return new ThreadvisorError('delivery_failed', 'the owner answered an unreadable failure');
+  }
+  const message = typeof e.message === 'string' ? e.message : 'send failed on the owner';
+  const details = e.details ?? {};
+  if (e.code === 'delivery_failed' && e.lastError) {
+    const last = new ChannelError(e.lastError.message ?? message, {
+      class: (e.lastError.class ?? 'fatal') as ChannelError['class'],
+      ...(e.lastError.code ? { code: e.lastError.code } : {}),
+    });
+    return new DeliveryFailedError(String(details.what ?? 'instance'), (details.messageId as string | number | undefined) ?? '?', Number(details.attempts ?? 0), (details.reason ?? 'fatal') as DeliveryFailedError['reason'], last);
+  }
+  const err = new ThreadvisorError((e.code ?? 'delivery_failed') as ErrorCode, message, details);
+  return err;
+}
+
+/** A receipt as JSON (a receipt that is not JSON travels as null). */
+function receiptJson(receipt: unknown): string {
+  try {
+    return JSON.stringify(receipt) ?? 'null';
+  } catch {
+    return 'null';
+  }
+}
+
+const isBusyGroup = (err: unknown): boolean => err instanceof Error && err.message.startsWith('BUSYGROUP');
+const isNoGroup = (err: unknown): boolean => err instanceof Error && err.message.startsWith('NOGROUP');
+
+/** Durable sends of one node (see the module's description). */
+export class DurableSends {
+  readonly #o: DurableOptions;
+  readonly #prefix: string;
+  readonly #replyKey: string;
+  /** Commands (auto-pipelined: the sends and settlements of one turn go in one round trip). */
+  readonly #cmd: Redis;
+  /** Blocking reads of the owned streams. */
+  readonly #reader: Redis;
+  /** Blocking reads of this node's replies. */
+  readonly #replies: Redis;
+  #readerId: number | undefined;
+  /** Instances this node delivers, by id. */
+  readonly #streams = new Map<string, Stream>();
+  readonly #waiting = new Map<string, Waiting>();
+  /** Correlations are `<epoch>.<n>`: a reply to an earlier process with this node id is ignored. */
+  readonly #epoch = randomUUID().slice(0, 8);
+  #seq = 0;
+  #lastReply = '0-0';
+  #blocked = false;
+  #rescan = false;
+  #wake: (() => void) | undefined;
+  #reading = true;
+  #closed = false;
+  #loops: Promise<void>[] = [];
+  readonly counters: DurableCounters = { appended: 0, settled: 0, claimed: 0, duplicates: 0, malformed: 0 };
+
+  constructor(options: DurableOptions, readonly host: DurableHost) {
+    this.#o = options;
+    this.#prefix = `{${options.namespace}}:`;
+    this.#replyKey = `${this.#prefix}r:${options.nodeId}`;
+    const quick: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true, connectTimeout: 2000 };
+    const make = (extra: RedisOptions): Redis => {
+      const r = options.redis;
+      const client = r instanceof Redis ? r.duplicate(extra) : typeof r === 'string' ? new Redis(r, { ...quick, ...extra }) : new Redis({ ...quick, ...r, ...extra });
+      client.on('error', () => undefined);
+      return client;
+    };
+    this.#cmd = make({ enableAutoPipelining: true });
+    this.#reader = make({});
+    this.#replies = make({});
+    this.#cmd.defineCommand('tvAppend', { numberOfKeys: 3, lua: APPEND });
+    this.#cmd.defineCommand('tvSettle', { numberOfKeys: 3, lua: SETTLE });
+  }
+
+  /** Connects and starts reading replies and owned streams. */
+  async start(): Promise<void> {
+    const connect = (c: Redis): Promise<void> => (c.status === 'wait' ? c.connect() : Promise.resolve());
+    await Promise.all([connect(this.#cmd), connect(this.#reader), connect(this.#replies)]);
+    this.#readerId = Number(await this.#reader.client('ID'));
+    this.#loops = [this.#replyLoop(), this.#readLoop()];
+  }
+
+  /**
+   * Appends a send to the instance's stream; resolves with the owner's receipt (or, with
+   * `ack: 'accepted'`, with {@link AcceptedSend} once Redis has it).
+   */
+  async send(id: string, message: unknown, options: DurableSendOptions = {}): Promise<unknown> {
+    if (this.#closed) throw new StoppedError('runtime');
+    if (message === undefined) throw new InvalidMessageError(`instance ${id}`, 'the message is undefined');
+    const bad = findNonJson(message);
+    if (bad !== undefined) throw new InvalidMessageError(`instance ${id}`, `${bad.problem} (durable sends are stored as JSON)`, { path: bad.path });
+    if (options.signal?.aborted) throw new AbortedError(`send on instance ${id}`, { cause: options.signal.reason });
+    const key = options.idempotencyKey === undefined ? defaultIdempotencyKey(message) : (options.idempotencyKey ?? undefined);
+    const keyJson = key === undefined ? '' : JSON.stringify(key);
+    const answer = options.ack !== 'accepted';
+    const corr = `${this.#epoch}.${++this.#seq}`;
+    const json = JSON.stringify(message);
+    let waiting: Promise<unknown> | undefined;
+    if (answer) {
+      waiting = new Promise((resolve, reject) => this.#waiting.set(corr, { resolve, reject }));
+      waiting.catch(() => undefined);
+    }
+    for (;;) {
+      let r: [number, string | number | undefined];
+      try {
+        r = (await (this.#cmd as unknown as { tvAppend(...a: unknown[]): Promise<[number, string | number | undefined]> }).tvAppend(
+          `${this.#prefix}specs`,
+          this.#streamKey(id),
+          this.#deliveredKey(id, keyJson),
+          id,
+          this.#o.defaultCapacity,
+          json,
+          keyJson,
+          answer ? this.#o.nodeId : '',
+          corr,
+        )) as [number, string | number | undefined];
+      } catch (err) {
+        this.#waiting.delete(corr);
+        throw new UnavailableError(`send to instance ${id}: Redis cannot take it (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+      }
+      if (r[0] === 1) {
+        this.counters.appended++;
+        if (!answer) return { accepted: true, entryId: String(r[1]) } satisfies AcceptedSend;
+        break;
+      }
+      if (r[0] === 2) {
+        this.#waiting.delete(corr);
+        this.counters.duplicates++;
+        return JSON.parse(String(r[1])) as unknown;
+      }
+      if (r[0] === 0) {
+        this.#waiting.delete(corr);
+        throw new InstanceNotFoundError(id);
+      }
+      // Full: wait for room when asked (polling the backlog), else reject.
+      if (!options.waitForCapacity) {
+        this.#waiting.delete(corr);
+        throw new QueueFullError(`backlog of instance ${id}`, Number(r[1]));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      if (options.signal?.aborted) {
+        this.#waiting.delete(corr);
+        throw new AbortedError(`send on instance ${id}`, { cause: options.signal.reason });
+      }
+      if (this.#closed) throw new StoppedError('runtime');
+    }
+    const signal = options.signal;
+    if (!signal) return waiting;
+    // An abort ends the wait for the receipt; the send stands (it is in Redis).
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        this.#waiting.delete(corr);
+        reject(new AbortedError(`waiting for the receipt of a send on instance ${id} (the send stands)`, { cause: signal.reason }));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      (waiting as Promise<unknown>).then(
+        (v) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(v);
+        },
+        (e: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /**
+   * Starts delivering `id` here (its lease was acquired and its instance started): claims what a
+   * previous owner left pending and delivers it first, then reads new entries. Retries while Redis
+   * is unreachable, until {@link DurableSends.drop}.
+   */
+  async adopt(id: string): Promise<void> {
+    if (this.#closed || this.#streams.has(id)) return;
+    const stream: Stream = { key: this.#streamKey(id), inflight: 0 };
+    for (let attempt = 0; ; attempt++) {
+      if (this.#closed) return;
+      try {
+        await this.#ensureGroup(stream.key);
+        let cursor = '0-0';
+        do {
+          const res = (await this.#cmd.xautoclaim(stream.key, GROUP, this.#o.nodeId, 0, cursor, 'COUNT', READ_COUNT)) as unknown as [string, (StreamEntry | null)[]];
+          cursor = res[0];
+          for (const e of res[1]) {
+            if (!e) continue;
+            this.counters.claimed++;
+            this.#deliver(id, stream, e, true);
+          }
+        } while (cursor !== '0-0');
+        break;
+      } catch (err) {
+        this.#o.log.warn({ instanceId: id, reason: err instanceof Error ? err.message : String(err) }, 'durable sends: could not take over the stream; retrying');
+        await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 100 * 2 ** attempt)));
+      }
+    }
+    if (this.#closed) return;
+    this.#streams.set(id, stream);
+    this.#kick();
+  }
+
+  /** Stops reading `id` here (it stops or moves): what was read and is not settled stays pending for the next owner. */
+  drop(id: string): void {
+    if (this.#streams.delete(id)) this.#kick();
+  }
+
+  /** Stops reading any stream (the runtime stops): settlements and replies go on until {@link DurableSends.close}. */
+  halt(): void {
+    this.#reading = false;
+    this.#streams.clear();
+    this.#kick();
+  }
+
+  /** Ends every loop and connection; waits still open reject with `stopped` (their sends stand). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.halt();
+    for (const w of this.#waiting.values()) w.reject(new StoppedError('runtime (the send stands and is delivered by the owner)'));
+    this.#waiting.clear();
+    this.#reader.disconnect();
+    this.#replies.disconnect();
+    await Promise.allSettled(this.#loops);
+    await this.#cmd.quit().catch(() => this.#cmd.disconnect());
+  }
+
+  /** Sends waiting for a receipt. */
+  get waiting(): number {
+    return this.#waiting.size;
+  }
+
+  // --- internals -------------------------------------------------------------------------
+
+  #streamKey(id: string): string {
+    return `${this.#prefix}q:${id}`;
+  }
+
+  #deliveredKey(id: string, keyJson: string): string {
+    return keyJson === '' ? `${this.#prefix}dk:-` : `${this.#prefix}dk:${id}:${keyJson}`;
+  }
+
+  async #ensureGroup(key: string): Promise<void> {
+    try {
+      await this.#cmd.xgroup('CREATE', key, GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!isBusyGroup(err)) throw err;
+    }
+  }
+
+  /** Wakes the read loop: the set of streams or their credit changed. */
+  #kick(): void {
+    this.#rescan = true;
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+    if (this.#blocked && this.#readerId !== undefined) {
+      this.#blocked = false;
+      this.#cmd.client('UNBLOCK', this.#readerId).catch(() => undefined);
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    while (!this.#closed) {
+      this.#rescan = false;
+      const open = this.#reading ? [...this.#streams.entries()].filter(([, s]) => s.inflight < WINDOW) : [];
+      if (open.length === 0) {
+        await new Promise<void>((resolve) => {
+          if (this.#rescan || this.#closed) return resolve();
+          this.#wake = resolve;
+        });
+        continue;
+      }
+      let res: [string, StreamEntry[]][] | null;
+      try {
+        this.#blocked = true;
+        res = (await this.#reader.xreadgroup(
+          'GROUP',
+          GROUP,
+          this.#o.nodeId,
+          'COUNT',
+          READ_COUNT,
+          'BLOCK',
+          BLOCK_MS,
+          'STREAMS',
+          ...open.map(([, s]) => s.key),
+          ...open.map(() => '>'),
+        )) as [string, StreamEntry[]][] | null;
+      } catch (err) {
+        if (this.#closed) return;
+        if (isNoGroup(err)) {
+          // A stream was removed (its instance undeclared) or Redis lost it: recreate the groups.
+          for (const [, s] of open) await this.#ensureGroup(s.key).catch(() => undefined);
+          continue;
+        }
+        this.#o.log.warn({ reason: err instanceof Error ? err.message : String(err) }, 'durable sends: read failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        continue;
+      } finally {
+        this.#blocked = false;
+      }
+      if (!res) continue;
+      const byKey = new Map(open.map(([id, s]) => [s.key, { id, s }]));
+      for (const [key, entries] of res) {
+        const own = byKey.get(key);
+        if (!own) continue;
+        for (const e of entries) this.#deliver(own.id, own.s, e, false);
+      }
+    }
+  }
+
+  /** Hands one entry to the instance and settles it once its outcome is known. */
+  #deliver(id: string, stream: Stream, [entryId, raw]: StreamEntry, redelivery: boolean): void {
+    const f = fieldsOf(raw);
+    let message: unknown;
+    let key: IdempotencyKey | undefined;
+    try {
+      message = JSON.parse(f.m ?? '');
+      key = f.k ? (JSON.parse(f.k) as IdempotencyKey) : undefined;
+    } catch {
+      this.counters.malformed++;
+      this.#o.log.error({ instanceId: id, entryId }, 'durable sends: an entry that is not a threadvisor send was settled as invalid_message');
+      publish(this.#o.emitter, 'durable', 'malformed', () => ({ instanceId: id, entryId }), 'durable:malformed');
+      this.#settle(stream.key, id, entryId, f, undefined, 'err', JSON.stringify({ code: 'invalid_message', message: `entry ${entryId} of instance ${id} is not a threadvisor send`, details: {} }));
+      return;
+    }
+    stream.inflight++;
+    const credit = (): void => {
+      if (stream.inflight-- === WINDOW) this.#kick();
+    };
+    this.host.deliver(id, message, key, redelivery).then(
+      (receipt) => {
+        credit();
+        this.#settle(stream.key, id, entryId, f, key, 'ok', receiptJson(receipt));
+      },
+      (err: unknown) => {
+        credit();
+        // Cut short because the instance stopped or moved: the next owner delivers it.
+        if (!this.host.holds(id) || this.#closed) return;
+        this.#settle(stream.key, id, entryId, f, key, 'err', errorJson(err));
+      },
+    );
+  }
+
+  #settle(streamKey: string, id: string, entryId: string, f: Record<string, string>, key: IdempotencyKey | undefined, outcome: 'ok' | 'err', payload: string): void {
+    const node = f.n ?? '';
+    const keyJson = key === undefined ? '' : (f.k ?? '');
+    (this.#cmd as unknown as { tvSettle(...a: unknown[]): Promise<unknown> })
+      .tvSettle(streamKey, this.#deliveredKey(id, keyJson), node === '' ? this.#replyKey : `${this.#prefix}r:${node}`, entryId, outcome, payload, this.#o.deliveredKeyTtlMs, f.c ?? '', keyJson === '' ? '0' : '1', node === '' ? '0' : '1')
+      .then(
+        () => this.counters.settled++,
+        (err: unknown) =>
+          // Not settled: the entry stays pending and is delivered again by the next owner (at least once).
+          this.#o.log.warn({ instanceId: id, entryId, reason: err instanceof Error ? err.message : String(err) }, 'durable sends: delivered but not acknowledged'),
+      );
+  }
+
+  async #replyLoop(): Promise<void> {
+    while (!this.#closed) {
+      let res: [string, StreamEntry[]][] | null;
+      try {
+        res = (await this.#replies.xread('COUNT', 512, 'BLOCK', BLOCK_MS, 'STREAMS', this.#replyKey, this.#lastReply)) as [string, StreamEntry[]][] | null;
+      } catch (err) {
+        if (this.#closed) return;
+        this.#o.log.warn({ reason: err instanceof Error ? err.message : String(err) }, 'durable sends: reading replies failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        continue;
+      }
+      if (!res) continue;
+      const done: string[] = [];
+      for (const [, entries] of res) {
+        for (const [rid, raw] of entries) {
+          this.#lastReply = rid;
+          done.push(rid);
+          const f = fieldsOf(raw);
+          const w = this.#waiting.get(f.c ?? '');
+          if (!w) continue;
+          this.#waiting.delete(f.c ?? '');
+          if (f.o === 'ok') {
+            try {
+              w.resolve(JSON.parse(f.p ?? 'null'));
+            } catch {
+              w.resolve(null);
+            }
+          } else w.reject(errorFrom(f.p ?? '{}'));
+        }
+      }
+      if (done.length > 0) this.#cmd.xdel(this.#replyKey, ...done).catch(() => undefined);
+    }
+  }
+}
