@@ -16,6 +16,11 @@
  *   entries (`XAUTOCLAIM`) and delivers them, in stream order, marked as redeliveries, before any
  *   new one. An entry whose delivery was cut short here (the instance stopped or moved) stays
  *   pending for the next owner.
+ * - **Lost answers.** A read whose answer a lost connection took is not replayed; this node's
+ *   pending entries are read again (those it does not hold already) before any new one. A sweep
+ *   every few seconds claims pending entries of an owned stream that nobody here holds (left with
+ *   another consumer by a read that outlived its stream's move). A settlement Redis could not
+ *   take is retried while this node delivers the instance.
  * - **Receipts** travel back on the sending node's reply stream (read with a blocking `XREAD`).
  *
  * Keys (under the cluster's hash tag `{ns}`):
@@ -44,6 +49,10 @@ const GROUP = 'owners';
 const READ_COUNT = 256;
 /** Entries of one instance handed to its queue and not yet settled, at most. */
 const WINDOW = 512;
+/** How often an owner looks for pending entries of its streams that nobody here holds (ms). */
+const SWEEP_MS = 5_000;
+/** A pending entry the sweep claims has been idle this long at least (ms). */
+const SWEEP_MIN_IDLE_MS = 2_000;
 /** Longest blocking read (ms): a change of the streams read interrupts it at once anyway. */
 const BLOCK_MS = 5_000;
 /** A node's reply stream is trimmed near this length and expires this long after its last reply. */
@@ -108,6 +117,12 @@ export interface DurableOptions {
   readonly defaultCapacity: number;
   /** How long a delivered idempotency key answers with its first receipt, ms. */
   readonly deliveredKeyTtlMs: number;
+  /**
+   * Longest blocking read of the owned streams (ms; default 5 000). Kept below half the lease's
+   * safety margin, a read started before this node stopped an instance ends before any other
+   * node can take the instance over, so it never takes an entry that belongs to the next owner.
+   */
+  readonly readBlockMs?: number;
   readonly log: Logger;
   /** Where `durable:*` events go (the runtime). */
   readonly emitter: EventEmitter;
@@ -123,6 +138,8 @@ export interface DurableCounters {
   claimed: number;
   /** Sends answered from a delivered idempotency key without a new entry. */
   duplicates: number;
+  /** Entries of this node read again after its reading connection was lost (delivered as redeliveries). */
+  recovered: number;
   /** Entries that could not be read (not written by threadvisor): settled as `invalid_message`. */
   malformed: number;
 }
@@ -135,6 +152,13 @@ interface Waiting {
 interface Stream {
   readonly key: string;
   inflight: number;
+  /** Entries handed to the instance here and not yet settled (or given up), by entry id. */
+  readonly held: Set<string>;
+  /**
+   * The reading connection was lost: a read Redis answered may never have reached this node, so
+   * this consumer's pending entries that are not {@link Stream.held} are read again (from `from`).
+   */
+  recover: string | undefined;
 }
 
 type Fields = string[];
@@ -203,6 +227,10 @@ export class DurableSends {
   #readerId: number | undefined;
   /** Instances this node delivers, by id. */
   readonly #streams = new Map<string, Stream>();
+  /** Adoptions under way (claiming a previous owner's entries), by instance id: a drop cancels one. */
+  readonly #adopting = new Map<string, symbol>();
+  /** Entries handed to a local instance and not yet settled, by instance id (kept across a drop and a new adopt). */
+  readonly #held = new Map<string, Set<string>>();
   readonly #waiting = new Map<string, Waiting>();
   /** Correlations are `<epoch>.<n>`: a reply to an earlier process with this node id is ignored. */
   readonly #epoch = randomUUID().slice(0, 8);
@@ -212,9 +240,10 @@ export class DurableSends {
   #rescan = false;
   #wake: (() => void) | undefined;
   #reading = true;
+  #sweepWake: (() => void) | undefined;
   #closed = false;
   #loops: Promise<void>[] = [];
-  readonly counters: DurableCounters = { appended: 0, settled: 0, claimed: 0, duplicates: 0, malformed: 0 };
+  readonly counters: DurableCounters = { appended: 0, settled: 0, claimed: 0, duplicates: 0, recovered: 0, malformed: 0 };
 
   constructor(options: DurableOptions, readonly host: DurableHost) {
     this.#o = options;
@@ -228,7 +257,15 @@ export class DurableSends {
       return client;
     };
     this.#cmd = make({ enableAutoPipelining: true });
-    this.#reader = make({});
+    // A read cut by a lost connection is not replayed on the next one: by then this node may no
+    // longer own some of the streams it named. The loop reads again with the streams it owns.
+    this.#reader = make({ autoResendUnfulfilledCommands: false });
+    // A lost connection may have taken the answer of a read with it: those entries are pending
+    // here but were never delivered. Read this consumer's pending entries again before new ones.
+    this.#reader.on('close', () => {
+      this.#readerId = undefined; // a new connection has a new client id
+      for (const s of this.#streams.values()) s.recover = '0-0';
+    });
     this.#replies = make({});
     this.#cmd.defineCommand('tvAppend', { numberOfKeys: 3, lua: APPEND });
     this.#cmd.defineCommand('tvSettle', { numberOfKeys: 3, lua: SETTLE });
@@ -239,7 +276,7 @@ export class DurableSends {
     const connect = (c: Redis): Promise<void> => (c.status === 'wait' ? c.connect() : Promise.resolve());
     await Promise.all([connect(this.#cmd), connect(this.#reader), connect(this.#replies)]);
     this.#readerId = Number(await this.#reader.client('ID'));
-    this.#loops = [this.#replyLoop(), this.#readLoop()];
+    this.#loops = [this.#replyLoop(), this.#readLoop(), this.#sweepLoop()];
   }
 
   /**
@@ -335,17 +372,22 @@ export class DurableSends {
    */
   async adopt(id: string): Promise<void> {
     if (this.#closed || this.#streams.has(id)) return;
-    const stream: Stream = { key: this.#streamKey(id), inflight: 0 };
+    const token = Symbol(id);
+    this.#adopting.set(id, token);
+    const wanted = (): boolean => !this.#closed && this.#adopting.get(id) === token;
+    const stream: Stream = { key: this.#streamKey(id), inflight: 0, held: this.#held.get(id) ?? new Set(), recover: undefined };
+    this.#held.set(id, stream.held);
     for (let attempt = 0; ; attempt++) {
-      if (this.#closed) return;
+      if (!wanted()) return;
       try {
         await this.#ensureGroup(stream.key);
         let cursor = '0-0';
         do {
           const res = (await this.#cmd.xautoclaim(stream.key, GROUP, this.#o.nodeId, 0, cursor, 'COUNT', READ_COUNT)) as unknown as [string, (StreamEntry | null)[]];
           cursor = res[0];
+          if (!wanted()) return; // dropped meanwhile: what was just claimed stays pending for the next owner
           for (const e of res[1]) {
-            if (!e) continue;
+            if (!e || stream.held.has(e[0])) continue;
             this.counters.claimed++;
             this.#deliver(id, stream, e, true);
           }
@@ -356,13 +398,15 @@ export class DurableSends {
         await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 100 * 2 ** attempt)));
       }
     }
-    if (this.#closed) return;
+    if (!wanted()) return;
+    this.#adopting.delete(id);
     this.#streams.set(id, stream);
     this.#kick();
   }
 
   /** Stops reading `id` here (it stops or moves): what was read and is not settled stays pending for the next owner. */
   drop(id: string): void {
+    this.#adopting.delete(id);
     if (this.#streams.delete(id)) this.#kick();
   }
 
@@ -380,6 +424,7 @@ export class DurableSends {
     this.halt();
     for (const w of this.#waiting.values()) w.reject(new StoppedError('runtime (the send stands and is delivered by the owner)'));
     this.#waiting.clear();
+    this.#sweepWake?.();
     this.#reader.disconnect();
     this.#replies.disconnect();
     await Promise.allSettled(this.#loops);
@@ -432,8 +477,38 @@ export class DurableSends {
         });
         continue;
       }
+      const recovering = open.filter(([, s]) => s.recover !== undefined);
       let res: [string, StreamEntry[]][] | null;
       try {
+        this.#readerId ??= Number(await this.#reader.client('ID'));
+        if (recovering.length > 0) {
+          // This consumer's own pending entries, without blocking: delivered again unless held here.
+          res = (await this.#reader.xreadgroup(
+            'GROUP',
+            GROUP,
+            this.#o.nodeId,
+            'COUNT',
+            READ_COUNT,
+            'STREAMS',
+            ...recovering.map(([, s]) => s.key),
+            ...recovering.map(([, s]) => s.recover as string),
+          )) as [string, StreamEntry[]][] | null;
+          const byKey = new Map(recovering.map(([id, s]) => [s.key, { id, s }]));
+          const got = new Set<string>();
+          for (const [key, entries] of res ?? []) {
+            const own = byKey.get(key);
+            if (!own || entries.length === 0) continue;
+            got.add(key);
+            for (const e of entries) {
+              own.s.recover = e[0];
+              if ((e[1] as Fields | null) === null || own.s.held.has(e[0])) continue;
+              this.counters.recovered++;
+              this.#deliver(own.id, own.s, e, true);
+            }
+          }
+          for (const [, s] of recovering) if (!got.has(s.key)) s.recover = undefined;
+          continue;
+        }
         this.#blocked = true;
         res = (await this.#reader.xreadgroup(
           'GROUP',
@@ -442,7 +517,7 @@ export class DurableSends {
           'COUNT',
           READ_COUNT,
           'BLOCK',
-          BLOCK_MS,
+          this.#o.readBlockMs ?? BLOCK_MS,
           'STREAMS',
           ...open.map(([, s]) => s.key),
           ...open.map(() => '>'),
@@ -454,6 +529,7 @@ export class DurableSends {
           for (const [, s] of open) await this.#ensureGroup(s.key).catch(() => undefined);
           continue;
         }
+        for (const [, s] of open) s.recover ??= '0-0';
         this.#o.log.warn({ reason: err instanceof Error ? err.message : String(err) }, 'durable sends: read failed; retrying');
         await new Promise((resolve) => setTimeout(resolve, 200));
         continue;
@@ -464,7 +540,9 @@ export class DurableSends {
       const byKey = new Map(open.map(([id, s]) => [s.key, { id, s }]));
       for (const [key, entries] of res) {
         const own = byKey.get(key);
-        if (!own) continue;
+        // A stream dropped while the read was blocked: its entries stay pending here until the
+        // next owner's sweep claims them.
+        if (!own || this.#streams.get(own.id) !== own.s) continue;
         for (const e of entries) this.#deliver(own.id, own.s, e, false);
       }
     }
@@ -482,38 +560,96 @@ export class DurableSends {
       this.counters.malformed++;
       this.#o.log.error({ instanceId: id, entryId }, 'durable sends: an entry that is not a threadvisor send was settled as invalid_message');
       publish(this.#o.emitter, 'durable', 'malformed', () => ({ instanceId: id, entryId }), 'durable:malformed');
-      this.#settle(stream.key, id, entryId, f, undefined, 'err', JSON.stringify({ code: 'invalid_message', message: `entry ${entryId} of instance ${id} is not a threadvisor send`, details: {} }));
+      this.#settle(stream, id, entryId, f, undefined, 'err', JSON.stringify({ code: 'invalid_message', message: `entry ${entryId} of instance ${id} is not a threadvisor send`, details: {} }));
       return;
     }
     stream.inflight++;
+    stream.held.add(entryId);
     const credit = (): void => {
       if (stream.inflight-- === WINDOW) this.#kick();
     };
     this.host.deliver(id, message, key, redelivery).then(
       (receipt) => {
         credit();
-        this.#settle(stream.key, id, entryId, f, key, 'ok', receiptJson(receipt));
+        this.#settle(stream, id, entryId, f, key, 'ok', receiptJson(receipt));
       },
       (err: unknown) => {
         credit();
         // Cut short because the instance stopped or moved: the next owner delivers it.
-        if (!this.host.holds(id) || this.#closed) return;
-        this.#settle(stream.key, id, entryId, f, key, 'err', errorJson(err));
+        if (!this.host.holds(id) || this.#closed) {
+          stream.held.delete(entryId);
+          return;
+        }
+        this.#settle(stream, id, entryId, f, key, 'err', errorJson(err));
       },
     );
   }
 
-  #settle(streamKey: string, id: string, entryId: string, f: Record<string, string>, key: IdempotencyKey | undefined, outcome: 'ok' | 'err', payload: string): void {
+  /**
+   * Acknowledges, deletes and answers one delivered entry (one script). While Redis cannot take
+   * it the settlement is retried (with backoff) as long as this node delivers the instance; the
+   * entry stays pending meanwhile, and a next owner delivers it again (at least once).
+   */
+  #settle(stream: Stream, id: string, entryId: string, f: Record<string, string>, key: IdempotencyKey | undefined, outcome: 'ok' | 'err', payload: string, attempt = 0): void {
     const node = f.n ?? '';
     const keyJson = key === undefined ? '' : (f.k ?? '');
     (this.#cmd as unknown as { tvSettle(...a: unknown[]): Promise<unknown> })
-      .tvSettle(streamKey, this.#deliveredKey(id, keyJson), node === '' ? this.#replyKey : `${this.#prefix}r:${node}`, entryId, outcome, payload, this.#o.deliveredKeyTtlMs, f.c ?? '', keyJson === '' ? '0' : '1', node === '' ? '0' : '1')
+      .tvSettle(stream.key, this.#deliveredKey(id, keyJson), node === '' ? this.#replyKey : `${this.#prefix}r:${node}`, entryId, outcome, payload, this.#o.deliveredKeyTtlMs, f.c ?? '', keyJson === '' ? '0' : '1', node === '' ? '0' : '1')
       .then(
-        () => this.counters.settled++,
-        (err: unknown) =>
-          // Not settled: the entry stays pending and is delivered again by the next owner (at least once).
-          this.#o.log.warn({ instanceId: id, entryId, reason: err instanceof Error ? err.message : String(err) }, 'durable sends: delivered but not acknowledged'),
+        () => {
+          stream.held.delete(entryId);
+          this.counters.settled++;
+        },
+        (err: unknown) => {
+          if (attempt === 0) this.#o.log.warn({ instanceId: id, entryId, reason: err instanceof Error ? err.message : String(err) }, 'durable sends: delivered but not acknowledged yet; retrying');
+          if (this.#closed || !this.host.holds(id)) {
+            stream.held.delete(entryId);
+            return;
+          }
+          setTimeout(() => this.#settle(stream, id, entryId, f, key, outcome, payload, attempt + 1), Math.min(2000, 100 * 2 ** attempt)).unref();
+        },
       );
+  }
+
+  /**
+   * Every {@link SWEEP_MS}: an owned stream whose pending entries are not all held here (an entry
+   * left with another consumer by a read that outlived its stream's move, or one of this node's
+   * whose read answer was lost) is claimed and those entries are delivered, as redeliveries.
+   */
+  async #sweepLoop(): Promise<void> {
+    while (!this.#closed) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, SWEEP_MS);
+        this.#sweepWake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#sweepWake = undefined;
+      for (const [id, stream] of [...this.#streams]) {
+        if (this.#closed) return;
+        try {
+          const [count, , , consumers] = (await this.#cmd.xpending(stream.key, GROUP)) as [number, string | null, string | null, [string, string][] | null];
+          if (count === 0 || this.#streams.get(id) !== stream) continue;
+          const mine = Number((consumers ?? []).find(([c]) => c === this.#o.nodeId)?.[1] ?? 0);
+          if (mine === count && mine <= stream.held.size) continue;
+          let cursor = '0-0';
+          do {
+            // Idle for a while: not an entry whose read answer is on its way here right now.
+            const res = (await this.#cmd.xautoclaim(stream.key, GROUP, this.#o.nodeId, SWEEP_MIN_IDLE_MS, cursor, 'COUNT', READ_COUNT)) as unknown as [string, (StreamEntry | null)[]];
+            cursor = res[0];
+            if (this.#streams.get(id) !== stream) break;
+            for (const e of res[1]) {
+              if (!e || stream.held.has(e[0])) continue;
+              this.counters.recovered++;
+              this.#deliver(id, stream, e, true);
+            }
+          } while (cursor !== '0-0');
+        } catch {
+          // Redis unreachable: the next sweep tries again.
+        }
+      }
+    }
   }
 
   async #replyLoop(): Promise<void> {

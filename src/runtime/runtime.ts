@@ -298,7 +298,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     if (c.durability === 'redis') {
       const { DurableSends } = await import('../cluster/durable.js');
       const durable = new DurableSends(
-        { redis: c.redis, nodeId: c.nodeId, namespace: c.namespace, defaultCapacity: this.#opts.queueCapacity, deliveredKeyTtlMs: c.deliveredKeyTtlMs, log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
+        { redis: c.redis, nodeId: c.nodeId, namespace: c.namespace, defaultCapacity: this.#opts.queueCapacity, deliveredKeyTtlMs: c.deliveredKeyTtlMs, readBlockMs: Math.max(50, Math.min(5000, Math.floor(c.safetyMs / 2))), log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
         {
           deliver: (id, message, key, redelivery) => this.#deliverDurable(id, message, key, redelivery),
           holds: (id) => this.#entries.has(id) && this.#node?.runs(id) === true,
