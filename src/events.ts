@@ -130,10 +130,13 @@ type Reason = string | null;
 export interface InstanceEvents {
   /** A start: `fresh` false for the first one, true for each fresh start after a restart (with its `reason`). */
   'instance:started': InstanceEventBase & { readonly fresh: boolean; readonly from: InstanceStatus | null; readonly restartCount: number; readonly reason?: Reason };
+  /** The channel is connecting (on a status transition). */
   'instance:connecting': InstanceEventBase & { readonly from: InstanceStatus };
-  /** The caller's meta (scrubbed; e.g. `attempts`, `reason`, `elapsedMs` after a reconnect) merged in. */
+  /** Connected (on a status transition), with the caller's meta merged in (scrubbed; e.g. `attempts`, `elapsedMs` after a reconnect). */
   'instance:connected': InstanceEventBase & { readonly from: InstanceStatus; readonly connectedAt: number; readonly [meta: string]: unknown };
+  /** The connection was lost (on a status transition). */
   'instance:disconnected': InstanceEventBase & { readonly from: InstanceStatus; readonly reason: Reason };
+  /** Entered `error`, once on entry: a fatal error, or `maxConsecutiveFailures` failures in a row. */
   'instance:error': InstanceEventBase & {
     readonly from: InstanceStatus;
     readonly reason: Reason;
@@ -142,7 +145,9 @@ export interface InstanceEvents {
     /** For the `fatal` trigger. */
     readonly class?: 'fatal';
   };
+  /** Stopped: exactly once per instance, whatever the path. */
   'instance:stopped': InstanceEventBase & { readonly status: InstanceStatus; readonly reason: Reason; readonly restartCount: number; readonly uptimeMs: number };
+  /** A restart marker, written just before the worker restarts (or the tree escalates); `kind` says why. */
   'instance:restart': InstanceEventBase & {
     readonly class: RestartClass;
     readonly reason: Reason;
@@ -151,6 +156,7 @@ export interface InstanceEvents {
     readonly attempt?: number;
     readonly delayMs?: number;
   };
+  /** Progress of the worker's reconnect loop (`phase`). */
   'instance:reconnect': InstanceEventBase & {
     readonly phase: ReconnectPhase;
     readonly attempt: number;
@@ -158,7 +164,9 @@ export interface InstanceEvents {
     readonly class: FailureClass;
     readonly delayMs?: number;
   };
+  /** A health probe's result (`class` for a non-ok outcome). */
   'instance:probe': InstanceEventBase & { readonly outcome: ProbeOutcome; readonly latencyMs: number; readonly reason: Reason; readonly class?: FailureClass };
+  /** A status change the transition table refuses; the status is left alone. */
   'instance:invalid_transition': InstanceEventBase & { readonly from: InstanceStatus; readonly to: InstanceStatus; readonly via: string; readonly reason: Reason };
   /** `quarantined` true: put alone in a worker of its own (its shared worker kept dying); false: released. */
   'instance:quarantined': InstanceEventBase & { readonly quarantined: boolean; readonly reason: Reason };
@@ -184,10 +192,11 @@ type DeliveryBase = EventBase & {
 
 /** Payloads of the `delivery:*` events (on the runtime; built only when someone listens). */
 export interface DeliveryEvents {
+  /** A send was accepted into the instance's queue. */
   'delivery:queued': DeliveryBase & { readonly attempt: 0; readonly depth: number };
-  /** `queuedMs`: enqueue → this dispatch. */
+  /** A send is handed to the worker; `queuedMs`: enqueue → this dispatch. */
   'delivery:attempt': DeliveryBase & { readonly seq: number; readonly attempt: number; readonly queuedMs: number };
-  /** `attempt` is the failed one. */
+  /** An attempt (`attempt`) failed recoverably; the next runs after `delayMs`. */
   'delivery:retry': DeliveryBase & {
     readonly seq: number;
     readonly attempt: number;
@@ -198,8 +207,9 @@ export interface DeliveryEvents {
     readonly reason: string;
     readonly totalMs: number;
   };
-  /** `queuedMs`: enqueue → first dispatch. */
+  /** Delivered; `queuedMs`: enqueue → first dispatch, `totalMs`: enqueue → receipt. */
   'delivery:delivered': DeliveryBase & { readonly seq: number; readonly attempt: number; readonly queuedMs: number; readonly totalMs: number };
+  /** The send failed for good (`reason`: `max_attempts`, `fatal`, `degraded` or `crashed`); `error` is the last failure's message. */
   'delivery:gave_up': DeliveryBase & {
     readonly attempt: number;
     readonly reason: DeliveryFailureReason;
@@ -209,18 +219,25 @@ export interface DeliveryEvents {
     readonly error: string;
     readonly totalMs: number;
   };
+  /** A send whose idempotency key is delivered (`state`) or pending was not queued again. */
   'delivery:skipped_duplicate': DeliveryBase & { readonly attempt: 0; readonly state: 'delivered' | 'pending' };
+  /** In-flight sends went back to the queue (`crashed`: their worker died). */
   'delivery:requeued': EventBase & { readonly instanceId: string; readonly count: number; readonly reason: string; readonly crashed: boolean };
 }
 
 /** Payloads of the `cluster:*` events (on a cluster runtime, and on a cluster `InstanceManager` with the key as `instanceId`). */
 export interface ClusterEvents {
+  /** This node took an instance's lease (`fencingToken`) and runs it. */
   'cluster:acquired': EventBase & { readonly instanceId: string; readonly nodeId: string; readonly fencingToken: number };
+  /** This node gave a lease up: `released` when the instance stops here, `rebalance` to hand it on. */
   'cluster:released': EventBase & { readonly instanceId: string; readonly nodeId: string; readonly reason: 'released' | 'rebalance' };
+  /** This node lost a lease (gone at renewal, or `fenced`) and stopped the instance. */
   'cluster:lost': EventBase & { readonly instanceId: string; readonly nodeId: string; readonly reason: string };
+  /** Another node joined the cluster. */
   'cluster:node_up': EventBase & { readonly nodeId: string };
+  /** A node left the cluster. */
   'cluster:node_down': EventBase & { readonly nodeId: string };
-  /** `fenced`: how many instances it stopped, when its lease renewal was overdue. */
+  /** The cluster store cannot be reached (what runs is kept until the lease deadline), or renewal was overdue and the node stopped `fenced` instances. */
   'cluster:degraded': EventBase & { readonly nodeId: string; readonly reason: string; readonly running: number; readonly fenced?: number };
 }
 
@@ -242,7 +259,9 @@ type SupervisorBase = EventBase & {
 
 /** Payloads of the events a `Supervisor` emits. */
 export interface SupervisorEvents {
+  /** A child started (`attempt`: 0, then its restart count). */
   child_started: SupervisorBase & { readonly childId: string; readonly attempt: number };
+  /** A child ended (`code` for worker children). */
   child_exited: SupervisorBase & { readonly childId: string; readonly class: ExitClass; readonly reason: string; readonly code: number | undefined };
   /** A restart is scheduled; `attempt` is the 0-based backoff attempt, `children` every id the strategy restarts. */
   child_restarting: SupervisorBase & {
@@ -264,6 +283,7 @@ export interface SupervisorEvents {
     readonly class: ExitClass;
     readonly reason: string;
   };
+  /** More than `maxRestarts` restarts within `periodMs`: every child was stopped and the supervisor ends with `escalated`. */
   escalated: SupervisorBase & {
     readonly childId: string;
     readonly class: ExitClass;
@@ -271,6 +291,7 @@ export interface SupervisorEvents {
     readonly maxRestarts: number;
     readonly periodMs: number;
   };
+  /** The supervisor stopped (`shutdown`). */
   stopped: SupervisorBase;
 }
 
@@ -311,8 +332,11 @@ export interface WorkerExitEvent {
 
 /** Payloads of the events a `WorkerHost` emits. */
 export interface WorkerEvents {
+  /** Every pong of the worker. */
   heartbeat: HeartbeatEvent;
+  /** A heartbeat tick found the previous ping unanswered. */
   heartbeat_missed: HeartbeatMissedEvent;
+  /** The worker ended (the same record as `exited`). */
   exit: WorkerExitEvent;
 }
 
@@ -330,17 +354,27 @@ export type AgentEventName = (typeof AGENT_EVENTS)[number];
 
 /** Payloads of the `agent:*` events an `InstanceManager` emits. */
 export interface AgentEvents {
+  /** An agent started (`thawed`: from its checkpoint at `revision`). */
   'agent:started': AgentEventBase & { readonly thawed: boolean; readonly revision: number };
+  /** An agent was thawed from its checkpoint at `revision`. */
   'agent:thawed': AgentEventBase & { readonly revision: number };
+  /** An agent's start threw; nothing runs for the key. */
   'agent:start_failed': AgentEventBase & { readonly error: unknown; readonly reason: string };
+  /** Its checkpoint could not be read; nothing was started or overwritten. */
   'agent:thaw_failed': AgentEventBase & { readonly error: unknown; readonly reason: string };
+  /** An agent was idle for `idleMs` (no lease, no activity) and is hibernated. */
   'agent:idle': AgentEventBase & { readonly idleMs: number };
+  /** Its state was saved (`revision`) before it stops (`reason`). */
   'agent:hibernated': AgentEventBase & { readonly reason: AgentStopReason; readonly revision: number };
   /** The save failed; the agent stays resident and the save is retried. */
   'agent:hibernate_failed': AgentEventBase & { readonly reason: AgentStopReason | 'checkpoint'; readonly attempt: number; readonly error: unknown };
+  /** An agent stopped (`persisted`: its state was saved first). */
   'agent:stopped': AgentEventBase & { readonly reason: AgentStopReason; readonly persisted: boolean };
+  /** `handle` threw: the agent crashed (`quarantined`: more than `maxRestarts` within `periodMs`). */
   'agent:crashed': AgentEventBase & { readonly error: unknown; readonly restarts: number; readonly quarantined: boolean };
+  /** A crashed agent runs again from its last checkpoint. */
   'agent:restarted': AgentEventBase & { readonly restarts: number; readonly revision: number };
+  /** The key is quarantined until `until` (ms epoch) after too many crashes. */
   'agent:quarantined': AgentEventBase & { readonly until: number; readonly maxRestarts: number; readonly periodMs: number; readonly error: unknown };
 }
 
