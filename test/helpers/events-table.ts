@@ -24,6 +24,14 @@ const GROUPS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['*agent*', ['manager', 'key', 'incarnation']],
 ];
 
+/** The declared fields of one payload (`at` included). */
+export interface Shape {
+  required: string[];
+  optional: string[];
+  /** Whether it takes any other field too (the caller's meta of `instance:connected`). */
+  meta: boolean;
+}
+
 interface Row {
   event: string;
   emitters: string[];
@@ -32,13 +40,17 @@ interface Row {
   when: string;
 }
 
-function payloadMaps(): Map<string, { fields: (event: string) => string; when: (event: string) => string }> {
+type PayloadMap = { fields: (event: string) => string; when: (event: string) => string; shape: (event: string) => Shape };
+let cached: Map<string, PayloadMap> | undefined;
+
+function payloadMaps(): Map<string, PayloadMap> {
+  if (cached) return cached;
   const config = ts.getParsedCommandLineOfConfigFile(`${root}tsconfig.json`, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} });
   const entry = `${root}src/events.ts`;
   const program = ts.createProgram([entry], { ...config!.options, noEmit: true });
   const checker = program.getTypeChecker();
   const exports = checker.getExportsOfModule(checker.getSymbolAtLocation(program.getSourceFile(entry)!)!);
-  const maps = new Map<string, { fields: (event: string) => string; when: (event: string) => string }>();
+  const maps = new Map<string, PayloadMap>();
   for (const [, typeName] of EMITTERS) {
     const symbol = exports.find((s) => s.name === typeName);
     if (!symbol) throw new Error(`src/events.ts exports no ${typeName}`);
@@ -59,10 +71,28 @@ function payloadMaps(): Map<string, { fields: (event: string) => string; when: (
         if (checker.getIndexInfosOfType(payload).length > 0) names.push('meta');
         return names.join(', ');
       },
+      shape: (event) => {
+        const payload = checker.getTypeOfSymbol(entryOf(event));
+        const props = checker.getPropertiesOfType(payload);
+        const optional = (p: ts.Symbol): boolean => (p.flags & ts.SymbolFlags.Optional) !== 0;
+        return {
+          required: props.filter((p) => !optional(p)).map((p) => p.name),
+          optional: props.filter(optional).map((p) => p.name),
+          meta: checker.getIndexInfosOfType(payload).length > 0,
+        };
+      },
       when: (event) => ts.displayPartsToString(entryOf(event).getDocumentationComment(checker)).replace(/\s+/g, ' ').replace(/\|/g, '\\|').trim(),
     });
   }
+  cached = maps;
   return maps;
+}
+
+/** The declared payload fields of `event` as `emitter` emits it. */
+export function declaredShape(emitter: EventEmitterKind, event: string): Shape {
+  const typeName = EMITTERS.find(([e]) => e === emitter)?.[1];
+  if (!typeName) throw new Error(`no payload map for ${emitter}`);
+  return payloadMaps().get(typeName)!.shape(event);
 }
 
 /** The rows of the table, one per event, in the order of `EVENTS`. */
