@@ -5,13 +5,17 @@
  * stopped) have exactly the fields their payload map declares, on the emitter and on the channel.
  */
 import diagnostics_channel from 'node:diagnostics_channel';
+import type { EventEmitter } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { EVENTS, INSTANCE_EVENTS, channelName, type EventEmitterKind, type RuntimeEvents } from '../src/events.js';
+import { InstanceManager } from '../src/manager/manager.js';
 import { Runtime } from '../src/runtime/runtime.js';
+import { Supervisor } from '../src/supervisor/supervisor.js';
+import type { WorkerHost } from '../src/worker/host.js';
 import { declaredShape } from './helpers/events-table.js';
 
 const src = fileURLToPath(new URL('../src', import.meta.url));
@@ -62,6 +66,28 @@ describe('the event table', { timeout: 60_000 }, () => {
     expect(EVENTS.runtime).toEqual(expect.arrayContaining(INSTANCE_EVENTS.map((e) => `instance:${e}`)));
     expect(EVENTS.instance).not.toContain('instance:pressure');
     for (const c of allChannels()) expect(c).toMatch(/^threadvisor:[a-z]+:[a-z_]+$/);
+  });
+
+  it('types on/once/off by the payload maps; the emitters stay EventEmitters', () => {
+    // Compile-time checks (tsc runs over test/): the calls below are never made.
+    const typed = (rt: Runtime, sup: Supervisor, host: WorkerHost, m: InstanceManager): EventEmitter[] => {
+      rt.on('instance:connected', (p) => p.connectedAt.toFixed());
+      rt.once('delivery:gave_up', (p) => p.reason.toUpperCase());
+      sup.on('child_exited', (p) => p.class.length);
+      host.off('heartbeat', (p) => p.rttMs);
+      m.on('agent:crashed', (p) => p.quarantined);
+      m.on('cluster:acquired', (p) => p.fencingToken);
+      // @ts-expect-error not an event of the runtime
+      rt.on('instance:conected', () => undefined);
+      // @ts-expect-error `instance:stopped` has no `connectedAt`
+      rt.on('instance:stopped', (p) => p.connectedAt);
+      // @ts-expect-error a supervisor event is not a worker host's
+      host.on('child_exited', () => undefined);
+      return [rt, sup, host, m];
+    };
+    expect(typeof typed).toBe('function');
+    expect(Supervisor.prototype.on).toBe(InstanceManager.prototype.on); // EventEmitter's own, unwrapped
+    expect(Runtime.prototype.on).toBe(Supervisor.prototype.on);
   });
 
   it('a runtime emits the declared payloads, the same object on the emitter and on the channel', async () => {
