@@ -572,21 +572,9 @@ const crashLater = (err: unknown): void => {
  * The main-thread outbound queue of one instance. See the module notes for the ordering,
  * retry, crash, pressure and admission decisions.
  *
- * Events (each also on `node:diagnostics_channel` as `threadvisor:delivery:<event>` /
- * `threadvisor:instance:pressure`, payloads built only when someone listens):
- *
- * | event | payload (besides `instanceId`, `at`) |
- * |---|---|
- * | `delivery:queued` | `messageId`, `attempt: 0`, `depth` |
- * | `delivery:attempt` | `messageId`, `seq`, `attempt`, `queuedMs` (enqueue → this dispatch) |
- * | `delivery:retry` | `messageId`, `seq`, `attempt` (the failed one), `nextAttempt`, `delayMs`, `class`, `code`, `reason`, `totalMs` |
- * | `delivery:delivered` | `messageId`, `seq`, `attempt`, `queuedMs` (enqueue → first dispatch), `totalMs` |
- * | `delivery:gave_up` | `messageId`, `attempt`, `reason` ({@link DeliveryFailureReason}), `class`, `code`, `error`, `totalMs` |
- * | `delivery:skipped_duplicate` | `messageId`, `attempt: 0`, `state` (`delivered` or `pending`) |
- * | `delivery:requeued` | `count`, `reason`, `crashed` |
- * | `instance:pressure` | `level`, `previous`, `depth`, `capacity` |
- *
- * `messageId` is the idempotency key, or the queue's own message number when there is none.
+ * Events (each also on `node:diagnostics_channel` as `threadvisor:<event>`, payloads built only
+ * when someone listens): the `delivery:*` events of `DeliveryEvents` and `instance:pressure`
+ * (src/events.ts, the one event table).
  *
  * Wiring it to a worker (sketch; `window` is the credit per worker):
  *
