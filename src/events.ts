@@ -399,3 +399,9 @@ export type ChannelKey = keyof ChannelPayloads;
 export type EmitArgs<M, P extends string, Strip extends PropertyKey> = {
   [K in keyof M & string]: K extends `${P}:${infer E}` ? [event: E, build: () => Omit<M[K], Strip>] : never;
 }[keyof M & string];
+
+/** EventEmitter's own events (`newListener`, `removeListener`), still accepted by the typed `on`. */
+export type EmitterEvent = 'newListener' | 'removeListener';
+
+/** A listener of {@link EmitterEvent}: the event name and the listener added or removed. */
+export type EmitterListener = (event: string | symbol, listener: (...args: never[]) => unknown) => void;

@@ -63,6 +63,8 @@ export type {
   AgentEvents,
   ClusterEvents,
   DeliveryEvents,
+  EmitterEvent,
+  EmitterListener,
   EventBase,
   EventEmitterKind,
   InstanceEventBase,

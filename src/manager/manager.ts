@@ -34,7 +34,7 @@ import type {
   ReplyOf,
 } from './types.js';
 import { MAX_TIMER_MS } from '../wire/timers.js';
-import type { AgentEvents, EmitArgs, ManagerEvents } from '../events.js';
+import type { AgentEvents, EmitArgs, EmitterEvent, EmitterListener, ManagerEvents } from '../events.js';
 
 // --- option schemas ------------------------------------------------------------------------
 
@@ -367,8 +367,11 @@ const ended = (slot: Slot): boolean => slot.state === 'stopped';
 // eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
 export interface InstanceManager<C extends AgentClass = AgentClass> {
   on<K extends keyof ManagerEvents>(event: K, fn: (payload: ManagerEvents[K]) => void): this;
+  on(event: EmitterEvent, fn: EmitterListener): this;
   once<K extends keyof ManagerEvents>(event: K, fn: (payload: ManagerEvents[K]) => void): this;
+  once(event: EmitterEvent, fn: EmitterListener): this;
   off<K extends keyof ManagerEvents>(event: K, fn: (payload: ManagerEvents[K]) => void): this;
+  off(event: EmitterEvent, fn: EmitterListener): this;
 }
 
 /**

@@ -27,7 +27,7 @@ import { backoffDelay, IntensityWindow, resolveBackoff } from '../supervisor/bac
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { isNormalExit, type ChildExit, type ChildSpec, type Shutdown } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
-import { EVENTS, type RuntimeEvents } from '../events.js';
+import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } from '../events.js';
 import { parseConfig } from '../validate.js';
 import { findNonJson } from '../manager/json.js';
 import type { WorkerHost } from '../worker/host.js';
@@ -182,8 +182,11 @@ function exitKind(exit: Pick<ChildExit, 'class' | 'reason'>): string {
 // eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
 export interface Runtime<M extends RuntimeMode = 'local'> {
   on<K extends keyof RuntimeEvents>(event: K, fn: (payload: RuntimeEvents[K]) => void): this;
+  on(event: EmitterEvent, fn: EmitterListener): this;
   once<K extends keyof RuntimeEvents>(event: K, fn: (payload: RuntimeEvents[K]) => void): this;
+  once(event: EmitterEvent, fn: EmitterListener): this;
   off<K extends keyof RuntimeEvents>(event: K, fn: (payload: RuntimeEvents[K]) => void): this;
+  off(event: EmitterEvent, fn: EmitterListener): this;
 }
 
 /**

@@ -12,7 +12,7 @@ import {
   StoppedError,
 } from '../errors.js';
 import { defaultLogger, publish } from '../telemetry.js';
-import type { SupervisorEvents } from '../events.js';
+import type { EmitterEvent, EmitterListener, SupervisorEvents } from '../events.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { IntensityWindow, backoffDelay, backoffOptionsSchema, resolveBackoff, type BackoffOptions, type BackoffPolicy } from './backoff.js';
 import {
@@ -179,8 +179,11 @@ function describeNonChild(value: unknown): string {
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- types only
 export interface Supervisor {
   on<K extends keyof SupervisorEvents>(event: K, fn: (payload: SupervisorEvents[K]) => void): this;
+  on(event: EmitterEvent, fn: EmitterListener): this;
   once<K extends keyof SupervisorEvents>(event: K, fn: (payload: SupervisorEvents[K]) => void): this;
+  once(event: EmitterEvent, fn: EmitterListener): this;
   off<K extends keyof SupervisorEvents>(event: K, fn: (payload: SupervisorEvents[K]) => void): this;
+  off(event: EmitterEvent, fn: EmitterListener): this;
 }
 
 /**

@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import { InvalidConfigError, NotFoundError, StartFailureError, TimeoutError, WorkerExitedError } from '../errors.js';
 import type { ChildExit, ChildSpec, ExitClass, RestartType, RunningChild, Shutdown, StartContext } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
-import type { WorkerEvents } from '../events.js';
+import type { EmitterEvent, EmitterListener, WorkerEvents } from '../events.js';
 import { PROTOCOL_VERSION, nodeEndpoint, type PongMessage, type SupervisedWorkerData } from '../wire/host.js';
 import {
   flattenIssues,
@@ -220,8 +220,11 @@ function scrubbedError(err: Error, redact: (text: string) => string): Error {
 // eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
 export interface WorkerHost<API extends object = Record<string, AnyMethod>> {
   on<K extends keyof WorkerEvents>(event: K, fn: (payload: WorkerEvents[K]) => void): this;
+  on(event: EmitterEvent, fn: EmitterListener): this;
   once<K extends keyof WorkerEvents>(event: K, fn: (payload: WorkerEvents[K]) => void): this;
+  once(event: EmitterEvent, fn: EmitterListener): this;
   off<K extends keyof WorkerEvents>(event: K, fn: (payload: WorkerEvents[K]) => void): this;
+  off(event: EmitterEvent, fn: EmitterListener): this;
 }
 
 /**
