@@ -38,8 +38,8 @@ const base: RuntimeOptions = {
   placement: { instancesPerWorker: 50 },
 };
 const rt = await Runtime.start({ ...base, cluster: { redis, nodeId, leaseMs: Number(leaseMs) } });
-for (const event of ['cluster:acquired', 'cluster:released', 'cluster:lost', 'cluster:node_up', 'cluster:node_down', 'cluster:degraded', 'instance:connected', 'instance:stopped']) {
-  rt.on(event, (p: Record<string, unknown>) => send({ event, nodeId, instanceId: p.instanceId, reason: p.reason, at: Date.now() }));
+for (const event of ['cluster:acquired', 'cluster:released', 'cluster:lost', 'cluster:node_up', 'cluster:node_down', 'cluster:degraded', 'instance:connected', 'instance:stopped'] as const) {
+  rt.on(event, (p: { at: number; instanceId?: unknown; reason?: unknown; fencingToken?: unknown }) => send({ event, nodeId, instanceId: p.instanceId, reason: p.reason, at: Date.now() }));
 }
 
 async function spawnLocal(n: number): Promise<number> {

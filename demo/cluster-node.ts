@@ -19,8 +19,8 @@ const rt = await Runtime.start({
   placement: { instancesPerWorker: 8 },
   cluster: { redis, nodeId, leaseMs: Number(leaseMs), credentials: (spec) => ({ token: `token-of-${spec.id}` }) },
 });
-for (const event of ['instance:connected', 'instance:stopped', 'cluster:acquired', 'cluster:released', 'cluster:lost', 'cluster:node_up', 'cluster:node_down', 'cluster:degraded']) {
-  rt.on(event, (p: Record<string, unknown>) => send({ event, nodeId, instanceId: p.instanceId, other: event.startsWith('cluster:node') ? p.nodeId : undefined, at: Date.now() }));
+for (const event of ['instance:connected', 'instance:stopped', 'cluster:acquired', 'cluster:released', 'cluster:lost', 'cluster:node_up', 'cluster:node_down', 'cluster:degraded'] as const) {
+  rt.on(event, (p: { instanceId?: string; nodeId?: string }) => send({ event, nodeId, instanceId: p.instanceId, other: event.startsWith('cluster:node') ? p.nodeId : undefined, at: Date.now() }));
 }
 
 process.on('message', (raw: unknown) => {

@@ -224,18 +224,18 @@ interface InstanceEvent {
 }
 interface RestartEvent extends InstanceEvent {
   class: 'recoverable' | 'fatal';
-  reason: string;
+  reason: string | null;
   kind?: string;
   restartCount: number;
 }
 interface ReasonEvent extends InstanceEvent {
-  reason: string;
+  reason: string | null;
   trigger?: string;
 }
 interface ReconnectEvent extends InstanceEvent {
   phase: 'scheduled' | 'attempt' | 'failed' | 'exhausted';
   attempt: number;
-  reason?: string;
+  reason?: string | null;
 }
 interface AgentEvent {
   key: string;
@@ -782,7 +782,7 @@ async function main(): Promise<number> {
           instance: i.id,
           restarts: i.restarts.filter((e) => !(e.at >= from && e.kind === 'group')).length,
           errors: i.errors.length,
-          disconnects: i.disconnected.filter((e) => !(e.at >= from && e.reason.startsWith('worker '))).length,
+          disconnects: i.disconnected.filter((e) => !(e.at >= from && e.reason?.startsWith('worker ') === true)).length,
           reconnectFailures: i.reconnectFailures.length,
           notConnectedAgain: from !== Infinity && final.get(i.id)?.status !== 'connected' ? 1 : 0,
         };

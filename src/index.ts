@@ -57,7 +57,24 @@ export type { EnqueueManyOptions, EnqueueOptions, IdempotencyKey, OutboundStats,
 export { INSTANCE_STATUSES } from './instance/state-machine.js';
 export type { InstanceStatus } from './instance/state-machine.js';
 export type { RedactedInstance } from './instance/record.js';
-export { INSTANCE_EVENTS } from './instance/server.js';
+export { EVENTS, INSTANCE_EVENTS } from './events.js';
+export type {
+  AgentEventBase,
+  AgentEvents,
+  ClusterEvents,
+  DeliveryEvents,
+  EmitterEvent,
+  EmitterListener,
+  EventBase,
+  EventEmitterKind,
+  InstanceEventBase,
+  InstanceEvents,
+  InstanceHandleEvents,
+  ManagerEvents,
+  RuntimeEvents,
+  SupervisorEvents,
+  WorkerEvents,
+} from './events.js';
 export type { InstanceHandle, InstanceListener } from './instance/handle.js';
 export type {
   HealthSnapshot,

@@ -13,8 +13,10 @@
  * @packageDocumentation
  */
 import diagnostics_channel from 'node:diagnostics_channel';
+import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { InvalidConfigError } from './errors.js';
+import { channelName } from './events.js';
 import { INSTANCE_STATUSES } from './instance/state-machine.js';
 import type { InstanceManager } from './manager/manager.js';
 import { PRESSURE_LEVELS } from './runtime/outbound.js';
@@ -148,8 +150,9 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
     const handler = (p: unknown): void => {
       if (typeof p === 'object' && p !== null) fn(p as Payload);
     };
-    emitter.on(event, handler);
-    undo.push(() => emitter.off(event, handler));
+    const on = emitter as EventEmitter;
+    on.on(event, handler);
+    undo.push(() => on.off(event, handler));
   };
   // Registered one by one: a name already taken throws, and only what this call registered is removed.
   const reg = <T extends Counter | Gauge | Histogram>(metric: T): T => {
@@ -317,8 +320,9 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
       const ms = num((message as Payload | null)?.['rttMs']);
       if (ms !== undefined) rtt.observe(ms / 1000);
     };
-    diagnostics_channel.subscribe('threadvisor:worker:heartbeat', onBeat);
-    undo.push(() => diagnostics_channel.unsubscribe('threadvisor:worker:heartbeat', onBeat));
+    const heartbeats = channelName('worker', 'heartbeat');
+    diagnostics_channel.subscribe(heartbeats, onBeat);
+    undo.push(() => diagnostics_channel.unsubscribe(heartbeats, onBeat));
 
     // ── manager ────────────────────────────────────────────────────────────────────────────
     const manager = o.manager;

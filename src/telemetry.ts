@@ -1,6 +1,7 @@
 import diagnostics_channel from 'node:diagnostics_channel';
 import type { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
+import type { ChannelKey, ChannelPayloads } from './events.js';
 
 /**
  * Every event threadvisor emits is published on `node:diagnostics_channel` under
@@ -23,23 +24,36 @@ export function eventChannel(scope: string, event: string): diagnostics_channel.
   return ch;
 }
 
+/** The arguments of {@link publish}: one tuple per event, so a payload is checked against its own key. */
+type PublishArgs = {
+  [K in ChannelKey]: [emitter: EventEmitter, key: K, build: () => Omit<ChannelPayloads[K], 'at'>, emitName?: string];
+}[ChannelKey];
+
+/** The diagnostics channel `threadvisor:<key>` of an event of the table (cached). */
+export function channelOf(key: ChannelKey): diagnostics_channel.Channel {
+  const i = key.indexOf(':');
+  return eventChannel(key.slice(0, i), key.slice(i + 1));
+}
+
 /**
- * Publishes one event on the diagnostics channel and on `emitter`. The payload is built lazily:
- * when nobody listens on either side, `build` is not called at all.
+ * Publishes one event on its diagnostics channel (`threadvisor:<key>`, see `channelName` in
+ * events.ts) and on `emitter`. The payload is built lazily: when nobody listens on either side,
+ * `build` is not called at all.
  *
- * `emitName` is the event name used on `emitter` (default: `event`). Objects whose events are
- * forwarded under a prefixed name pass it, e.g. `publish(server, 'instance', 'connected', build,
- * 'instance:connected')` publishes on `threadvisor:instance:connected` and emits
- * `instance:connected`.
+ * `emitName` is the event name used on `emitter` (default: `key`); a supervisor and a worker
+ * host emit their events unprefixed, e.g. `publish(sup, 'supervisor:stopped', build, 'stopped')`.
  */
-export function publish(
-  emitter: EventEmitter,
-  scope: string,
-  event: string,
-  build: () => Record<string, unknown>,
-  emitName: string = event,
-): void {
-  const ch = eventChannel(scope, event);
+export function publish(...args: PublishArgs): void {
+  const [emitter, key, build, emitName = key] = args;
+  publishUnchecked(emitter, key, build, emitName);
+}
+
+/**
+ * {@link publish} for an emitter that checks its payloads with its own typed wrapper (an
+ * instance's status record, a manager): the key must still be one of the table.
+ */
+export function publishUnchecked(emitter: EventEmitter, key: ChannelKey, build: () => object, emitName: string = key): void {
+  const ch = channelOf(key);
   const local = emitter.listenerCount(emitName) > 0;
   if (!local && !ch.hasSubscribers) return;
   const payload: EventPayload = { ...build(), at: Date.now() };

@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { UnavailableError } from '../src/errors.js';
 import { Runtime } from '../src/runtime/runtime.js';
+import type { RuntimeEvents } from '../src/events.js';
 import { waitFor } from './helpers/fixtures.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 
@@ -43,9 +44,9 @@ async function start(nodeId: string, leaseMs: number, onMessage?: (m: unknown) =
 }
 
 type Ev = Record<string, unknown> & { event: string };
-function collect(rt: Runtime<'cluster'>, ...names: string[]): Ev[] {
+function collect(rt: Runtime<'cluster'>, ...names: Array<keyof RuntimeEvents>): Ev[] {
   const out: Ev[] = [];
-  for (const name of names) rt.on(name, (p: Record<string, unknown>) => out.push({ ...p, event: name }));
+  for (const name of names) rt.on(name, (p) => out.push({ ...p, event: name }));
   return out;
 }
 

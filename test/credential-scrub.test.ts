@@ -186,7 +186,7 @@ describe('credential scrubbing: runtime with real workers', { timeout: 60_000 },
     try {
       const rt = await start({ logger: pino({ level: 'trace' }, sink) });
       const events: Array<{ event: string; payload: unknown }> = [];
-      const names = ['delivery:retry', 'delivery:gave_up', 'delivery:requeued', ...serverModule.INSTANCE_EVENTS.map((e) => `instance:${e}`)];
+      const names = ['delivery:retry', 'delivery:gave_up', 'delivery:requeued', ...serverModule.INSTANCE_EVENTS.map((e) => `instance:${e}` as const)] as const;
       for (const name of names) rt.on(name, (payload: unknown) => events.push({ event: name, payload }));
       const server = await rt.startInstance({
         name: 'leaky',

@@ -179,7 +179,7 @@ describe('data plane', { timeout: 90_000 }, () => {
     const sinkFile = join(tmp, 'sink-events.log');
     const rt = await start();
     const seen: string[] = [];
-    for (const e of ['delivery:queued', 'delivery:attempt', 'delivery:delivered']) rt.on(e, () => seen.push(e));
+    for (const e of ['delivery:queued', 'delivery:attempt', 'delivery:delivered'] as const) rt.on(e, () => seen.push(e));
     const server = await rt.startInstance({ name: 'e', channelType: 'sink', channel: fixtureUrl('runtime-sink'), settings: { sinkFile } });
     await waitFor(() => server.currentStatus === 'connected');
     await rt.send(server.instanceId, { key: 'x' });

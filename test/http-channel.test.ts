@@ -60,7 +60,7 @@ async function runtime(opts: RuntimeOptions = {}): Promise<{ rt: Runtime; said: 
   runtimes.push(rt);
   const events: string[] = [];
   for (const name of INSTANCE_EVENTS) rt.on(`instance:${name}`, (e: unknown) => events.push(JSON.stringify({ name, e })));
-  for (const name of ['retry', 'gave_up', 'delivered', 'attempt']) rt.on(`delivery:${name}`, (e: unknown) => events.push(JSON.stringify({ name, e })));
+  for (const name of ['retry', 'gave_up', 'delivered', 'attempt'] as const) rt.on(`delivery:${name}`, (e: unknown) => events.push(JSON.stringify({ name, e })));
   return { rt, said: { text: () => [...lines, ...events].join('\n'), messages } };
 }
 

@@ -686,7 +686,8 @@ describe('InstanceServer never leaks credentials', { timeout: 10_000 }, () => {
       logs: lines.join('\n'),
     };
     // sanity: the scenario really produced all of these
-    expect(new Set(names(emitted))).toEqual(new Set(INSTANCE_EVENTS));
+    // every event of the status record (`instance:pressure` is the outbound queue's)
+    expect(new Set(names(emitted))).toEqual(new Set(INSTANCE_EVENTS.filter((e) => e !== 'pressure')));
     expect(published.length).toBe(emitted.length);
     expect(lines.length).toBeGreaterThan(5);
     expect(String(outputs.logs)).toContain(REDACTED);

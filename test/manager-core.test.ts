@@ -308,7 +308,7 @@ describe('InstanceManager: events', { timeout: 15_000 }, () => {
     };
     diagnostics_channel.subscribe('threadvisor:agent:started', onStarted);
     try {
-      for (const ev of ['started', 'thawed', 'hibernated', 'stopped']) m.on(`agent:${ev}`, (e: { key: string }) => seen.push(`${ev}:${e.key}`));
+      for (const ev of ['started', 'thawed', 'hibernated', 'stopped'] as const) m.on(`agent:${ev}`, (e: { key: string }) => seen.push(`${ev}:${e.key}`));
       await m.get('k');
       await m.stop('k');
       await m.get('k');

@@ -27,7 +27,7 @@ describe('crashes', { timeout: 15_000 }, () => {
     const { Counter, world } = makeCounter();
     const m = await start({ name: 's', agent: Counter });
     const events: string[] = [];
-    for (const ev of ['crashed', 'restarted']) m.on(`agent:${ev}`, (e: { key: string }) => events.push(`${ev}:${e.key}`));
+    for (const ev of ['crashed', 'restarted'] as const) m.on(`agent:${ev}`, (e: { key: string }) => events.push(`${ev}:${e.key}`));
     const ref = await m.get('k');
     await ref.call({ type: 'inc', by: 10 });
     await m.checkpoint('k'); // count 10 is saved

@@ -5,6 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { InstanceManager } from '../src/manager/manager.js';
+import type { AgentEventName } from '../src/events.js';
 import { MemoryStorage } from '../src/manager/storage.js';
 import type { InstanceManagerOptions } from '../src/manager/types.js';
 import { Supervisor } from '../src/supervisor/supervisor.js';
@@ -33,9 +34,9 @@ async function advance(ms: number): Promise<void> {
   await flush();
 }
 
-function recorder(m: InstanceManager, events: string[]): string[] {
+function recorder(m: InstanceManager, events: AgentEventName[]): string[] {
   const log: string[] = [];
-  for (const ev of events) m.on(`agent:${ev}`, (e: { key: string; reason?: string }) => log.push(`${ev}:${e.key}${e.reason ? `:${e.reason}` : ''}`));
+  for (const ev of events) m.on(`agent:${ev}`, (e: { key: string; reason?: unknown }) => log.push(`${ev}:${e.key}${e.reason ? `:${e.reason}` : ''}`));
   return log;
 }
 

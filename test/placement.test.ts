@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ChannelInvalidError, InvalidConfigError, StartFailureError } from '../src/errors.js';
 import type { InstanceHandle } from '../src/instance/handle.js';
 import { Runtime, type RuntimeOptions } from '../src/runtime/runtime.js';
+import type { RuntimeEvents } from '../src/events.js';
 import { activeResources, fixtureUrl, resourceGrowth, trackWorkers, waitFor } from './helpers/fixtures.js';
 
 const silent = pino({ level: 'silent' });
@@ -26,9 +27,9 @@ afterEach(async () => {
 });
 
 type Ev = Record<string, unknown> & { instanceId: string; event: string };
-function collect(rt: Runtime, ...names: string[]): Ev[] {
+function collect(rt: Runtime, ...names: Array<keyof RuntimeEvents>): Ev[] {
   const out: Ev[] = [];
-  for (const name of names) rt.on(name, (p: Ev) => out.push({ ...p, event: name }));
+  for (const name of names) rt.on(name, (p) => out.push({ ...(p as unknown as Ev), event: name }));
   return out;
 }
 

@@ -31,6 +31,7 @@ describe('public API', { timeout: 60_000 }, () => {
       'ChildRunningError',
       'CorruptCheckpointError',
       'DeliveryFailedError',
+      'EVENTS',
       'FileStorage',
       'HibernateFailedError',
       'INSTANCE_EVENTS',

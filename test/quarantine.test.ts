@@ -7,6 +7,7 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Runtime, type RuntimeOptions } from '../src/runtime/runtime.js';
+import type { RuntimeEvents } from '../src/events.js';
 import { trackWorkers, waitFor } from './helpers/fixtures.js';
 
 const silent = pino({ level: 'silent' });
@@ -24,9 +25,9 @@ afterEach(async () => {
 });
 
 type Ev = Record<string, unknown> & { instanceId: string; event: string };
-function collect(rt: Runtime, ...names: string[]): Ev[] {
+function collect(rt: Runtime, ...names: Array<keyof RuntimeEvents>): Ev[] {
   const out: Ev[] = [];
-  for (const name of names) rt.on(name, (p: Ev) => out.push({ ...p, event: name }));
+  for (const name of names) rt.on(name, (p) => out.push({ ...(p as unknown as Ev), event: name }));
   return out;
 }
 

@@ -12,6 +12,8 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EVENTS } from '../src/events.js';
+import { eventRows, eventsTable } from './helpers/events-table.js';
 
 const TIMEOUT_MS = 120_000;
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -155,5 +157,33 @@ describe('README examples', { timeout: TIMEOUT_MS }, () => {
     const own = new Set([...compiled, probeTyping].map((b) => b.file.replaceAll('\\', '/')));
     const other = diagnostics.filter((d) => !d.file || !own.has(d.file.fileName.replaceAll('\\', '/')));
     expect(other.map((d) => format(d))).toEqual([]);
+  });
+});
+
+describe('README events table', { timeout: TIMEOUT_MS }, () => {
+  const readme = join(root, 'README.md');
+  const begin = /<!-- events-table:[^\n]*-->\n/;
+  const end = '<!-- /events-table -->';
+
+  it('is the table of src/events.ts (UPDATE_README=1 rewrites it)', () => {
+    const text = readFileSync(readme, 'utf8');
+    const open = begin.exec(text);
+    const close = text.indexOf(end);
+    expect(open, 'README.md has an events-table marker').not.toBeNull();
+    expect(close).toBeGreaterThan(open!.index);
+    const from = open!.index + open![0].length;
+    const table = eventsTable();
+    if (process.env.UPDATE_README) writeFileSync(readme, `${text.slice(0, from)}${table}\n${text.slice(close)}`);
+    else expect(text.slice(from, close).trimEnd()).toBe(table);
+  });
+
+  it('has one row per event name, each with its payload fields and when it is emitted', () => {
+    const rows = eventRows();
+    const names = new Set(Object.values(EVENTS).flat());
+    expect(rows.map((r) => r.event).sort()).toEqual([...names].sort());
+    for (const r of rows) {
+      expect(r.fields, r.event).not.toBe('');
+      expect(r.when, r.event).not.toBe('');
+    }
   });
 });

@@ -51,7 +51,7 @@ describe('Runtime.childSpec', { timeout: 30_000 }, () => {
     expect(rt).toBeInstanceOf(Runtime);
     await rt.whenStatus('bot', 'connected', { timeoutMs: 10_000 });
     const events: string[] = [];
-    for (const name of ['instance:started', 'instance:restart', 'instance:disconnected', 'instance:stopped']) rt.on(name, () => events.push(name));
+    for (const name of ['instance:started', 'instance:restart', 'instance:disconnected', 'instance:stopped'] as const) rt.on(name, () => events.push(name));
     const receipt = await rt.send('bot', { text: 'before' });
     const bot = rt.whereis('bot');
     const botStarted = (await rt.status('bot')).startedAt;

@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ChannelInvalidError, InstanceNotFoundError, StartFailureError } from '../src/errors.js';
 import { Runtime, type RuntimeOptions } from '../src/runtime/runtime.js';
+import type { RuntimeEvents } from '../src/events.js';
 import { activeResources, fixtureUrl, resourceGrowth, trackWorkers, waitFor } from './helpers/fixtures.js';
 
 const silent = pino({ level: 'silent' });
@@ -34,9 +35,9 @@ const tmp = mkdtempSync(join(tmpdir(), 'threadvisor-rt-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 type Ev = Record<string, unknown> & { instanceId: string };
-function collect(rt: Runtime, ...names: string[]): Array<Ev & { event: string }> {
+function collect(rt: Runtime, ...names: Array<keyof RuntimeEvents>): Array<Ev & { event: string }> {
   const out: Array<Ev & { event: string }> = [];
-  for (const name of names) rt.on(name, (p: Ev) => out.push({ ...p, event: name }));
+  for (const name of names) rt.on(name, (p) => out.push({ ...(p as unknown as Ev), event: name }));
   return out;
 }
 
@@ -428,7 +429,7 @@ describe('Runtime', { timeout: 60_000 }, () => {
     const logger = pino({ level: 'trace' }, sink);
     const rt = await start({ logger });
     const events: unknown[] = [];
-    for (const name of ['instance:started', 'instance:connecting', 'instance:error', 'instance:restart', 'instance:stopped']) rt.on(name, (e) => events.push(e));
+    for (const name of ['instance:started', 'instance:connecting', 'instance:error', 'instance:restart', 'instance:stopped'] as const) rt.on(name, (e) => events.push(e));
     const server = await rt.startInstance({
       name: 'secret',
       channelType: 'loopback',
@@ -480,7 +481,7 @@ describe('Runtime', { timeout: 60_000 }, () => {
     try {
       const rt = await start({ logger: pino({ level: 'trace' }, sink) });
       const events: unknown[] = [];
-      for (const name of ['instance:restart', 'instance:disconnected', 'instance:started']) rt.on(name, (e) => events.push(e));
+      for (const name of ['instance:restart', 'instance:disconnected', 'instance:started'] as const) rt.on(name, (e) => events.push(e));
       const server = await rt.startInstance({
         name: 'leaky',
         channelType: 'crashy',

@@ -275,7 +275,7 @@ describe('Supervisor (pure logic, in-process children)', () => {
     const w = new FakeWorld();
     const s = await Supervisor.start({ logger: silent, backoff: fast });
     const seen: string[] = [];
-    for (const ev of ['child_started', 'child_exited', 'child_restarting', 'child_restarted', 'stopped'])
+    for (const ev of ['child_started', 'child_exited', 'child_restarting', 'child_restarted', 'stopped'] as const)
       s.on(ev, (p: { childId?: string; class?: string; at: number }) => {
         expect(typeof p.at).toBe('number');
         seen.push(`${ev}:${p.childId ?? ''}:${p.class ?? ''}`);

@@ -559,7 +559,7 @@ export class DurableSends {
     } catch {
       this.counters.malformed++;
       this.#o.log.error({ instanceId: id, entryId }, 'durable sends: an entry that is not a threadvisor send was settled as invalid_message');
-      publish(this.#o.emitter, 'durable', 'malformed', () => ({ instanceId: id, entryId }), 'durable:malformed');
+      publish(this.#o.emitter, 'durable:malformed', () => ({ instanceId: id, entryId }));
       this.#settle(stream, id, entryId, f, undefined, 'err', JSON.stringify({ code: 'invalid_message', message: `entry ${entryId} of instance ${id} is not a threadvisor send`, details: {} }));
       return;
     }

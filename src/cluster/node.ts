@@ -170,7 +170,7 @@ export class ClusterNode {
     if ('stale' in r) throw new UnavailableError(`claiming ${id}: this node is not a live member of the cluster`);
     const token = r.token;
     this.#local.set(id, token);
-    publish(this.#o.emitter, 'cluster', 'acquired', () => ({ instanceId: id, nodeId: this.nodeId, fencingToken: token }), 'cluster:acquired');
+    publish(this.#o.emitter, 'cluster:acquired', () => ({ instanceId: id, nodeId: this.nodeId, fencingToken: token }));
     return token;
   }
 
@@ -179,7 +179,7 @@ export class ClusterNode {
     if (!this.#local.delete(id)) return;
     try {
       await this.#store.release(id);
-      publish(this.#o.emitter, 'cluster', 'released', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'released' }), 'cluster:released');
+      publish(this.#o.emitter, 'cluster:released', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'released' as const }));
     } catch (err) {
       this.#o.log.warn({ key: id, reason: err instanceof Error ? err.message : String(err) }, 'claim not released');
     }
@@ -277,7 +277,7 @@ export class ClusterNode {
         this.#degraded = true;
         const reason = err instanceof Error ? err.message : String(err);
         this.#o.log.warn({ reason }, 'cluster store unavailable: keeping what this node runs until its renewal deadline');
-        publish(this.#o.emitter, 'cluster', 'degraded', () => ({ nodeId: this.nodeId, reason, running: this.#local.size }), 'cluster:degraded');
+        publish(this.#o.emitter, 'cluster:degraded', () => ({ nodeId: this.nodeId, reason, running: this.#local.size }));
       }
       return;
     }
@@ -292,7 +292,7 @@ export class ClusterNode {
     for (const id of [...this.#local.keys()]) {
       if (owned.has(id)) continue;
       this.#local.delete(id);
-      publish(this.#o.emitter, 'cluster', 'lost', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'lease lost or instance removed' }), 'cluster:lost');
+      publish(this.#o.emitter, 'cluster:lost', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'lease lost or instance removed' }));
       await this.#host.stopLocal(id, 'lease lost or instance removed', false);
     }
     for (const a of r.acquired) {
@@ -305,7 +305,7 @@ export class ClusterNode {
         continue;
       }
       this.#local.set(a.id, a.token);
-      publish(this.#o.emitter, 'cluster', 'acquired', () => ({ instanceId: a.id, nodeId: this.nodeId, fencingToken: a.token }), 'cluster:acquired');
+      publish(this.#o.emitter, 'cluster:acquired', () => ({ instanceId: a.id, nodeId: this.nodeId, fencingToken: a.token }));
       this.#host.runLocal(spec, a.token).catch((err: unknown) => this.#o.log.error({ instanceId: a.id, reason: err instanceof Error ? err.message : String(err) }, 'could not run an acquired instance'));
     }
     // Over the fair share (a node joined): hand the excess off gracefully, then release it. In the
@@ -326,7 +326,7 @@ export class ClusterNode {
       // Stopped before released: another node can acquire it only once this copy is gone.
       if (this.#stopped || this.#fenced) return;
       await this.#store.release(id);
-      publish(this.#o.emitter, 'cluster', 'released', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'rebalance' }), 'cluster:released');
+      publish(this.#o.emitter, 'cluster:released', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'rebalance' as const }));
     } catch (err) {
       this.#o.log.warn({ instanceId: id, reason: err instanceof Error ? err.message : String(err) }, 'hand-off not released: the next owner waits for this node to give it up');
     } finally {
@@ -336,8 +336,8 @@ export class ClusterNode {
 
   #membership(nodes: string[]): void {
     const now = new Set(nodes);
-    for (const n of now) if (!this.#nodes.has(n) && n !== this.nodeId) publish(this.#o.emitter, 'cluster', 'node_up', () => ({ nodeId: n }), 'cluster:node_up');
-    for (const n of this.#nodes) if (!now.has(n)) publish(this.#o.emitter, 'cluster', 'node_down', () => ({ nodeId: n }), 'cluster:node_down');
+    for (const n of now) if (!this.#nodes.has(n) && n !== this.nodeId) publish(this.#o.emitter, 'cluster:node_up', () => ({ nodeId: n }));
+    for (const n of this.#nodes) if (!now.has(n)) publish(this.#o.emitter, 'cluster:node_down', () => ({ nodeId: n }));
     this.#nodes = now;
   }
 
@@ -362,9 +362,9 @@ export class ClusterNode {
     this.#fenced = true;
     const reason = `lease renewal overdue (no contact with the cluster store for ${this.#o.leaseMs - this.#o.safetyMs} ms): stopped before the lease can pass to another node`;
     this.#o.log.error({ instances: ids.length }, reason);
-    publish(this.#o.emitter, 'cluster', 'degraded', () => ({ nodeId: this.nodeId, reason, running: 0, fenced: ids.length }), 'cluster:degraded');
+    publish(this.#o.emitter, 'cluster:degraded', () => ({ nodeId: this.nodeId, reason, running: 0, fenced: ids.length }));
     for (const id of ids) {
-      publish(this.#o.emitter, 'cluster', 'lost', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'fenced' }), 'cluster:lost');
+      publish(this.#o.emitter, 'cluster:lost', () => ({ instanceId: id, nodeId: this.nodeId, reason: 'fenced' }));
       void this.#host.stopLocal(id, reason, true);
     }
   }

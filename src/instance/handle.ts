@@ -9,10 +9,11 @@
 import type { RedactedInstance } from './record.js';
 import type { InstanceStatus } from './state-machine.js';
 import type { InstanceHealth } from '../runtime/runtime.js';
-import type { InstanceEmitName, InstanceServer, InstanceStatusInfo, RestartClass } from './server.js';
+import type { InstanceServer, InstanceStatusInfo, RestartClass } from './server.js';
+import type { InstanceHandleEvents } from '../events.js';
 
-/** A listener of an instance event (`instance:connected`, …); the payload is described in README. */
-export type InstanceListener = (payload: Record<string, unknown>) => void;
+/** A listener of instance event `K` (`instance:connected`, …); its payload is in {@link InstanceHandleEvents}. */
+export type InstanceListener<K extends keyof InstanceHandleEvents = keyof InstanceHandleEvents> = (payload: InstanceHandleEvents[K]) => void;
 
 /** A read-only view of one instance (see the module notes). */
 export class InstanceHandle {
@@ -94,19 +95,19 @@ export class InstanceHandle {
   }
 
   /** Listens to one of its events (`instance:connected`, …). */
-  on(event: InstanceEmitName, listener: InstanceListener): this {
+  on<K extends keyof InstanceHandleEvents>(event: K, listener: InstanceListener<K>): this {
     this.#server.on(event, listener);
     return this;
   }
 
   /** Listens to the next one of its events. */
-  once(event: InstanceEmitName, listener: InstanceListener): this {
+  once<K extends keyof InstanceHandleEvents>(event: K, listener: InstanceListener<K>): this {
     this.#server.once(event, listener);
     return this;
   }
 
   /** Stops listening. */
-  off(event: InstanceEmitName, listener: InstanceListener): this {
+  off<K extends keyof InstanceHandleEvents>(event: K, listener: InstanceListener<K>): this {
     this.#server.off(event, listener);
     return this;
   }

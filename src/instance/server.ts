@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { InvalidConfigError } from '../errors.js';
-import { defaultLogger, publish } from '../telemetry.js';
+import { defaultLogger, publishUnchecked } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { classifyError, isFailureClass, type FailureClass } from '../wire/classify.js';
 import {
@@ -26,47 +26,10 @@ import {
 } from './record.js';
 import { transitionKind, type InstanceStatus, type TransitionKind } from './state-machine.js';
 import { MAX_TIMER_MS } from '../wire/timers.js';
+import type { EmitArgs, InstanceEventBase, InstanceHandleEvents } from '../events.js';
 
-/**
- * Every event an {@link InstanceServer} emits. On the server the emitter name is prefixed,
- * `instance:<event>` (e.g. `server.on('instance:connected', …)`); on `node:diagnostics_channel`
- * it is `threadvisor:instance:<event>`. The payload is the same object on both.
- *
- * Every payload has `instanceId`, `channelType`, `name` and a numeric `at` (ms epoch); reasons are
- * credential-free strings. Per event:
- * - `started`: `fresh` (false for {@link InstanceServer.markStarted}, true for a fresh start after a
- *   restart), `from`, `restartCount`, `reason` (fresh start only).
- * - `connecting`: `from`. `connected`: caller meta (scrubbed) + `from`, `connectedAt`.
- * - `disconnected`: `from`, `reason`.
- * - `error`: `from`, `reason`, `consecutiveFailures`, `trigger` (`fatal` | `max_consecutive_failures`),
- *   `class: 'fatal'` for the `fatal` trigger.
- * - `stopped`: `status`, `reason` (or null), `restartCount`, `uptimeMs`.
- * - `restart`: `class`, `reason`, `restartCount`, and `kind`, `attempt`, `delayMs` when given.
- * - `reconnect`: `phase`, `attempt`, `reason`, `class`, and `delayMs` when given.
- * - `probe`: `outcome`, `latencyMs`, `reason`, and `class` for a non-ok outcome.
- * - `invalid_transition`: `from`, `to`, `via` (the notify method), `reason`.
- * - `quarantined`: `quarantined` (true: put alone in a worker of its own because the shared worker
- *   it was in kept dying; false: released after a quiet period), `reason`.
- */
-export const INSTANCE_EVENTS = [
-  'started',
-  'connecting',
-  'connected',
-  'disconnected',
-  'error',
-  'stopped',
-  'restart',
-  'reconnect',
-  'probe',
-  'invalid_transition',
-  'quarantined',
-] as const;
-
-/** An instance event name (without the `instance:` prefix). */
-export type InstanceEventName = (typeof INSTANCE_EVENTS)[number];
-
-/** The emitter-side name of an instance event, e.g. `instance:connected`. */
-export type InstanceEmitName = `instance:${InstanceEventName}`;
+export { INSTANCE_EVENTS } from '../events.js';
+export type { InstanceEmitName, InstanceEventName } from '../events.js';
 
 /** Class of a restart marker (never `degraded`: a degraded failure does not restart anything). */
 export type RestartClass = 'recoverable' | 'fatal';
@@ -714,14 +677,10 @@ export class InstanceServer extends EventEmitter {
 
   // ---------------------------------------------------------------- internals
 
-  #emit(event: InstanceEventName, build: () => Record<string, unknown>): void {
-    publish(
-      this,
-      'instance',
-      event,
-      () => ({ ...build(), instanceId: this.#instance.id, channelType: this.#instance.channelType, name: this.#instance.name }),
-      `instance:${event}`,
-    );
+  #emit(...args: EmitArgs<InstanceHandleEvents, 'instance', keyof InstanceEventBase>): void {
+    const [event, build] = args;
+    const i = this.#instance;
+    publishUnchecked(this, `instance:${event}`, () => ({ ...build(), instanceId: i.id, channelType: i.channelType, name: i.name }));
   }
 
   #ignoredIfStopped(via: string): boolean {

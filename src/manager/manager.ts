@@ -16,7 +16,7 @@ import { clusterOptionsSchema, resolveCluster, safeRedisUrl, type ResolvedCluste
 import type { ClusterNode } from '../cluster/node.js';
 import { IntensityWindow, backoffDelay, backoffOptionsSchema, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
 import type { ChildExit, ChildSpec, RestartType, Shutdown } from '../supervisor/types.js';
-import { defaultLogger, publish } from '../telemetry.js';
+import { defaultLogger, publishUnchecked } from '../telemetry.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { findNonJson } from './json.js';
 import { CHECKPOINT_VERSION, MemoryStorage, type Checkpoint, type CheckpointKey, type Storage } from './storage.js';
@@ -34,6 +34,7 @@ import type {
   ReplyOf,
 } from './types.js';
 import { MAX_TIMER_MS } from '../wire/timers.js';
+import type { AgentEvents, EmitArgs, EmitterEvent, EmitterListener, ManagerEvents } from '../events.js';
 
 // --- option schemas ------------------------------------------------------------------------
 
@@ -362,6 +363,17 @@ const ended = (slot: Slot): boolean => slot.state === 'stopped';
 
 // --- the manager ---------------------------------------------------------------------------
 
+/** Typed `on` / `once` / `off` (declaration merging: types only, the class stays a plain `EventEmitter`). */
+// eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
+export interface InstanceManager<C extends AgentClass = AgentClass> {
+  on<K extends keyof ManagerEvents>(event: K, fn: (payload: ManagerEvents[K]) => void): this;
+  on(event: EmitterEvent, fn: EmitterListener): this;
+  once<K extends keyof ManagerEvents>(event: K, fn: (payload: ManagerEvents[K]) => void): this;
+  once(event: EmitterEvent, fn: EmitterListener): this;
+  off<K extends keyof ManagerEvents>(event: K, fn: (payload: ManagerEvents[K]) => void): this;
+  off(event: EmitterEvent, fn: EmitterListener): this;
+}
+
 /**
  * Keyed singletons: one agent per key (a user session, a chat room, a connection), started on
  * demand, put to sleep when nobody needs it, and woken with its state. A port of Jido's
@@ -388,6 +400,7 @@ const ended = (slot: Slot): boolean => slot.state === 'stopped';
  * `agent:hibernate_failed`, `agent:stopped`, `agent:crashed`, `agent:restarted`,
  * `agent:quarantined`.
  */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- the interface above only types on/once/off
 export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmitter {
   /** The manager's name (scopes its checkpoints). */
   readonly name: string;
@@ -1367,8 +1380,9 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
     return { manager: this.name, key };
   }
 
-  #emit(event: string, build: () => Record<string, unknown>): void {
-    publish(this, 'agent', event, () => ({ manager: this.name, ...build() }), `agent:${event}`);
+  #emit(...args: EmitArgs<AgentEvents, 'agent', 'manager' | 'at'>): void {
+    const [event, build] = args;
+    publishUnchecked(this, `agent:${event}`, () => ({ manager: this.name, ...build() }));
   }
 }
 

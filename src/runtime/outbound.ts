@@ -60,7 +60,7 @@ import {
   type FailureClass,
 } from '../errors.js';
 import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
-import { eventChannel, publish } from '../telemetry.js';
+import { channelOf, publish } from '../telemetry.js';
 import { parseConfig, parseOrThrow } from '../validate.js';
 import type { WireError } from '../wire/errors.js';
 import type { AckResult } from '../wire/protocol.js';
@@ -550,13 +550,13 @@ function promiseOf<M, R>(e: Entry<M, R>): Promise<R> {
   return e.promise;
 }
 
-const CH_QUEUED = eventChannel('delivery', 'queued');
-const CH_ATTEMPT = eventChannel('delivery', 'attempt');
-const CH_RETRY = eventChannel('delivery', 'retry');
-const CH_DELIVERED = eventChannel('delivery', 'delivered');
-const CH_GAVE_UP = eventChannel('delivery', 'gave_up');
-const CH_DUPLICATE = eventChannel('delivery', 'skipped_duplicate');
-const CH_REQUEUED = eventChannel('delivery', 'requeued');
+const CH_QUEUED = channelOf('delivery:queued');
+const CH_ATTEMPT = channelOf('delivery:attempt');
+const CH_RETRY = channelOf('delivery:retry');
+const CH_DELIVERED = channelOf('delivery:delivered');
+const CH_GAVE_UP = channelOf('delivery:gave_up');
+const CH_DUPLICATE = channelOf('delivery:skipped_duplicate');
+const CH_REQUEUED = channelOf('delivery:requeued');
 
 const defaultNow = (): number => performance.now();
 const identity = (text: string): string => text;
@@ -572,21 +572,9 @@ const crashLater = (err: unknown): void => {
  * The main-thread outbound queue of one instance. See the module notes for the ordering,
  * retry, crash, pressure and admission decisions.
  *
- * Events (each also on `node:diagnostics_channel` as `threadvisor:delivery:<event>` /
- * `threadvisor:instance:pressure`, payloads built only when someone listens):
- *
- * | event | payload (besides `instanceId`, `at`) |
- * |---|---|
- * | `delivery:queued` | `messageId`, `attempt: 0`, `depth` |
- * | `delivery:attempt` | `messageId`, `seq`, `attempt`, `queuedMs` (enqueue → this dispatch) |
- * | `delivery:retry` | `messageId`, `seq`, `attempt` (the failed one), `nextAttempt`, `delayMs`, `class`, `code`, `reason`, `totalMs` |
- * | `delivery:delivered` | `messageId`, `seq`, `attempt`, `queuedMs` (enqueue → first dispatch), `totalMs` |
- * | `delivery:gave_up` | `messageId`, `attempt`, `reason` ({@link DeliveryFailureReason}), `class`, `code`, `error`, `totalMs` |
- * | `delivery:skipped_duplicate` | `messageId`, `attempt: 0`, `state` (`delivered` or `pending`) |
- * | `delivery:requeued` | `count`, `reason`, `crashed` |
- * | `instance:pressure` | `level`, `previous`, `depth`, `capacity` |
- *
- * `messageId` is the idempotency key, or the queue's own message number when there is none.
+ * Events (each also on `node:diagnostics_channel` as `threadvisor:<event>`, payloads built only
+ * when someone listens): the `delivery:*` events of `DeliveryEvents` and `instance:pressure`
+ * (src/events.ts, the one event table).
  *
  * Wiring it to a worker (sketch; `window` is the credit per worker):
  *
@@ -847,7 +835,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       const receipt = cache.get(key) as R;
       this.#counters.duplicatesSkipped++;
       if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
-        publish(this, 'delivery', 'skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'delivered' }), 'delivery:skipped_duplicate');
+        publish(this, 'delivery:skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'delivered' }));
       }
       return Promise.resolve(receipt);
     }
@@ -855,7 +843,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (pending === undefined) return undefined;
     this.#counters.duplicatesSkipped++;
     if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
-      publish(this, 'delivery', 'skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'pending' }), 'delivery:skipped_duplicate');
+      publish(this, 'delivery:skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'pending' }));
     }
     return promiseOf(pending);
   }
@@ -943,7 +931,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#counters.enqueued++;
     if (depth >= this.#upper) this.#repressure();
     if (CH_QUEUED.hasSubscribers || this.listenerCount('delivery:queued') > 0) {
-      publish(this, 'delivery', 'queued', () => ({ instanceId: this.instanceId, messageId: e.messageId, attempt: 0, depth }), 'delivery:queued');
+      publish(this, 'delivery:queued', () => ({ instanceId: this.instanceId, messageId: e.messageId, attempt: 0, depth }));
     }
     this.#scheduleReady();
   }
@@ -1097,10 +1085,8 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
         const seq = e.seq;
         publish(
           this,
-          'delivery',
-          'attempt',
-          () => ({ instanceId: this.instanceId, messageId: e.messageId, seq, attempt, queuedMs: now - e.enqueuedAt }),
           'delivery:attempt',
+          () => ({ instanceId: this.instanceId, messageId: e.messageId, seq, attempt, queuedMs: now - e.enqueuedAt }),
         );
       }
     }
@@ -1200,8 +1186,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (announce) {
       publish(
         this,
-        'delivery',
-        'delivered',
+        'delivery:delivered',
         () => ({
           instanceId: this.instanceId,
           messageId: e.messageId,
@@ -1210,7 +1195,6 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
           queuedMs: e.firstDispatchAt - e.enqueuedAt,
           totalMs: now - e.enqueuedAt,
         }),
-        'delivery:delivered',
       );
     }
     settleOk(e, receipt);
@@ -1227,8 +1211,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       if (CH_RETRY.hasSubscribers || this.listenerCount('delivery:retry') > 0) {
         publish(
           this,
-          'delivery',
-          'retry',
+          'delivery:retry',
           () => ({
             instanceId: this.instanceId,
             messageId: e.messageId,
@@ -1241,7 +1224,6 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
             reason: err.reason,
             totalMs: now - e.enqueuedAt,
           }),
-          'delivery:retry',
         );
       }
       return true;
@@ -1271,8 +1253,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (CH_GAVE_UP.hasSubscribers || this.listenerCount('delivery:gave_up') > 0) {
       publish(
         this,
-        'delivery',
-        'gave_up',
+        'delivery:gave_up',
         () => ({
           instanceId: this.instanceId,
           messageId: e.messageId,
@@ -1283,7 +1264,6 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
           error: last.message,
           totalMs: now - e.enqueuedAt,
         }),
-        'delivery:gave_up',
       );
     }
     settleError(e, error);
@@ -1363,7 +1343,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     const n = entries.length;
     this.#counters.requeued += n;
     if (CH_REQUEUED.hasSubscribers || this.listenerCount('delivery:requeued') > 0) {
-      publish(this, 'delivery', 'requeued', () => ({ instanceId: this.instanceId, count: n, reason, crashed }), 'delivery:requeued');
+      publish(this, 'delivery:requeued', () => ({ instanceId: this.instanceId, count: n, reason, crashed }));
     }
     if (n > 0) this.#giveBack(entries, now);
     if (this.#drainers.length > 0) this.#checkDrained();
@@ -1514,16 +1494,14 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#setBounds();
     publish(
       this,
-      'instance',
-      'pressure',
+      'instance:pressure',
       () => ({
         instanceId: this.instanceId,
-        level: PRESSURE_LEVELS[level],
-        previous: PRESSURE_LEVELS[previous],
+        level: PRESSURE_LEVELS[level] as PressureLevel,
+        previous: PRESSURE_LEVELS[previous] as PressureLevel,
         depth: d,
         capacity: this.capacity,
       }),
-      'instance:pressure',
     );
   }
 }

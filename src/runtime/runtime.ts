@@ -20,13 +20,14 @@ import {
   type ThreadvisorError,
 } from '../errors.js';
 import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instance/record.js';
-import { INSTANCE_EVENTS, InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
+import { InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
 import { InstanceHandle } from '../instance/handle.js';
 import type { InstanceStatus } from '../instance/state-machine.js';
 import { backoffDelay, IntensityWindow, resolveBackoff } from '../supervisor/backoff.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { isNormalExit, type ChildExit, type ChildSpec, type Shutdown } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
+import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } from '../events.js';
 import { parseConfig } from '../validate.js';
 import { findNonJson } from '../manager/json.js';
 import type { WorkerHost } from '../worker/host.js';
@@ -177,16 +178,27 @@ function exitKind(exit: Pick<ChildExit, 'class' | 'reason'>): string {
   return exit.class === 'exit' && exit.reason === RECONNECT_EXHAUSTED ? RECONNECT_EXHAUSTED : exit.class;
 }
 
+/** Typed `on` / `once` / `off` (declaration merging: types only, the class stays a plain `EventEmitter`). */
+// eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
+export interface Runtime<M extends RuntimeMode = 'local'> {
+  on<K extends keyof RuntimeEvents>(event: K, fn: (payload: RuntimeEvents[K]) => void): this;
+  on(event: EmitterEvent, fn: EmitterListener): this;
+  once<K extends keyof RuntimeEvents>(event: K, fn: (payload: RuntimeEvents[K]) => void): this;
+  once(event: EmitterEvent, fn: EmitterListener): this;
+  off<K extends keyof RuntimeEvents>(event: K, fn: (payload: RuntimeEvents[K]) => void): this;
+  off(event: EmitterEvent, fn: EmitterListener): this;
+}
+
 /**
  * The instance runtime: a registry of channel instances, each running its channel's poller and
  * sender in its own worker thread under its own supervisor. The runtime's {@link InstanceServer}s
  * are the single source of truth for status, counters and lifecycle events.
  *
- * Events (also on diagnostics_channel `threadvisor:instance:<event>`): `instance:started`,
- * `instance:connecting`, `instance:connected`, `instance:disconnected`, `instance:error`,
- * `instance:stopped`, `instance:restart`, `instance:reconnect`, `instance:probe`,
- * `instance:invalid_transition`; and `message:failed` when `onMessage` throws.
+ * Events (each also on diagnostics_channel `threadvisor:<event>`): `EVENTS.runtime`, with the
+ * payloads of {@link RuntimeEvents} (events.ts): `instance:*`, `delivery:*`, `message:failed` when
+ * `onMessage` throws, `worker:split`, and in cluster mode `cluster:*` and `durable:malformed`.
  */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- the interface above only types on/once/off
 export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   readonly #opts: Resolved;
   readonly #log: Logger;
@@ -252,7 +264,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#root = root;
     this.#log = root.child({ component: 'runtime' });
     // Delivery events are on the hot path: a queue builds them only once someone listens here.
-    this.on('newListener', (event: string | symbol) => {
+    super.on('newListener', (event: string | symbol) => {
       if (typeof event !== 'string' || !event.startsWith('delivery:') || this.#deliveryForwarded.has(event)) return;
       this.#deliveryForwarded.add(event);
       for (const e of this.#entries.values()) e.queue.on(event, (p: unknown) => this.emit(event, p));
@@ -575,10 +587,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       stableAfterMs: this.#opts.reconnect.resetAfterMs,
       queueDepth: () => ref.entry?.queue.depth ?? queue.depth,
     });
-    for (const event of INSTANCE_EVENTS) {
-      const name = `instance:${event}`;
-      server.on(name, (payload: unknown) => this.emit(name, payload));
-    }
+    for (const name of EVENTS.instance) server.on(name, (payload: unknown) => this.emit(name, payload));
     const entry: Entry = {
       id: record.id,
       server,
@@ -1148,7 +1157,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     const half = Math.ceil(live.length / 2);
     const parts = [live.slice(0, half), live.slice(half)].filter((p) => p.length > 0);
     this.#log.warn({ group: from.id, into: parts.map((p) => p.length), reason }, 'shared worker keeps dying: splitting it');
-    publish(this, 'worker', 'split', () => ({ group: from.id, deaths: from.deaths, into: parts.map((p) => p.map((e) => e.id)), reason }), 'worker:split');
+    publish(this, 'worker:split', () => ({ group: from.id, deaths: from.deaths, into: parts.map((p) => p.map((e) => e.id)), reason }));
     for (const part of parts) {
       const alone = part.length === 1 ? part[0] : undefined;
       const group = alone ? this.#newGroup(alone, true) : this.#newGroup(undefined, true);
@@ -1468,7 +1477,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
             this.#handlerErrors++;
             const reason = entry.server.redactReason(err);
             entry.log.warn({ reason }, 'onMessage failed');
-            publish(this, 'message', 'failed', () => ({ ...meta, reason }), 'message:failed');
+            publish(this, 'message:failed', () => ({ ...meta, reason }));
           }
         }
       }

@@ -12,6 +12,7 @@ import {
   StoppedError,
 } from '../errors.js';
 import { defaultLogger, publish } from '../telemetry.js';
+import type { EmitterEvent, EmitterListener, SupervisorEvents } from '../events.js';
 import { loggerSchema, parseOrThrow } from '../validate.js';
 import { IntensityWindow, backoffDelay, backoffOptionsSchema, resolveBackoff, type BackoffOptions, type BackoffPolicy } from './backoff.js';
 import {
@@ -174,6 +175,17 @@ function describeNonChild(value: unknown): string {
   return `${typeof value} ${text.length > 60 ? `${text.slice(0, 60)}...` : text}`;
 }
 
+/** Typed `on` / `once` / `off` (declaration merging: types only, the class stays a plain `EventEmitter`). */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- types only
+export interface Supervisor {
+  on<K extends keyof SupervisorEvents>(event: K, fn: (payload: SupervisorEvents[K]) => void): this;
+  on(event: EmitterEvent, fn: EmitterListener): this;
+  once<K extends keyof SupervisorEvents>(event: K, fn: (payload: SupervisorEvents[K]) => void): this;
+  once(event: EmitterEvent, fn: EmitterListener): this;
+  off<K extends keyof SupervisorEvents>(event: K, fn: (payload: SupervisorEvents[K]) => void): this;
+  off(event: EmitterEvent, fn: EmitterListener): this;
+}
+
 /**
  * An OTP supervisor on the main thread. It starts children in order, watches each one's
  * `exited` promise, and restarts what its strategy says after a bounded, jittered delay. More
@@ -188,6 +200,7 @@ function describeNonChild(value: unknown): string {
  * `child_started`, `child_exited`, `child_restarting` (a restart is scheduled, with its delay),
  * `child_restarted`, `escalated`, `stopped`.
  */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- the interface above only types on/once/off
 export class Supervisor extends EventEmitter implements RunningChild {
   /** Name used in events and logs. */
   readonly name: string;
@@ -415,7 +428,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
       this.#state = 'stopped';
       const exit: ChildExit = { class: 'shutdown', reason: 'shutdown' };
       this.#logger.debug('supervisor stopped');
-      publish(this, 'supervisor', 'stopped', () => ({ supervisor: this.name }));
+      publish(this, 'supervisor:stopped', () => ({ supervisor: this.name }), 'stopped');
       this.#resolveExited(exit);
       return exit;
     });
@@ -500,7 +513,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
     }
     entry.running = child;
     entry.status = 'running';
-    publish(this, 'supervisor', 'child_started', () => ({ supervisor: this.name, childId: id, attempt }));
+    publish(this, 'supervisor:child_started', () => ({ supervisor: this.name, childId: id, attempt }), 'child_started');
     void child.exited.then((exit) => this.#onExit(entry, child, exit));
     return child;
   }
@@ -527,13 +540,13 @@ export class Supervisor extends EventEmitter implements RunningChild {
     const log = isNormalExit(exit) ? 'debug' : 'warn';
     const reason = this.#redact(exit.reason);
     this.#logger[log]({ childId: entry.spec.id, class: exit.class, reason, code: exit.code }, 'child exited');
-    publish(this, 'supervisor', 'child_exited', () => ({
+    publish(this, 'supervisor:child_exited', () => ({
       supervisor: this.name,
       childId: entry.spec.id,
       class: exit.class,
       reason,
       code: exit.code,
-    }));
+    }), 'child_exited');
   }
 
   async #handleDeath(entry: Entry, exit: ChildExit): Promise<void> {
@@ -568,7 +581,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
     entry.attempt += 1;
     for (const e of group) e.status = 'restarting';
     this.#logger.info({ childId: entry.spec.id, attempt, delayMs, class: exit.class }, 'restarting child');
-    publish(this, 'supervisor', 'child_restarting', () => ({
+    publish(this, 'supervisor:child_restarting', () => ({
       supervisor: this.name,
       childId: entry.spec.id,
       attempt,
@@ -577,7 +590,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
       class: exit.class,
       reason: this.#redact(exit.reason),
       code: exit.code,
-    }));
+    }), 'child_restarting');
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       void this.#serial(() => this.#restartGroup(group, entry, attempt, delayMs, exit)).catch((err: unknown) => {
@@ -605,7 +618,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
         return;
       }
       if (!child) continue; // ignored: it stays down, the rest of the group restarts
-      publish(this, 'supervisor', 'child_restarted', () => ({
+      publish(this, 'supervisor:child_restarted', () => ({
         supervisor: this.name,
         childId: e.spec.id,
         attempt: e === cause ? attempt : undefined,
@@ -614,7 +627,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
         cause: cause.spec.id,
         class: exit.class,
         reason: this.#redact(exit.reason),
-      }));
+      }), 'child_restarted');
     }
   }
 
@@ -624,14 +637,14 @@ export class Supervisor extends EventEmitter implements RunningChild {
     this.#clearTimers();
     this.#logger.error({ childId: entry.spec.id, class: exit.class }, reason);
     await this.#terminateAll();
-    publish(this, 'supervisor', 'escalated', () => ({
+    publish(this, 'supervisor:escalated', () => ({
       supervisor: this.name,
       childId: entry.spec.id,
       class: exit.class,
       reason,
       maxRestarts: this.#intensity.maxRestarts,
       periodMs: this.#intensity.periodMs,
-    }));
+    }), 'escalated');
     this.#resolveExited({ class: 'escalated', reason });
   }
 

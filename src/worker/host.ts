@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import { InvalidConfigError, NotFoundError, StartFailureError, TimeoutError, WorkerExitedError } from '../errors.js';
 import type { ChildExit, ChildSpec, ExitClass, RestartType, RunningChild, Shutdown, StartContext } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
+import type { EmitterEvent, EmitterListener, WorkerEvents } from '../events.js';
 import { PROTOCOL_VERSION, nodeEndpoint, type PongMessage, type SupervisedWorkerData } from '../wire/host.js';
 import {
   flattenIssues,
@@ -138,40 +139,7 @@ export interface WorkerHostStats {
   readonly timers: number;
 }
 
-/** Payload of the `heartbeat` event (and of `threadvisor:worker:heartbeat`). */
-export interface HeartbeatEvent {
-  readonly childId: string;
-  readonly threadId: number;
-  readonly seq: number;
-  readonly elu: number;
-  readonly heapUsed: number;
-  /** Round trip of the ping in milliseconds. */
-  readonly rttMs: number;
-  readonly at: number;
-}
-
-/** Payload of the `heartbeat_missed` event (and of `threadvisor:worker:heartbeat_missed`). */
-export interface HeartbeatMissedEvent {
-  readonly childId: string;
-  readonly threadId: number;
-  readonly seq: number;
-  /** Consecutive misses so far. */
-  readonly missed: number;
-  readonly maxMissed: number;
-  readonly at: number;
-}
-
-/**
- * Payload of the `exit` event (and of `threadvisor:worker:exit`). When the start context has a
- * `redact` (a supervised child), `exit.error` is a scrubbed copy of the worker's error (name,
- * message, stack, code), never the raw one.
- */
-export interface WorkerExitEvent {
-  readonly childId: string;
-  readonly threadId: number;
-  readonly exit: ChildExit;
-  readonly at: number;
-}
+export type { HeartbeatEvent, HeartbeatMissedEvent, WorkerExitEvent } from '../events.js';
 
 type AnyMethod = (...args: never[]) => unknown;
 
@@ -248,6 +216,17 @@ function scrubbedError(err: Error, redact: (text: string) => string): Error {
   return copy;
 }
 
+/** Typed `on` / `once` / `off` (declaration merging: types only, the class stays a plain `EventEmitter`). */
+// eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
+export interface WorkerHost<API extends object = Record<string, AnyMethod>> {
+  on<K extends keyof WorkerEvents>(event: K, fn: (payload: WorkerEvents[K]) => void): this;
+  on(event: EmitterEvent, fn: EmitterListener): this;
+  once<K extends keyof WorkerEvents>(event: K, fn: (payload: WorkerEvents[K]) => void): this;
+  once(event: EmitterEvent, fn: EmitterListener): this;
+  off<K extends keyof WorkerEvents>(event: K, fn: (payload: WorkerEvents[K]) => void): this;
+  off(event: EmitterEvent, fn: EmitterListener): this;
+}
+
 /**
  * A running worker thread, supervised. Create one with {@link WorkerHost.start}; it resolves once
  * the worker's `serve()` reported ready. Implements {@link RunningChild}.
@@ -259,6 +238,7 @@ function scrubbedError(err: Error, redact: (text: string) => string): Error {
  *
  * @typeParam API - the object the worker passes to `serve()`; drives the types of {@link WorkerHost.call}.
  */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- the interface above only types on/once/off
 export class WorkerHost<API extends object = Record<string, AnyMethod>> extends EventEmitter implements RunningChild {
   /**
    * Resolves exactly once with the exit record when the worker has ended: its thread has exited,
@@ -691,13 +671,13 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     this.#missedTotal++;
     const seq = this.#seq;
     const missed = this.#missed;
-    publish(this, 'worker', 'heartbeat_missed', () => ({
+    publish(this, 'worker:heartbeat_missed', () => ({
       childId: this.childId,
       threadId: this.threadId,
       seq,
       missed,
       maxMissed: this.#maxMissed,
-    }));
+    }), 'heartbeat_missed');
   }
 
   /** (Re)arms the watchdog: `ms` from now, by default the full `maxMissed × intervalMs`. */
@@ -764,14 +744,14 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     this.#elu = msg.elu;
     this.#heapUsed = msg.heapUsed;
     const rttMs = msg.seq === this.#seq ? performance.now() - this.#lastPingAt : Number.NaN;
-    publish(this, 'worker', 'heartbeat', () => ({
+    publish(this, 'worker:heartbeat', () => ({
       childId: this.childId,
       threadId: this.threadId,
       seq: msg.seq,
       elu: msg.elu,
       heapUsed: msg.heapUsed,
       rttMs,
-    }));
+    }), 'heartbeat');
   }
 
   #onMalformed(channel: string, reason: string): void {
@@ -901,7 +881,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
 
     const level = wasStarting || !(exit.class === 'normal' || exit.class === 'shutdown') ? 'warn' : 'info';
     this.#log[level]({ exitClass: exit.class, reason: exit.reason, code }, 'worker exited');
-    publish(this, 'worker', 'exit', () => ({ childId: this.childId, threadId: this.threadId, exit }));
+    publish(this, 'worker:exit', () => ({ childId: this.childId, threadId: this.threadId, exit }), 'exit');
     if (wasStarting) {
       this.#rejectReady(
         new StartFailureError(this.childId, exit.reason, {
