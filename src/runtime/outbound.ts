@@ -64,6 +64,7 @@ import { eventChannel, publish } from '../telemetry.js';
 import { parseConfig, parseOrThrow } from '../validate.js';
 import type { WireError } from '../wire/errors.js';
 import type { AckResult } from '../wire/protocol.js';
+import { timerDelay } from '../wire/timers.js';
 import { LruCache } from './lru.js';
 
 // ───────────────────────────────────────────────────────────────────────── types
@@ -579,7 +580,7 @@ const crashLater = (err: unknown): void => {
  * |---|---|
  * | `delivery:queued` | `messageId`, `attempt: 0`, `depth` |
  * | `delivery:attempt` | `messageId`, `seq`, `attempt`, `queuedMs` (enqueue → this dispatch) |
- * | `delivery:retry` | `messageId`, `seq`, `attempt` (the failed one), `nextAttempt`, `delayMs`, `class`, `code`, `reason`, `totalMs` |
+ * | `delivery:retry` | `messageId`, `seq`, `attempt` (the failed one), `nextAttempt`, `delayMs` (at least the channel's `retryAfterMs`), `retryAfterMs` (when the channel gave one), `class`, `code`, `reason`, `totalMs` |
  * | `delivery:delivered` | `messageId`, `seq`, `attempt`, `queuedMs` (enqueue → first dispatch), `totalMs` |
  * | `delivery:gave_up` | `messageId`, `attempt`, `reason` ({@link DeliveryFailureReason}), `class`, `code`, `error`, `totalMs` |
  * | `delivery:skipped_duplicate` | `messageId`, `attempt: 0`, `state` (`delivered` or `pending`) |
@@ -1221,7 +1222,10 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     const err = this.#scrubbed(error);
     e.attempts++;
     if (err.class === 'recoverable' && e.attempts < this.#maxAttempts) {
-      const delayMs = backoffDelay(this.#policy, e.attempts - 1);
+      // A channel's retry-after (e.g. a 429's) is a floor: the retry waits no sooner.
+      const retryAfterMs = error?.retryAfterMs;
+      const backoffMs = backoffDelay(this.#policy, e.attempts - 1);
+      const delayMs = retryAfterMs === undefined ? backoffMs : timerDelay(Math.max(backoffMs, retryAfterMs));
       e.notBefore = delayMs > 0 ? now + delayMs : 0;
       this.#counters.retried++;
       if (CH_RETRY.hasSubscribers || this.listenerCount('delivery:retry') > 0) {
@@ -1236,6 +1240,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
             attempt: e.attempts,
             nextAttempt: e.attempts + 1,
             delayMs,
+            ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
             class: err.class,
             code: err.code,
             reason: err.reason,
