@@ -60,7 +60,7 @@ import {
   type FailureClass,
 } from '../errors.js';
 import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
-import { eventChannel, publish } from '../telemetry.js';
+import { eventChannel, publish, publishOn } from '../telemetry.js';
 import { parseConfig, parseOrThrow } from '../validate.js';
 import type { WireError } from '../wire/errors.js';
 import type { AckResult } from '../wire/protocol.js';
@@ -1199,10 +1199,10 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     }
     this.#counters.delivered++;
     if (announce) {
-      publish(
+      publishOn(
+        CH_DELIVERED,
         this,
-        'delivery',
-        'delivered',
+        'delivery:delivered',
         () => ({
           instanceId: this.instanceId,
           messageId: e.messageId,
@@ -1211,7 +1211,6 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
           queuedMs: e.firstDispatchAt - e.enqueuedAt,
           totalMs: now - e.enqueuedAt,
         }),
-        'delivery:delivered',
       );
     }
     settleOk(e, receipt);
