@@ -1219,10 +1219,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   /** A failed attempt: returns true when the entry is to be retried (caller puts it back). */
   #fail(e: Entry<M, R>, error: WireError | undefined, now: number): boolean {
     const err = this.#scrubbed(error);
+    // A channel's retry-after (e.g. a 429's) is a floor on the retry's delay. The runtime checks
+    // acks (zod); this guards a queue driven directly.
+    const after = error?.retryAfterMs;
+    const retryAfterMs = typeof after === 'number' && Number.isFinite(after) && after >= 0 ? after : undefined;
     e.attempts++;
     if (err.class === 'recoverable' && e.attempts < this.#maxAttempts) {
-      // A channel's retry-after (e.g. a 429's) is a floor: the retry waits no sooner.
-      const retryAfterMs = error?.retryAfterMs;
       const backoffMs = backoffDelay(this.#policy, e.attempts - 1);
       const delayMs = retryAfterMs === undefined ? backoffMs : timerDelay(Math.max(backoffMs, retryAfterMs));
       e.notBefore = delayMs > 0 ? now + delayMs : 0;
@@ -1253,7 +1255,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     // An unknown class (the runtime validates acks; this is belt and braces) is final.
     const cls: FailureClass = err.class === 'recoverable' || err.class === 'degraded' ? err.class : 'fatal';
     const why: DeliveryFailureReason = cls === 'recoverable' ? 'max_attempts' : cls;
-    this.#giveUp(e, why, new ChannelError(err.reason, { class: cls, code: err.code }), now);
+    this.#giveUp(e, why, new ChannelError(err.reason, { class: cls, code: err.code, retryAfterMs }), now);
     return false;
   }
 
