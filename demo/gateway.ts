@@ -1,8 +1,13 @@
 /**
  * The gateway demo: a small chat gateway built only on threadvisor's public API.
  *
- * - N `loopback` instances (one worker thread each, or `--per-worker` of them per worker) poll
- *   generated inbound traffic for many rooms.
+ * - N instances (one worker thread each, or `--per-worker` of them per worker) long-poll the
+ *   platform simulator (`demo/platform-sim.ts`, started in this process on 127.0.0.1) over real
+ *   HTTP with the `gateway-sim` channel (`threadvisor/http`), a token each; its updates spread
+ *   over many rooms. `--loopback`: in-memory `loopback` instances instead, no network.
+ *   Over HTTP, the provider burst and the revoked token are the simulator's own (5xx, 401), and
+ *   the summary adds the simulator's counters: 429s honoured, requests over the limit (must be
+ *   0: every retry waited for its `retry_after`) and 409s (must be 0).
  * - Every inbound message goes to its room's keyed agent in an `InstanceManager` (get-or-start;
  *   idle rooms hibernate to a `FileStorage` under a temp dir and thaw on their next message);
  *   the agent's reply goes back out with `rt.send(instanceId, reply)` through that instance's
@@ -30,7 +35,7 @@
  *   Beyond 24 instances the table shows summary rows (by status, by worker) and only the
  *   instances that need attention.
  *
- *   npm run demo -- [--duration <s>] [--instances <n>] [--per-worker <n>] [--rooms <n>] [--rate <n>] [--json] [--log-level <level>]
+ *   npm run demo -- [--duration <s>] [--instances <n>] [--per-worker <n>] [--rooms <n>] [--rate <n>] [--loopback] [--json] [--log-level <level>]
  *
  * @packageDocumentation
  */
@@ -40,18 +45,24 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { DeliveryFailedError, FileStorage, InstanceManager, Runtime, ThreadvisorError } from '../src/index.js';
+import { startPlatformSim, type PlatformSim } from './platform-sim.js';
 import { RoomAgent, type RoomReply } from './room-agent.js';
 import { redraw, renderLogLine, renderTable, secs, type Frame, type InstanceRow } from './table.js';
 
 // ───────────────────────────────────────────────────────────────────────── options
 
-const USAGE = `threadvisor gateway demo: loopback instances on worker threads, rooms as keyed agents,
-faults injected on a schedule, and a summary that must show nothing lost.
+/** Requests per second per token the simulator allows (getUpdates excepted) before it answers 429. */
+const SIM_RATE_LIMIT = 30;
+/** The channel module of the HTTP mode. */
+const GATEWAY_SIM = new URL('./channels/gateway-sim.js', import.meta.url);
+
+const USAGE = `threadvisor gateway demo: instances on worker threads talking HTTP to a platform simulator,
+rooms as keyed agents, faults injected on a schedule, and a summary that must show nothing lost.
 
 usage: npm run demo -- [options]        (or: node dist/demo/gateway.js [options])
 
   --duration <s>       seconds to run after warm-up (default 30, at least 6)
-  --instances <n>      loopback instances (default 8, at least 2); min(5, n - 1) of them get
+  --instances <n>      instances (default 8, at least 2); min(5, n - 1) of them get
                        a fault, the rest are siblings; beyond 24 instances the table shows
                        summary rows and only the instances that need attention
   --per-worker <n>     instances per worker thread, placement.instancesPerWorker (default 1:
@@ -65,6 +76,9 @@ usage: npm run demo -- [options]        (or: node dist/demo/gateway.js [options]
                        must only be restarted and connected again; all others, undisturbed
   --rooms <n>          rooms per instance (default 24; a quarter of them are hot)
   --rate <n>           inbound messages per second per instance (default 20)
+  --loopback           in-memory loopback instances instead of HTTP against the simulator
+                       (which allows ${SIM_RATE_LIMIT} requests per second per token, answering
+                       429 + retry_after beyond)
   --json               print the summary as one JSON object on the last line of stdout;
                        everything else goes to stderr
   --log-level <level>  level of the library's pino logs on stderr: fatal, error, warn (default),
@@ -72,7 +86,7 @@ usage: npm run demo -- [options]        (or: node dist/demo/gateway.js [options]
   --help               this text
 
 exit code: 0 when nothing was lost, no sibling was disturbed (expected casualties came back)
-and every fault was detected.`;
+and every fault was detected (over HTTP also: no request over the limit, no 409).`;
 
 /** The runtime's largest `placement.instancesPerWorker`. */
 const MAX_PER_WORKER = 1000;
@@ -85,6 +99,7 @@ interface Args {
   perWorker: number;
   rooms: number;
   rate: number;
+  loopback: boolean;
   json: boolean;
   logLevel: string;
 }
@@ -99,6 +114,7 @@ function parseCli(): Args {
         'per-worker': { type: 'string', default: '1' },
         rooms: { type: 'string', default: '24' },
         rate: { type: 'string', default: '20' },
+        loopback: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         'log-level': { type: 'string', default: 'warn' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -133,6 +149,7 @@ function parseCli(): Args {
     perWorker: num('per-worker', values['per-worker'], 1, true, MAX_PER_WORKER),
     rooms: num('rooms', values.rooms, 1, true),
     rate: num('rate', values.rate, 1, false),
+    loopback: values.loopback,
     json: values.json,
     logLevel,
   };
@@ -150,7 +167,7 @@ const FAULT_TEXT: Record<FaultName, string> = {
   crash: 'uncaught exception in the worker',
   hang: 'busy loop: the event loop never yields',
   oom: 'heap blow-up under resourceLimits.maxOldGenerationSizeMb 64',
-  provider: '3 refused connects + 6 HTTP 503s at start, then a connection reset',
+  provider: '3 refused connects + 6 failed sends (HTTP 5xx) at start, then a connection reset',
   fatal: 'credentials revoked (HTTP 401): fatal, no restart loop',
 };
 /**
@@ -295,6 +312,13 @@ async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 25): Pro
   return true;
 }
 
+/** The simulator's counters summed over its tokens. */
+function simulatorTotals(sim: PlatformSim): { requests: number; sent: number; rateLimited: number; overLimit: number; conflicts: number; serverErrors: number; unauthorized: number } {
+  const total = { requests: 0, sent: 0, rateLimited: 0, overLimit: 0, conflicts: 0, serverErrors: 0, unauthorized: 0 };
+  for (const st of Object.values(sim.stats())) for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += st[k];
+  return total;
+}
+
 // ───────────────────────────────────────────────────────────────────────── main
 
 async function main(): Promise<number> {
@@ -346,7 +370,14 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSigint);
 
   const dir = await mkdtemp(join(tmpdir(), 'threadvisor-gateway-'));
-  const removeDir = () => rm(dir, { recursive: true, force: true });
+  // Over HTTP: the platform simulator, in this process, generating `rate` updates per second per token.
+  const sim: PlatformSim | undefined = args.loopback ? undefined : await startPlatformSim({ updates: { perSec: args.rate }, rateLimit: { perSec: SIM_RATE_LIMIT } });
+  const removeDir = async () => {
+    await sim?.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  /** Each instance's token over HTTP (the revoked one is {@link TOKEN}). */
+  const tokenOf = (inst: Inst) => (inst.fault === 'fatal' ? TOKEN : `${inst.id}-token-${inst.index}`);
   let phase: 'running' | 'closing' = 'running';
   const t = {
     inbound: 0,
@@ -535,7 +566,8 @@ async function main(): Promise<number> {
   try {
     // ---- start the instances -------------------------------------------------------------
     const packing = args.perWorker === 1 ? 'a worker each' : `${args.perWorker} per worker`;
-    const header = `threadvisor gateway · ${args.instances} loopback instances (${packing}) · ${args.rooms} rooms each · ${args.rate} msg/s each · idle ${idleTimeoutMs} ms`;
+    const kind = sim ? `HTTP instances against the simulator at ${sim.url}` : 'loopback instances';
+    const header = `threadvisor gateway · ${args.instances} ${kind} (${packing}) · ${args.rooms} rooms each · ${args.rate} msg/s each · idle ${idleTimeoutMs} ms`;
     say(`${header} · storage ${dir}`);
     const faulted = insts.filter((i) => i.fault).map((i) => `${i.fault} ${i.id}`);
     say(`starting ${args.instances} instances (faults for ${faultCount} of them: ${faulted.join(', ') || 'none'}) …`);
@@ -565,9 +597,20 @@ async function main(): Promise<number> {
       // The heartbeat already runs while a new worker loads zod and the channel module; on an
       // overloaded machine that can exceed 4 × 250 ms, and a first start that fails is not
       // retried by the runtime (startInstance rejects with start_failure). Retry it here.
+      let start: Parameters<Runtime['startInstance']>[0] = { id: inst.id, name: inst.id, channelType: 'loopback', channel: 'loopback', settings, ...extra };
+      if (sim) {
+        // Over HTTP the provider's refused connects and 503s are the simulator's own 500s.
+        const token = tokenOf(inst);
+        if (inst.fault === 'provider') {
+          sim.failNext(CONNECT_FAILURES, { token, method: 'getMe' });
+          sim.failNext(SEND_FAILURES, { token, method: 'sendMessage' });
+        }
+        const httpSettings = { baseUrl: sim.url, rooms: roomList(inst.id, args.rooms), faults: settings.faults === true };
+        start = { id: inst.id, name: inst.id, channelType: 'gateway-sim', channel: GATEWAY_SIM, settings: httpSettings, credentials: { token }, ...(extra.resourceLimits ? { resourceLimits: extra.resourceLimits } : {}) };
+      }
       for (let attempt = 1; ; attempt++) {
         try {
-          await rt.startInstance({ id: inst.id, name: inst.id, channelType: 'loopback', channel: 'loopback', settings, ...extra });
+          await rt.startInstance(start);
           return;
         } catch (err) {
           if (errorCode(err) !== 'start_failure' || attempt >= START_ATTEMPTS || interrupted) throw err;
@@ -619,6 +662,15 @@ async function main(): Promise<number> {
         rec.injectedAt = Date.now();
         rec.sendOutcome = 'pending';
         const where = rec.mates.length === 0 ? '' : ` (worker #${rec.threadId} with ${rec.mates.length} other instances${WORKER_ENDING.has(rec.fault) ? ': they go down with it' : ''})`;
+        if (sim && (rec.fault === 'provider' || rec.fault === 'fatal')) {
+          // Over HTTP the platform does it: a 500 on the next long-poll (the connection is
+          // reset), or the token revoked (every call 401, the held long-poll too).
+          if (rec.fault === 'provider') sim.failNext(1, { token: tokenOf(inst), method: 'getUpdates' });
+          else sim.revoke(TOKEN);
+          rec.sendOutcome = 'none (the simulator)';
+          note(`inject ${rec.fault} → ${inst.id}: simulator ${rec.fault === 'provider' ? 'answers 500 to its next getUpdates' : 'revokes its token'}`);
+          return;
+        }
         note(`inject ${rec.fault} → ${inst.id}${where}: send({ fault: '${fault}' })`);
         void send(inst, { id: `fault-${rec.fault}`, fault }).then((outcome) => (rec.sendOutcome = outcome));
       };
@@ -833,8 +885,10 @@ async function main(): Promise<number> {
       handlerErrors: t.handlerErrors,
       startRetries,
       interrupted,
+      simulator: sim ? simulatorTotals(sim) : null,
     };
-    summary.ok = lost === 0 && siblingsDisturbed === 0 && faultResults.every((r) => r.ok || r.skipped);
+    const platformOk = summary.simulator === null || (summary.simulator.overLimit === 0 && summary.simulator.conflicts === 0);
+    summary.ok = lost === 0 && siblingsDisturbed === 0 && platformOk && faultResults.every((r) => r.ok || r.skipped);
     exitCode = !summary.ok ? 1 : interrupted ? 130 : 0;
 
     // ---- print it --------------------------------------------------------------------------
@@ -850,6 +904,10 @@ async function main(): Promise<number> {
       say(`  ${r.ok ? 'OK  ' : r.skipped ? 'SKIP' : 'FAIL'} ${r.fault.padEnd(8)} ${r.instance.padEnd(6)} ${r.what}`);
       if (r.skipped) continue;
       say(`       injected at ${ms(r.injectedAtMs)} → ${r.detectedAs ?? 'NOT DETECTED'}; detected in ${ms(r.detectMs)}${r.recoveredMs === null ? '' : `, connected again after ${ms(r.recoveredMs)}`}; fault send: ${r.faultSend}`);
+    }
+    const st = summary.simulator;
+    if (st) {
+      say(`  simulator: ${st.requests} requests, ${st.sent} messages sent · 429s honoured ${st.rateLimited - st.overLimit} · requests over the limit ${st.overLimit}${st.overLimit === 0 ? '' : '  <-- OVER'} · 409s ${st.conflicts}${st.conflicts === 0 ? '' : '  <-- CONFLICT'} · 5xx ${st.serverErrors} · 401s ${st.unauthorized}`);
     }
     say(`  hang detected in ${ms(summary.hangDetectMs)} (heartbeat ${HEARTBEAT.intervalMs} ms × ${HEARTBEAT.maxMissed}) · crash to connected again ${ms(summary.crashToConnectedMs)}`);
     if (startRetries.length > 0) say(`  first starts retried: ${startRetries.map((r) => `${r.instance} (${r.reason})`).join('; ')}`);

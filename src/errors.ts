@@ -178,12 +178,28 @@ export class ChannelError extends ThreadvisorError {
   readonly class: FailureClass;
   /** The channel's own error code, if it gave one. */
   readonly channelCode: string | undefined;
-  constructor(message: string, options: { class: FailureClass; code?: string; cause?: unknown }) {
+  /**
+   * How long the platform asked to wait before the next try, ms (e.g. a 429's `Retry-After`).
+   * A failed send is retried no sooner, and a failed connect or poll reconnects no sooner.
+   */
+  readonly retryAfterMs: number | undefined;
+  /**
+   * @param options.retryAfterMs - a non-negative finite number of ms, else `InvalidConfigError`.
+   */
+  constructor(message: string, options: { class: FailureClass; code?: string | undefined; cause?: unknown; retryAfterMs?: number | undefined }) {
     const details: Record<string, unknown> = { class: options.class };
     if (options.code !== undefined) details.channelCode = options.code;
+    const after = options.retryAfterMs;
+    if (after !== undefined) {
+      if (typeof after !== 'number' || !Number.isFinite(after) || after < 0) {
+        throw new InvalidConfigError('ChannelError options', [{ path: 'retryAfterMs', message: 'expected a non-negative finite number of ms' }]);
+      }
+      details.retryAfterMs = after;
+    }
     super('channel_error', message, details, 'cause' in options ? { cause: options.cause } : undefined);
     this.class = options.class;
     this.channelCode = options.code;
+    this.retryAfterMs = after;
   }
 }
 

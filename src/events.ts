@@ -196,12 +196,13 @@ export interface DeliveryEvents {
   'delivery:queued': DeliveryBase & { readonly attempt: 0; readonly depth: number };
   /** A send is handed to the worker; `queuedMs`: enqueue → this dispatch. */
   'delivery:attempt': DeliveryBase & { readonly seq: number; readonly attempt: number; readonly queuedMs: number };
-  /** An attempt (`attempt`) failed recoverably; the next runs after `delayMs`. */
+  /** An attempt (`attempt`) failed recoverably; the next runs after `delayMs` (at least the channel's `retryAfterMs`, when it gave one). */
   'delivery:retry': DeliveryBase & {
     readonly seq: number;
     readonly attempt: number;
     readonly nextAttempt: number;
     readonly delayMs: number;
+    readonly retryAfterMs?: number;
     readonly class: FailureClass;
     readonly code: string | undefined;
     readonly reason: string;

@@ -154,8 +154,9 @@ type Parsed = z.output<typeof optionsSchema>;
 
 /** An error of a call: a `ChannelError` with `status` and `retryAfterMs` when known. */
 function failure(message: string, cls: 'recoverable' | 'fatal' | 'degraded', code: string, fields: HttpErrorFields = {}, cause?: unknown): ChannelError & HttpErrorFields {
-  const err = new ChannelError(message, cause === undefined ? { class: cls, code } : { class: cls, code, cause });
-  return Object.assign(err, fields);
+  const opts = { class: cls, code, retryAfterMs: fields.retryAfterMs };
+  const err = new ChannelError(message, cause === undefined ? opts : { ...opts, cause });
+  return fields.status === undefined ? err : Object.assign(err, { status: fields.status });
 }
 
 /** Milliseconds of a `Retry-After` header (seconds or an HTTP date), if it holds one. */

@@ -111,6 +111,51 @@ const nameOf = (metric: Counter | Gauge | Histogram): string => (metric as unkno
 const str = (v: unknown, fallback = 'unknown'): string => (typeof v === 'string' && v.length > 0 ? v : fallback);
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
+/** prom-client's state of an unlabelled histogram (per-bound counts, not cumulative). */
+interface HistogramEntry {
+  bucketValues: Record<string, number>;
+  sum: number;
+  count: number;
+}
+
+/** The unlabelled histogram's state, when it has the shape this module knows (else undefined). */
+function histogramEntry(h: Histogram): HistogramEntry | undefined {
+  const map = (h as unknown as { hashMap?: Record<string, Partial<HistogramEntry>> }).hashMap;
+  if (typeof map !== 'object' || map === null) return undefined;
+  if (Object.keys(map).length === 0) h.zero({});
+  const e = Object.values(map)[0];
+  return e !== undefined && typeof e.bucketValues === 'object' && e.bucketValues !== null && typeof e.sum === 'number' && typeof e.count === 'number' ? (e as HistogramEntry) : undefined;
+}
+
+/**
+ * Observations of an unlabelled histogram kept here (a bucket search and three adds per value:
+ * prom-client's own `observe` builds and hashes a label set each time) and written into the
+ * histogram at scrape time. When prom-client's internals are not the expected shape, every value
+ * goes through `observe` instead.
+ */
+function localHistogram(h: Histogram, buckets: readonly number[]): { observe(v: number): void; flush(): void } {
+  if (histogramEntry(h) === undefined) return { observe: (v) => h.observe(v), flush: () => undefined };
+  const counts = new Float64Array(buckets.length);
+  let sum = 0;
+  let n = 0;
+  return {
+    observe(v: number): void {
+      let i = 0;
+      while (i < buckets.length && v > (buckets[i] as number)) i++;
+      if (i < buckets.length) counts[i] = (counts[i] as number) + 1;
+      sum += v;
+      n++;
+    },
+    flush(): void {
+      const e = histogramEntry(h);
+      if (e === undefined) return;
+      for (let i = 0; i < buckets.length; i++) e.bucketValues[String(buckets[i])] = counts[i] as number;
+      e.sum = sum;
+      e.count = n;
+    },
+  };
+}
+
 /**
  * Registers threadvisor's metrics for `rt` on `options.registry` and returns a handle whose
  * `stop()` removes them and every listener. Metric names must be free on the registry (one
@@ -171,24 +216,39 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
     return health;
   };
 
-  // Labelled series per instance, removed when the instance stops (ids churn: no unbounded growth).
-  const series = new Map<string, Array<{ counter: Counter; labels: Labels }>>();
-  const seen = new Set<string>();
-  const count = (counter: Counter, instanceId: unknown, labels: Labels, by = 1): void => {
-    if (!perInstance) {
-      counter.inc(labels, by);
-      return;
-    }
-    const id = str(instanceId);
-    const all = { instance: id, ...labels };
-    counter.inc(all, by);
-    const key = `${nameOf(counter)}\u0000${JSON.stringify(all)}`;
-    if (seen.has(key)) return;
-    seen.add(key);
-    let list = series.get(id);
-    if (!list) series.set(id, (list = []));
-    list.push({ counter, labels: all });
+  // Event counts accumulate in plain cells (per counter, per instance, per label key): one Map
+  // lookup and an add per event, on the send path. The counters read them at scrape time
+  // (collect), so prom-client hashes labels once per series and scrape, not once per event. An
+  // instance's cells go when it stops (ids churn: no unbounded growth).
+  interface Cell {
+    labels: Labels;
+    value: number;
+  }
+  const cells = new Map<Counter, Map<string, Map<string, Cell>>>();
+  const count = (counter: Counter, instanceId: unknown, key: string, labels: () => Labels, by = 1): void => {
+    const id = perInstance ? str(instanceId) : '';
+    let byInstance = cells.get(counter);
+    if (!byInstance) cells.set(counter, (byInstance = new Map()));
+    let byKey = byInstance.get(id);
+    if (!byKey) byInstance.set(id, (byKey = new Map()));
+    const cell = byKey.get(key);
+    if (cell) cell.value += by;
+    else byKey.set(key, { labels: perInstance ? { instance: id, ...labels() } : labels(), value: by });
   };
+  /** A counter fed by {@link count}. */
+  const eventCounter = (name: string, help: string, labelNames: string[]): Counter =>
+    reg(
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [],
+        collect() {
+          this.reset();
+          for (const byKey of cells.get(this)?.values() ?? []) for (const cell of byKey.values()) this.inc(cell.labels, cell.value);
+        },
+      }),
+    );
 
   try {
     // ── instances by status ────────────────────────────────────────────────────────────────
@@ -208,54 +268,46 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
     );
 
     // ── counters from events ───────────────────────────────────────────────────────────────
-    const restarts = reg(
-      new Counter({
-        name: 'threadvisor_instance_restarts_total',
-        help: 'Worker restarts and fresh starts of instances, by kind and class (instance:restart).',
-        labelNames: [...inst, 'kind', 'class'],
-        registers: [],
-      }),
-    );
-    const reconnects = reg(
-      new Counter({ name: 'threadvisor_reconnect_attempts_total', help: 'Reconnect attempts (instance:reconnect, phase attempt).', labelNames: inst, registers: [] }),
-    );
-    const sends = reg(
-      new Counter({
-        name: 'threadvisor_sends_total',
-        help: 'Settled sends by outcome: ok (delivered), failed (gave up), duplicate (answered by idempotency key).',
-        labelNames: [...inst, 'outcome'],
-        registers: [],
-      }),
-    );
-    const retries = reg(new Counter({ name: 'threadvisor_send_retries_total', help: 'Send retries scheduled after recoverable failures (delivery:retry).', labelNames: inst, registers: [] }));
+    const restarts = eventCounter('threadvisor_instance_restarts_total', 'Worker restarts and fresh starts of instances, by kind and class (instance:restart).', [...inst, 'kind', 'class']);
+    const reconnects = eventCounter('threadvisor_reconnect_attempts_total', 'Reconnect attempts (instance:reconnect, phase attempt).', inst);
+    const sends = eventCounter('threadvisor_sends_total', 'Settled sends by outcome: ok (delivered), failed (gave up), duplicate (answered by idempotency key).', [...inst, 'outcome']);
+    const retries = eventCounter('threadvisor_send_retries_total', 'Send retries scheduled after recoverable failures (delivery:retry).', inst);
     const duration = reg(
       new Histogram({
         name: 'threadvisor_send_duration_seconds',
         help: 'Time from a send accepted into the queue to its receipt (delivery:delivered totalMs).',
         buckets: o.sendDurationBuckets,
         registers: [],
+        collect() {
+          sendDurations.flush();
+        },
       }),
     );
+    // Per send: kept locally, written into the histogram at scrape time.
+    const sendDurations = localHistogram(duration, o.sendDurationBuckets);
 
-    listen(rt, 'instance:restart', (p) => count(restarts, p['instanceId'], { kind: str(p['kind']), class: str(p['class']) }));
+    const none = (): Labels => ({});
+    const ok = (): Labels => ({ outcome: 'ok' });
+    listen(rt, 'instance:restart', (p) => {
+      const kind = str(p['kind']);
+      const cls = str(p['class']);
+      count(restarts, p['instanceId'], `${kind}\u0000${cls}`, () => ({ kind, class: cls }));
+    });
     listen(rt, 'instance:reconnect', (p) => {
-      if (p['phase'] === 'attempt') count(reconnects, p['instanceId'], {});
+      if (p['phase'] === 'attempt') count(reconnects, p['instanceId'], '', none);
     });
     listen(rt, 'delivery:delivered', (p) => {
-      count(sends, p['instanceId'], { outcome: 'ok' });
+      count(sends, p['instanceId'], 'ok', ok);
       const ms = num(p['totalMs']);
-      if (ms !== undefined) duration.observe(ms / 1000);
+      if (ms !== undefined) sendDurations.observe(ms / 1000);
     });
-    listen(rt, 'delivery:gave_up', (p) => count(sends, p['instanceId'], { outcome: 'failed' }));
-    listen(rt, 'delivery:skipped_duplicate', (p) => count(sends, p['instanceId'], { outcome: 'duplicate' }));
-    listen(rt, 'delivery:retry', (p) => count(retries, p['instanceId'], {}));
+    listen(rt, 'delivery:gave_up', (p) => count(sends, p['instanceId'], 'failed', () => ({ outcome: 'failed' })));
+    listen(rt, 'delivery:skipped_duplicate', (p) => count(sends, p['instanceId'], 'duplicate', () => ({ outcome: 'duplicate' })));
+    listen(rt, 'delivery:retry', (p) => count(retries, p['instanceId'], '', none));
     listen(rt, 'instance:stopped', (p) => {
+      if (!perInstance) return;
       const id = str(p['instanceId']);
-      for (const { counter, labels } of series.get(id) ?? []) {
-        counter.remove(labels);
-        seen.delete(`${nameOf(counter)}\u0000${JSON.stringify(labels)}`);
-      }
-      series.delete(id);
+      for (const byInstance of cells.values()) byInstance.delete(id);
     });
 
     // ── gauges from the health snapshot ───────────────────────────────────────────────────
@@ -371,8 +423,7 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
       stopped = true;
       for (const fn of undo) fn();
       for (const name of registered) registry.removeSingleMetric(name);
-      series.clear();
-      seen.clear();
+      cells.clear();
     },
   };
 }

@@ -61,6 +61,20 @@ export function publishUnchecked(emitter: EventEmitter, key: ChannelKey, build: 
   if (local) emitter.emit(emitName, payload);
 }
 
+/**
+ * {@link publish} for hot paths: the channel is resolved once by the caller (no name built and
+ * looked up per event) and the payload is not copied: `build` must return a fresh object, whose
+ * `at` is set in place.
+ */
+export function publishOn(ch: diagnostics_channel.Channel, emitter: EventEmitter, emitName: string, build: () => Record<string, unknown>): void {
+  const local = emitter.listenerCount(emitName) > 0;
+  if (!local && !ch.hasSubscribers) return;
+  const payload = build() as Record<string, unknown> & { at: number };
+  payload.at = Date.now();
+  if (ch.hasSubscribers) ch.publish(payload);
+  if (local) emitter.emit(emitName, payload);
+}
+
 /** Paths redacted from every log line of the library (credentials never reach a log). */
 export const REDACT_PATHS = [
   'credentials',

@@ -3,7 +3,8 @@
  * worker threads, real faults, a real FileStorage under a temp dir) and its `--json` summary must
  * show nothing lost, no sibling disturbed and every injected fault detected; packed several per
  * worker (`--per-worker`), a crash's or hang's worker-mates are restarted with it and come back,
- * and the table stays a summary instead of one row per instance.
+ * and the table stays a summary instead of one row per instance. The instances talk real HTTP to
+ * the platform simulator (the default): no request over its rate limit, no 409.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -63,6 +64,16 @@ interface Summary {
   siblingsDisturbed: number;
   faults: FaultResult[];
   agents: { rooms: number; hibernations: number; thawed: number };
+  /** Over HTTP (the default): the platform simulator's counters; null with --loopback. */
+  simulator: { requests: number; sent: number; rateLimited: number; overLimit: number; conflicts: number } | null;
+}
+
+/** Over HTTP: the simulator saw the sends, no request over its rate limit and no 409, in the JSON and in the summary line. */
+function expectPlatformClean(summary: Summary, stderr: string): void {
+  expect(summary.simulator).not.toBeNull();
+  expect(summary.simulator).toMatchObject({ overLimit: 0, conflicts: 0 });
+  expect(summary.simulator?.sent).toBeGreaterThan(0);
+  expect(stderr).toMatch(/simulator: \d+ requests, \d+ messages sent · 429s honoured \d+ · requests over the limit 0 · 409s 0 /);
 }
 
 describe('gateway demo (dist/demo/gateway.js)', () => {
@@ -95,6 +106,7 @@ describe('gateway demo (dist/demo/gateway.js)', () => {
       // Rooms hibernated to disk and thawed again.
       expect(summary.agents.hibernations).toBeGreaterThan(0);
       expect(summary.agents.thawed).toBeGreaterThan(0);
+      expectPlatformClean(summary, stderr);
     },
     90_000,
   );
@@ -126,6 +138,7 @@ describe('gateway demo (dist/demo/gateway.js)', () => {
       expect(summary.restarts.crash).toBeGreaterThanOrEqual(1);
       expect(summary.siblings.length).toBe(195);
       expect(summary.accepted).toBe(summary.delivered + summary.rejected);
+      expectPlatformClean(summary, stderr);
       // Not one row per instance: the final table (on stderr with --json) has summary rows and a
       // few instances that need attention, then "… and N more".
       const table = stderr.slice(stderr.lastIndexOf('final table'));
@@ -143,7 +156,7 @@ describe('gateway demo (dist/demo/gateway.js)', () => {
     expect(existsSync(script)).toBe(true);
     const { code, stdout } = await run(['--help']);
     expect(code).toBe(0);
-    for (const flag of ['--duration', '--instances', '--per-worker', '--rooms', '--rate', '--json', '--log-level', '--help']) expect(stdout).toContain(flag);
+    for (const flag of ['--duration', '--instances', '--per-worker', '--rooms', '--rate', '--loopback', '--json', '--log-level', '--help']) expect(stdout).toContain(flag);
   });
 
   it('rejects a --per-worker beyond the runtime limit with exit 2', async () => {

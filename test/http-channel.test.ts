@@ -204,8 +204,8 @@ describe('telegram-sim on a real Runtime', { timeout: 20_000 }, () => {
     const err = (failed as PromiseRejectedResult).reason as DeliveryFailedError;
     expect(err).toBeInstanceOf(DeliveryFailedError);
     expect(err.lastError).toMatchObject({ class: 'recoverable', channelCode: 'rate_limited' });
-    // The delay crosses the thread boundary in the reason (the queue does not act on it).
     expect(err.message).toMatch(/retry after \d+ ms/);
+    expect(err.lastError).toMatchObject({ message: expect.stringMatching(/retry after \d+ ms/) });
     expect(s.stats()[TOKEN]?.rateLimited).toBeGreaterThanOrEqual(1);
 
     s.revoke(TOKEN);
@@ -218,6 +218,26 @@ describe('telegram-sim on a real Runtime', { timeout: 20_000 }, () => {
     expect(s.stats()[TOKEN]?.requests).toBe(before);
     expectNoToken(said.text());
     expectNoToken(err.message);
+  });
+
+  it("a 429's retry_after is honoured by the send queue: every message delivered, no request over the limit", async () => {
+    const s = await sim({ rateLimit: { perSec: 2 } });
+    const { rt, said } = await runtime({ delivery: { maxAttempts: 5, initialDelayMs: 10, maxDelayMs: 50, jitter: 0 } });
+    const retries: Array<{ code?: string; retryAfterMs?: number; delayMs: number }> = [];
+    rt.on('delivery:retry', (e: { code?: string; retryAfterMs?: number; delayMs: number }) => retries.push(e));
+    const h = await rt.startInstance(spec(s), { waitFor: 'connected' });
+    const receipts = await Promise.all([1, 2, 3, 4, 5].map((n) => rt.send(h.instanceId, { chatId: 1, text: `m${n}` })));
+    expect(receipts).toHaveLength(5);
+    const stats = s.stats()[TOKEN];
+    expect(stats?.rateLimited).toBeGreaterThanOrEqual(1);
+    expect(stats?.overLimit).toBe(0);
+    expect(stats?.sent).toBe(5);
+    expect(retries.length).toBeGreaterThanOrEqual(1);
+    for (const r of retries) {
+      expect(r).toMatchObject({ code: 'rate_limited', retryAfterMs: expect.any(Number) });
+      expect(r.delayMs).toBeGreaterThanOrEqual(r.retryAfterMs as number);
+    }
+    expectNoToken(said.text());
   });
 
   it('a hung send is cut by timeouts.sendMs and retried', async () => {

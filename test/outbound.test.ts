@@ -475,6 +475,30 @@ describe('OutboundQueue: enqueueMany', { timeout: 10_000 }, () => {
 });
 
 describe('OutboundQueue: retries and failures', { timeout: 10_000 }, () => {
+  it("a failure's retryAfterMs is a floor on the retry delay, reported by delivery:retry and kept on the final error", async () => {
+    let clock = 0;
+    const q = makeQueue({ retry: { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 10, jitter: 0 }, now: () => clock });
+    const events = record(q);
+    const p = q.enqueue({ n: 1 });
+    await flush();
+    const b1 = q.take(1);
+    q.ack([{ seq: b1.seqs[0] as number, ok: false, error: { class: 'recoverable', code: 'rate_limited', reason: 'slow down', retryAfterMs: 500 } }]);
+    expect(events.find((e) => e.event === 'delivery:retry')).toMatchObject({ delayMs: 500, retryAfterMs: 500, code: 'rate_limited' });
+    clock = 499;
+    expect(q.take(1)).toBe(EMPTY_BATCH);
+    clock = 500;
+    const b2 = q.take(1);
+    expect(b2.attempts).toEqual([2]);
+    // The last attempt fails too: the final error keeps its retryAfterMs.
+    q.ack([{ seq: b2.seqs[0] as number, ok: false, error: { class: 'recoverable', code: 'rate_limited', reason: 'slow down', retryAfterMs: 3 } }]);
+    const err = (await p.then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as DeliveryFailedError;
+    expect(err).toBeInstanceOf(DeliveryFailedError);
+    expect(err.lastError).toMatchObject({ channelCode: 'rate_limited', retryAfterMs: 3 });
+  });
+
   it('a retry timer that fires before the clock reaches the retry time is armed again, never lost', async () => {
     // libuv dates a timer from the loop's cached time, which lags the clock under load: the
     // timer can fire while `now` is still short of the retry time. The queue must wait again.

@@ -66,6 +66,14 @@ describe('collectMetrics', { timeout: 60_000 }, () => {
     expect(sample(text, `threadvisor_queue_depth{instance="${a}"}`)).toBe(0);
     expect(sample(text, `threadvisor_queue_pressure{instance="${b}"}`)).toBe(0);
     expect(sample(text, 'threadvisor_send_duration_seconds_count')).toBeGreaterThanOrEqual(9);
+    // The histogram (kept locally, written at scrape) agrees with the counters: one observation
+    // per delivered send, cumulative buckets ending at the count, a positive sum.
+    const delivered = (sample(text, `threadvisor_sends_total{instance="${a}",outcome="ok"}`) ?? NaN) + (sample(text, `threadvisor_sends_total{instance="${b}",outcome="ok"}`) ?? NaN);
+    expect(sample(text, 'threadvisor_send_duration_seconds_count')).toBe(delivered);
+    expect(sample(text, 'threadvisor_send_duration_seconds_bucket{le="+Inf"}')).toBe(delivered);
+    expect(sample(text, 'threadvisor_send_duration_seconds_sum')).toBeGreaterThan(0);
+    const buckets = text.split('\n').filter((l) => l.startsWith('threadvisor_send_duration_seconds_bucket')).map((l) => Number(l.split(' ')[1]));
+    expect(buckets).toEqual([...buckets].sort((x, y) => x - y));
     expect(text).toContain('# TYPE threadvisor_send_duration_seconds histogram');
     expect(text).toContain('# TYPE threadvisor_heartbeat_rtt_seconds histogram');
     for (const name of ['threadvisor_reconnect_attempts_total', 'threadvisor_worker_elu', 'threadvisor_worker_heap_bytes', 'threadvisor_heartbeat_age_seconds']) {

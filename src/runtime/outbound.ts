@@ -60,10 +60,11 @@ import {
   type FailureClass,
 } from '../errors.js';
 import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
-import { channelOf, publish } from '../telemetry.js';
+import { channelOf, publish, publishOn } from '../telemetry.js';
 import { parseConfig, parseOrThrow } from '../validate.js';
 import type { WireError } from '../wire/errors.js';
 import type { AckResult } from '../wire/protocol.js';
+import { timerDelay } from '../wire/timers.js';
 import { LruCache } from './lru.js';
 
 // ───────────────────────────────────────────────────────────────────────── types
@@ -1184,7 +1185,8 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     }
     this.#counters.delivered++;
     if (announce) {
-      publish(
+      publishOn(
+        CH_DELIVERED,
         this,
         'delivery:delivered',
         () => ({
@@ -1203,9 +1205,14 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   /** A failed attempt: returns true when the entry is to be retried (caller puts it back). */
   #fail(e: Entry<M, R>, error: WireError | undefined, now: number): boolean {
     const err = this.#scrubbed(error);
+    // A channel's retry-after (e.g. a 429's) is a floor on the retry's delay. The runtime checks
+    // acks (zod); this guards a queue driven directly.
+    const after = error?.retryAfterMs;
+    const retryAfterMs = typeof after === 'number' && Number.isFinite(after) && after >= 0 ? after : undefined;
     e.attempts++;
     if (err.class === 'recoverable' && e.attempts < this.#maxAttempts) {
-      const delayMs = backoffDelay(this.#policy, e.attempts - 1);
+      const backoffMs = backoffDelay(this.#policy, e.attempts - 1);
+      const delayMs = retryAfterMs === undefined ? backoffMs : timerDelay(Math.max(backoffMs, retryAfterMs));
       e.notBefore = delayMs > 0 ? now + delayMs : 0;
       this.#counters.retried++;
       if (CH_RETRY.hasSubscribers || this.listenerCount('delivery:retry') > 0) {
@@ -1219,6 +1226,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
             attempt: e.attempts,
             nextAttempt: e.attempts + 1,
             delayMs,
+            ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
             class: err.class,
             code: err.code,
             reason: err.reason,
@@ -1231,7 +1239,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     // An unknown class (the runtime validates acks; this is belt and braces) is final.
     const cls: FailureClass = err.class === 'recoverable' || err.class === 'degraded' ? err.class : 'fatal';
     const why: DeliveryFailureReason = cls === 'recoverable' ? 'max_attempts' : cls;
-    this.#giveUp(e, why, new ChannelError(err.reason, { class: cls, code: err.code }), now);
+    this.#giveUp(e, why, new ChannelError(err.reason, { class: cls, code: err.code, retryAfterMs }), now);
     return false;
   }
 

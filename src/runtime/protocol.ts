@@ -19,7 +19,7 @@ export const ackResultSchema = z.union([
   z.object({
     seq: seqSchema,
     ok: z.literal(false),
-    error: z.object({ class: failureClass, code: z.string().max(256).optional(), reason }),
+    error: z.object({ class: failureClass, code: z.string().max(256).optional(), reason, retryAfterMs: z.number().finite().min(0).optional() }),
   }),
 ]);
 

@@ -27,11 +27,25 @@ export interface WireError {
   code?: string | undefined;
   /** Human-readable reason. */
   reason: string;
+  /** How long the channel asked to wait before the next try, ms (a `ChannelError`'s `retryAfterMs`). */
+  retryAfterMs?: number | undefined;
 }
 
 /** Builds the {@link WireError} of a failure. */
-export function wireError(cls: FailureClass, code: unknown, reason: string): WireError {
-  return { class: cls, code: wireCode(code), reason };
+export function wireError(cls: FailureClass, code: unknown, reason: string, retryAfterMs?: number): WireError {
+  return retryAfterMs === undefined ? { class: cls, code: wireCode(code), reason } : { class: cls, code: wireCode(code), reason, retryAfterMs };
+}
+
+/** A thrown value's `retryAfterMs`, when it is a non-negative finite number (else undefined). */
+export function retryAfterOf(err: unknown): number | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  let v: unknown;
+  try {
+    v = (err as { retryAfterMs?: unknown }).retryAfterMs;
+  } catch {
+    return undefined;
+  }
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined;
 }
 
 /** Normalises an error's code to the characters allowed on the wire (`error` when it has none). */

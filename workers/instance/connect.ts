@@ -7,6 +7,8 @@
  * @packageDocumentation
  */
 import { backoffDelay } from '../../src/wire/backoff.js';
+import { retryAfterOf } from '../../src/wire/errors.js';
+import { timerDelay } from '../../src/wire/timers.js';
 import type { Connection, InstanceContext } from './context.js';
 import { pollLoop, runListen } from './inbound.js';
 import { probeLoop } from './probe.js';
@@ -24,9 +26,11 @@ function exhausted(ctx: InstanceContext, attempt: number, reason: string): void 
 
 /**
  * Connects, starting at `firstAttempt` (0: the initial connect, reported as `status connecting`;
- * n > 0: reconnect attempt n, after its backoff delay). `cause` is what broke the connection.
+ * n > 0: reconnect attempt n, after its backoff delay). `cause` is what broke the connection;
+ * `retryAfterMs` (a channel error's, e.g. a 429's) is a floor on the first reconnect's delay, as a
+ * failed connect's own `retryAfterMs` is on the next one.
  */
-export async function connectLoop(ctx: InstanceContext, firstAttempt: number, cause?: string): Promise<void> {
+export async function connectLoop(ctx: InstanceContext, firstAttempt: number, cause?: string, retryAfterMs?: number): Promise<void> {
   const channel = ctx.channel;
   if (!channel) return;
   const { config } = ctx;
@@ -34,6 +38,7 @@ export async function connectLoop(ctx: InstanceContext, firstAttempt: number, ca
   const loopStart = performance.now();
   let originalReason = cause;
   let attempt = firstAttempt;
+  let floorMs = retryAfterMs;
   if (attempt > maxAttempts) {
     // No reconnect attempt left (maxAttempts 0, or connections that kept breaking at once): the
     // loss itself exhausts the budget.
@@ -45,7 +50,8 @@ export async function connectLoop(ctx: InstanceContext, firstAttempt: number, ca
     if (attempt === 0) {
       ctx.report({ t: 'status', status: 'connecting' });
     } else {
-      const delayMs = Math.round(backoffDelay(ctx.backoff, attempt - 1));
+      const backoffMs = backoffDelay(ctx.backoff, attempt - 1);
+      const delayMs = Math.round(floorMs === undefined ? backoffMs : timerDelay(Math.max(backoffMs, floorMs)));
       ctx.report({ t: 'reconnect', phase: 'scheduled', attempt, delayMs });
       await sleep(delayMs, ctx.stopController.signal);
       if (ctx.stopped) return;
@@ -64,6 +70,7 @@ export async function connectLoop(ctx: InstanceContext, firstAttempt: number, ca
       if (ctx.stopped) return;
       const cls = ctx.classify(err);
       const reason = reasonOf('connect', err);
+      floorMs = retryAfterOf(err);
       originalReason ??= reason;
       ctx.report({ t: 'reconnect', phase: 'failed', attempt, reason, class: cls });
       if (cls === 'fatal') {

@@ -214,8 +214,11 @@ export class InstanceContext {
     }
   }
 
-  /** The open connection `conn` was lost: report it, close it, reconnect from attempt 1. */
-  connectionLost(conn: Connection, reason: string): void {
+  /**
+   * The open connection `conn` was lost: report it, close it, reconnect from attempt 1 (no sooner
+   * than `retryAfterMs` when the error that broke it asked for a delay).
+   */
+  connectionLost(conn: Connection, reason: string, retryAfterMs?: number): void {
     if (this.stopped || this.finished || this.live !== conn) return;
     this.live = undefined;
     conn.controller.abort(new Error(reason));
@@ -225,7 +228,7 @@ export class InstanceContext {
     const next = stable ? 1 : conn.attempt + 1;
     void (async () => {
       await this.disconnectQuietly(conn);
-      await connectLoop(this, next, reason);
+      await connectLoop(this, next, reason, retryAfterMs);
     })().catch(crash);
   }
 

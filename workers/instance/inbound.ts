@@ -15,6 +15,7 @@
  *
  * @packageDocumentation
  */
+import { retryAfterOf } from '../../src/wire/errors.js';
 import { INBOUND_CHUNK, type Notice } from '../../src/wire/protocol.js';
 import type { AnyChannel, Connection, InstanceContext } from './context.js';
 import { cloneable, describe, nextTurn, reasonOf, sleep } from './util.js';
@@ -115,7 +116,7 @@ function inboundError(ctx: InstanceContext, op: 'poll' | 'listen', conn: Connect
     return true;
   }
   if (cls === 'fatal') ctx.enterFatal(reason, `fatal_${op}`, conn);
-  else ctx.connectionLost(conn, reason);
+  else ctx.connectionLost(conn, reason, retryAfterOf(err));
   return false;
 }
 

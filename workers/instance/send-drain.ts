@@ -21,7 +21,7 @@
 import type { ChannelContext, SendInfo } from '../../src/channel.js';
 import { TimeoutError } from '../../src/errors.js';
 import { ColumnEncoder } from '../../src/wire/columns.js';
-import { wireError } from '../../src/wire/errors.js';
+import { retryAfterOf, wireError } from '../../src/wire/errors.js';
 import type { SendResult } from '../../src/wire/protocol.js';
 import type { ReadBatch } from '../../src/wire/validate.js';
 import type { Connection, InstanceContext } from './context.js';
@@ -161,7 +161,7 @@ export class SendDrain {
   }
 
   #failure(seq: number, err: unknown): SendResult {
-    return { seq, ok: false, error: wireError(this.#ctx.classify(err), codeOf(err) ?? 'error', reasonOf('send', err)) };
+    return { seq, ok: false, error: wireError(this.#ctx.classify(err), codeOf(err) ?? 'error', reasonOf('send', err), retryAfterOf(err)) };
   }
 
   // ---- drain ------------------------------------------------------------------------------------
