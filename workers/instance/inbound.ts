@@ -150,6 +150,12 @@ export async function pollLoop(ctx: InstanceContext, channel: AnyChannel, conn: 
       continue;
     }
     const messages = (batch ?? []) as unknown[];
+    if (messages.length > 0 && ctx.fenced()) {
+      // The deadline passed while the poll ran (the process was paused, say): the lease may be
+      // another node's by now. The batch is not handed on and its cursor not committed, so the
+      // instance's owner polls these messages again from the last committed cursor.
+      continue;
+    }
     // Messages already fetched are delivered even when the connection ended meanwhile.
     if (messages.length > 0 && !ctx.stopped) {
       ctx.inbound.post(messages, cursor);
