@@ -3,7 +3,9 @@
  * from any node is delivered by the owner and answered with its receipt; `ack: 'accepted'`
  * resolves once Redis holds it; an idempotency key delivered once answers with its first receipt
  * cluster-wide; the backlog is bounded by `queueCapacity`; bad messages are refused before
- * anything is written; an unreachable Redis rejects sends with `unavailable` at once; and when the
+ * anything is written; an unreachable Redis rejects sends with `unavailable` at once; a Redis
+ * without persistence loses the backlog on a restart (with AOF nothing is lost: see
+ * durable-chaos.test.ts); and when the
  * owner process is killed (SIGKILL) with sends in flight, the next owner delivers every one of
  * them, the cut-short ones marked as redeliveries.
  */
@@ -144,6 +146,24 @@ describe('durable sends', { timeout: 60_000 }, () => {
     } finally {
       await redis.restart();
     }
+  });
+
+  it('without persistence a Redis restart loses the backlog, and the declarations with it: later sends reject not_found, none hangs', async () => {
+    const a = await start('a');
+    await a.startInstance(spec('p0', { delayMs: 1000 }));
+    await waitFor(() => a.listInstances().some((s) => s.status === 'connected'), 15_000);
+    const accepted = await Promise.all(Array.from({ length: 20 }, (_, n) => a.send('p0', { n }, { ack: 'accepted' })));
+    expect(accepted.every((r) => (r as { accepted?: boolean }).accepted === true)).toBe(true);
+    expect(await raw.xlen('{threadvisor}:q:p0')).toBeGreaterThan(10);
+    await redis.restart(); // this redis-server keeps nothing on disk
+    await eventually(async () => {
+      const r = await a.send('p0', { n: 'after' }, { ack: 'accepted' }).then(
+        () => 'accepted',
+        (e: unknown) => (e as { code?: string }).code,
+      );
+      return r === 'not_found';
+    }, 20_000);
+    expect(await raw.xlen('{threadvisor}:q:p0')).toBe(0);
   });
 
   it('the owner killed with SIGKILL: the next owner delivers every accepted send, those cut short marked as redeliveries', async () => {
