@@ -5,15 +5,21 @@ import {
   AgentCrashedError,
   HibernateFailedError,
   InvalidConfigError,
+  InvalidMessageError,
   NotFoundError,
+  NotOwnerError,
   RevisionConflictError,
   StartFailureError,
   StoppedError,
   ThawFailedError,
+  TimeoutError,
   UnavailableError,
+  type ThreadvisorError,
 } from '../errors.js';
 import { clusterOptionsSchema, resolveCluster, safeRedisUrl, type ResolvedCluster } from '../cluster/options.js';
 import type { ClusterNode } from '../cluster/node.js';
+import type { RemoteCalls } from '../cluster/remote-calls.js';
+import { RemoteRef } from './remote-ref.js';
 import { IntensityWindow, backoffDelay, backoffOptionsSchema, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
 import type { ChildExit, ChildSpec, RestartType, Shutdown } from '../supervisor/types.js';
 import { defaultLogger, publishUnchecked } from '../telemetry.js';
@@ -72,6 +78,7 @@ const optionsSchema = z
     hibernateRetry: backoffOptionsSchema.default({ initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 }),
     logger: loggerSchema.optional(),
     cluster: clusterOptionsSchema.optional(),
+    remoteCallTimeoutMs: z.number().int().min(1).max(MAX_TIMER_MS).default(5000),
   })
   .strict();
 
@@ -432,6 +439,11 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
   #resolveExited!: (exit: ChildExit) => void;
   /** Cluster mode: this node's claims on keys (single activation across nodes). */
   #node: ClusterNode | undefined;
+  /** Cluster mode: calls to agents other nodes run, and this node's answers to theirs. */
+  #remote: RemoteCalls | undefined;
+  /** Cluster mode: per key, the tail of this node's remote calls (one at a time per key, in order). */
+  readonly #remoteChains = new Map<string, Promise<unknown>>();
+  readonly #remoteCallTimeoutMs: number;
 
   private constructor(opts: z.output<typeof optionsSchema>) {
     super();
@@ -446,6 +458,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
     this.#agentOptions = opts.agentOptions;
     this.#storage = opts.storage === undefined ? new MemoryStorage() : opts.storage;
     this.#idleMs = opts.idleTimeoutMs;
+    this.#remoteCallTimeoutMs = opts.remoteCallTimeoutMs;
     this.#touchOnCall = opts.touchOnCall;
     this.#maxResident = opts.maxResident;
     this.#timed = Number.isFinite(opts.idleTimeoutMs);
@@ -499,6 +512,66 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
     );
     this.#node.start();
     await this.#node.settled();
+    const { RemoteCalls } = await import('../cluster/remote-calls.js');
+    const remote = new RemoteCalls({ redis: c.redis, namespace: `${c.namespace}.mgr.${this.name}`, nodeId: c.nodeId, log: this.#logger.child({ nodeId: c.nodeId }) });
+    try {
+      await remote.start((key, message) => this.#serveRemote(key, message));
+    } catch (err) {
+      await remote.close();
+      await this.#node.close(true);
+      throw new UnavailableError(`instance manager ${this.name}: Redis at ${safeRedisUrl(c.redis)} cannot be reached (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+    }
+    this.#remote = remote;
+  }
+
+  /** Cluster mode: runs a call another node asked for, here (`not_owner` when a third node has the key). */
+  async #serveRemote(key: string, message: unknown): Promise<unknown> {
+    checkKey(key);
+    const slot = await this.#acquire(key, undefined, false);
+    return (slot.ref as AgentRef).call(message as never);
+  }
+
+  /**
+   * Cluster mode: a call through a {@link RemoteRef}: run here when this node has the key or can
+   * claim it, else asked of its owner; when the owner changes meanwhile, asked again of the new
+   * one, until `remoteCallTimeoutMs` (then `TimeoutError`). One at a time per key, in order.
+   */
+  callRemote(key: string, message: unknown): Promise<unknown> {
+    const bad = findNonJson(message);
+    if (bad !== undefined) return Promise.reject(new InvalidMessageError(`agent ${this.name}/${key}`, `${bad.problem} (calls to another node travel as JSON)`, { path: bad.path }));
+    const prev = this.#remoteChains.get(key) ?? Promise.resolve();
+    const run = prev.then(() => this.#remoteOnce(key, message));
+    const tail = run.then(noop, noop);
+    this.#remoteChains.set(key, tail);
+    void tail.then(() => {
+      if (this.#remoteChains.get(key) === tail) this.#remoteChains.delete(key);
+    });
+    return run;
+  }
+
+  async #remoteOnce(key: string, message: unknown): Promise<unknown> {
+    const timeoutMs = this.#remoteCallTimeoutMs;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let owner: string;
+      try {
+        const slot = await this.#acquire(key, undefined, false);
+        return await (slot.ref as AgentRef).call(message as never);
+      } catch (err) {
+        if (!(err instanceof NotOwnerError) || err.owner === null) throw err;
+        owner = err.owner;
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || !this.#remote) throw new TimeoutError(`call to agent ${this.name}/${key}`, timeoutMs);
+      try {
+        return await this.#remote.call(owner, key, message, remaining);
+      } catch (err) {
+        if ((err as ThreadvisorError).code !== 'not_owner') throw err;
+        // The key moved: ask again (its new owner, or here).
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        if (Date.now() >= deadline) throw new TimeoutError(`call to agent ${this.name}/${key}`, timeoutMs);
+      }
+    }
   }
 
   /** Cluster mode: the key is no longer this node's (lost, or fenced): its agent stops without saving. */
@@ -560,7 +633,14 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
   async #getSlow(key: string, options: GetOptions | undefined): Promise<AgentRef<InstanceType<C>>> {
     checkKey(key);
     const opts = options === undefined ? {} : parseOrThrow(getOptionsSchema, options, 'get options');
-    const slot = await this.#acquire(key, opts.initialState, false);
+    let slot: Slot;
+    try {
+      slot = await this.#acquire(key, opts.initialState, false);
+    } catch (err) {
+      // Cluster mode: another node runs the key: a handle whose calls go there.
+      if (err instanceof NotOwnerError && err.owner !== null && this.#remote) return new RemoteRef(this, key) as unknown as AgentRef<InstanceType<C>>;
+      throw err;
+    }
     return slot.ref as AgentRef<InstanceType<C>>;
   }
 
@@ -1348,6 +1428,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
       );
     }
     // Cluster mode: every agent is saved and gone: the claims go at once (the others need not wait).
+    await this.#remote?.close();
     await this.#node?.close(true);
     this.#state = 'closed';
     this.#logger.debug('instance manager closed');

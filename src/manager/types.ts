@@ -162,13 +162,20 @@ export interface InstanceManagerOptions<C extends AgentClass = AgentClass> {
   /**
    * Cluster mode: one activation per key across processes and machines, on Redis (ioredis, an
    * optional peer dependency, loads only then). A node claims a key before it starts or thaws its
-   * agent; `get` and `attach` on a node while another runs the key reject with `NotOwnerError`
-   * (`not_owner`, naming the owner); the claim goes once the agent is saved and gone (idle
+   * agent; `get` on a node while another runs the key gives a handle whose `call`s travel to the
+   * owner through Redis (JSON messages and answers; see `remoteCallTimeoutMs`), and `attach`
+   * rejects with `NotOwnerError` (`not_owner`, naming the owner); the claim goes once the agent is saved and gone (idle
    * hibernation, `stop`, `close`), and with a node that dies after `leaseMs`. Use a storage all
    * nodes share (`RedisStorage`) so an agent hibernated on one node thaws on another.
    * `credentials` is not used here.
    */
   cluster?: ClusterOptions;
+  /**
+   * Cluster mode: how long a `call` through a handle to an agent another node runs may take,
+   * there and back, ms. Default 5000. Past it the call rejects with `TimeoutError` (`timeout`);
+   * the owner may still run it (a call that arrives there after its deadline is dropped unrun).
+   */
+  remoteCallTimeoutMs?: number;
   /** Per-key crash policy. */
   restartIntensity?: RestartIntensityOptions;
   /**
