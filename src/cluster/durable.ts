@@ -59,35 +59,93 @@ const BLOCK_MS = 5_000;
 const REPLY_MAXLEN = 100_000;
 const REPLY_TTL_MS = 3_600_000;
 
-// Appends one send. KEYS: specs, stream, delivered-key. ARGV: id, default capacity, message JSON,
-// key JSON ('' for none), node to answer ('' for none), correlation.
-// Returns {1, entryId} | {0} (not declared) | {2, receipt JSON} (key delivered) | {3, capacity} (full).
-const APPEND = `
+// Appends the sends of one turn to one stream. KEYS: specs, the stream, then the delivered keys
+// the sends name. ARGV: id, default capacity, count, then per send: message JSON, key JSON ('' for
+// none), node to answer ('' for none), correlation, delivered-key index into KEYS (0: none).
+// Returns per send {1, entryId} | {0} (not declared) | {2, receipt JSON} (key delivered) |
+// {3, capacity} (full).
+const APPEND_MANY = `
+local n = tonumber(ARGV[3])
+local out = {}
 local spec = redis.call('HGET', KEYS[1], ARGV[1])
-if not spec then return {0} end
-if ARGV[4] ~= '' then
-  local r = redis.call('GET', KEYS[3])
-  if r then return {2, r} end
+if not spec then
+  for i = 1, n do out[i] = {0} end
+  return out
 end
 local cap = tonumber(ARGV[2])
 local ok, decoded = pcall(cjson.decode, spec)
 if ok and type(decoded) == 'table' and type(decoded.queueCapacity) == 'number' then cap = decoded.queueCapacity end
-if redis.call('XLEN', KEYS[2]) >= cap then return {3, cap} end
-return {1, redis.call('XADD', KEYS[2], '*', 'm', ARGV[3], 'k', ARGV[4], 'n', ARGV[5], 'c', ARGV[6])}
-`;
-
-// Settles one entry. KEYS: stream, delivered-key, reply stream. ARGV: entryId, outcome ('ok' |
-// 'err'), payload JSON, key TTL ms, correlation, remember key ('1' | '0'), answer ('1' | '0').
-const SETTLE = `
-redis.call('XACK', KEYS[1], '${GROUP}', ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-if ARGV[6] == '1' and ARGV[2] == 'ok' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end
-if ARGV[7] == '1' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '${REPLY_MAXLEN}', '*', 'c', ARGV[5], 'o', ARGV[2], 'p', ARGV[3])
-  redis.call('PEXPIRE', KEYS[3], ${REPLY_TTL_MS})
+local len = redis.call('XLEN', KEYS[2])
+for i = 0, n - 1 do
+  local b = 4 + i * 5
+  local dk = tonumber(ARGV[b + 4])
+  local r = false
+  if dk > 0 then r = redis.call('GET', KEYS[dk]) end
+  if r then
+    out[i + 1] = {2, r}
+  elseif len >= cap then
+    out[i + 1] = {3, cap}
+  else
+    out[i + 1] = {1, redis.call('XADD', KEYS[2], '*', 'm', ARGV[b], 'k', ARGV[b + 1], 'n', ARGV[b + 2], 'c', ARGV[b + 3])}
+    len = len + 1
+  end
 end
-return 1
+return out
 `;
+/** Sends appended by one script call at most. */
+const APPEND_BATCH = 256;
+
+/** A send waiting to be appended (the sends of one turn to one instance go in one script). */
+interface Append {
+  readonly json: string;
+  readonly keyJson: string;
+  readonly node: string;
+  readonly corr: string;
+  readonly resolve: (r: AppendResult) => void;
+  readonly reject: (err: unknown) => void;
+}
+type AppendResult = [number, string | number | undefined];
+
+// Settles entries of one stream. KEYS: the stream, then the delivered keys and reply streams the
+// entries name. ARGV: key TTL ms, entry count, then per entry: entryId, outcome ('ok' | 'err'),
+// payload JSON, correlation, delivered-key index into KEYS (0: none), reply index (0: none).
+const SETTLE_MANY = `
+local n = tonumber(ARGV[2])
+local ids = {}
+local touched = {}
+for i = 0, n - 1 do
+  local b = 3 + i * 6
+  local dk = tonumber(ARGV[b + 4])
+  local rk = tonumber(ARGV[b + 5])
+  ids[#ids + 1] = ARGV[b]
+  if dk > 0 and ARGV[b + 1] == 'ok' then redis.call('SET', KEYS[dk], ARGV[b + 2], 'PX', ARGV[1]) end
+  if rk > 0 then
+    redis.call('XADD', KEYS[rk], 'MAXLEN', '~', '${REPLY_MAXLEN}', '*', 'c', ARGV[b + 3], 'o', ARGV[b + 1], 'p', ARGV[b + 2])
+    touched[rk] = true
+  end
+end
+redis.call('XACK', KEYS[1], '${GROUP}', unpack(ids))
+redis.call('XDEL', KEYS[1], unpack(ids))
+for rk in pairs(touched) do redis.call('PEXPIRE', KEYS[rk], ${REPLY_TTL_MS}) end
+return n
+`;
+/** Entries settled by one script call at most. */
+const SETTLE_BATCH = 256;
+
+/** A delivered entry waiting to be settled. */
+interface Settlement {
+  readonly stream: Stream;
+  readonly id: string;
+  readonly entryId: string;
+  readonly corr: string;
+  /** The delivered-key to remember (outcome `ok` only), if the send had an idempotency key. */
+  readonly dk: string | undefined;
+  /** The reply stream of the node to answer, if any. */
+  readonly reply: string | undefined;
+  readonly outcome: 'ok' | 'err';
+  readonly payload: string;
+  readonly attempt: number;
+}
 
 /** Options of one durable send (those of `rt.send`, plus `ack`). */
 export interface DurableSendOptions {
@@ -241,6 +299,12 @@ export class DurableSends {
   #wake: (() => void) | undefined;
   #reading = true;
   #sweepWake: (() => void) | undefined;
+  /** Settlements of this turn, by stream key. */
+  readonly #toSettle = new Map<string, Settlement[]>();
+  /** Sends of this turn, by instance id. */
+  readonly #toAppend = new Map<string, Append[]>();
+  #appendScheduled = false;
+  #settleScheduled = false;
   #closed = false;
   #loops: Promise<void>[] = [];
   readonly counters: DurableCounters = { appended: 0, settled: 0, claimed: 0, duplicates: 0, recovered: 0, malformed: 0 };
@@ -267,8 +331,8 @@ export class DurableSends {
       for (const s of this.#streams.values()) s.recover = '0-0';
     });
     this.#replies = make({});
-    this.#cmd.defineCommand('tvAppend', { numberOfKeys: 3, lua: APPEND });
-    this.#cmd.defineCommand('tvSettle', { numberOfKeys: 3, lua: SETTLE });
+    this.#cmd.defineCommand('tvAppendMany', { lua: APPEND_MANY });
+    this.#cmd.defineCommand('tvSettleMany', { lua: SETTLE_MANY });
   }
 
   /** Connects and starts reading replies and owned streams. */
@@ -302,17 +366,7 @@ export class DurableSends {
     for (;;) {
       let r: [number, string | number | undefined];
       try {
-        r = (await (this.#cmd as unknown as { tvAppend(...a: unknown[]): Promise<[number, string | number | undefined]> }).tvAppend(
-          `${this.#prefix}specs`,
-          this.#streamKey(id),
-          this.#deliveredKey(id, keyJson),
-          id,
-          this.#o.defaultCapacity,
-          json,
-          keyJson,
-          answer ? this.#o.nodeId : '',
-          corr,
-        )) as [number, string | number | undefined];
+        r = await this.#append(id, json, keyJson, answer ? this.#o.nodeId : '', corr);
       } catch (err) {
         this.#waiting.delete(corr);
         throw new UnavailableError(`send to instance ${id}: Redis cannot take it (${err instanceof Error ? err.message : String(err)})`, { cause: err });
@@ -586,29 +640,117 @@ export class DurableSends {
   }
 
   /**
-   * Acknowledges, deletes and answers one delivered entry (one script). While Redis cannot take
-   * it the settlement is retried (with backoff) as long as this node delivers the instance; the
-   * entry stays pending meanwhile, and a next owner delivers it again (at least once).
+   * Acknowledges, deletes and answers one delivered entry: the settlements of one turn go to Redis
+   * together, one script per stream. While Redis cannot take them they are retried (with backoff)
+   * as long as this node delivers the instance; the entry stays pending meanwhile, and a next
+   * owner delivers it again (at least once).
    */
-  #settle(stream: Stream, id: string, entryId: string, f: Record<string, string>, key: IdempotencyKey | undefined, outcome: 'ok' | 'err', payload: string, attempt = 0): void {
+  #settle(stream: Stream, id: string, entryId: string, f: Record<string, string>, key: IdempotencyKey | undefined, outcome: 'ok' | 'err', payload: string): void {
     const node = f.n ?? '';
     const keyJson = key === undefined ? '' : (f.k ?? '');
-    (this.#cmd as unknown as { tvSettle(...a: unknown[]): Promise<unknown> })
-      .tvSettle(stream.key, this.#deliveredKey(id, keyJson), node === '' ? this.#replyKey : `${this.#prefix}r:${node}`, entryId, outcome, payload, this.#o.deliveredKeyTtlMs, f.c ?? '', keyJson === '' ? '0' : '1', node === '' ? '0' : '1')
-      .then(
-        () => {
-          stream.held.delete(entryId);
-          this.counters.settled++;
-        },
-        (err: unknown) => {
-          if (attempt === 0) this.#o.log.warn({ instanceId: id, entryId, reason: err instanceof Error ? err.message : String(err) }, 'durable sends: delivered but not acknowledged yet; retrying');
-          if (this.#closed || !this.host.holds(id)) {
-            stream.held.delete(entryId);
-            return;
+    this.#queueSettle({
+      stream,
+      id,
+      entryId,
+      corr: f.c ?? '',
+      dk: keyJson === '' ? undefined : this.#deliveredKey(id, keyJson),
+      reply: node === '' ? undefined : `${this.#prefix}r:${node}`,
+      outcome,
+      payload,
+      attempt: 0,
+    });
+  }
+
+  /** Queues one send for this turn's append to its instance's stream. */
+  #append(id: string, json: string, keyJson: string, node: string, corr: string): Promise<AppendResult> {
+    return new Promise((resolve, reject) => {
+      const a: Append = { json, keyJson, node, corr, resolve, reject };
+      const list = this.#toAppend.get(id);
+      if (list) list.push(a);
+      else this.#toAppend.set(id, [a]);
+      if (this.#appendScheduled) return;
+      this.#appendScheduled = true;
+      setImmediate(() => {
+        this.#appendScheduled = false;
+        for (const [instance, all] of this.#toAppend) {
+          this.#toAppend.delete(instance);
+          for (let i = 0; i < all.length; i += APPEND_BATCH) this.#appendBatch(instance, all.slice(i, i + APPEND_BATCH));
+        }
+      });
+    });
+  }
+
+  #appendBatch(id: string, batch: Append[]): void {
+    const keys = [`${this.#prefix}specs`, this.#streamKey(id)];
+    const index = new Map<string, number>();
+    const args: (string | number)[] = [id, this.#o.defaultCapacity, batch.length];
+    for (const a of batch) {
+      let dk = 0;
+      if (a.keyJson !== '') {
+        const k = this.#deliveredKey(id, a.keyJson);
+        dk = index.get(k) ?? 0;
+        if (dk === 0) {
+          keys.push(k);
+          dk = keys.length;
+          index.set(k, dk);
+        }
+      }
+      args.push(a.json, a.keyJson, a.node, a.corr, dk);
+    }
+    (this.#cmd as unknown as { tvAppendMany(...a: unknown[]): Promise<AppendResult[]> }).tvAppendMany(keys.length, ...keys, ...args).then(
+      (results) => batch.forEach((a, i) => a.resolve(results[i] ?? [0, undefined])),
+      (err: unknown) => {
+        for (const a of batch) a.reject(err);
+      },
+    );
+  }
+
+  #queueSettle(s: Settlement): void {
+    const list = this.#toSettle.get(s.stream.key);
+    if (list) list.push(s);
+    else this.#toSettle.set(s.stream.key, [s]);
+    if (this.#settleScheduled) return;
+    this.#settleScheduled = true;
+    setImmediate(() => {
+      this.#settleScheduled = false;
+      for (const [key, all] of this.#toSettle) {
+        this.#toSettle.delete(key);
+        for (let i = 0; i < all.length; i += SETTLE_BATCH) this.#settleBatch(key, all.slice(i, i + SETTLE_BATCH));
+      }
+    });
+  }
+
+  #settleBatch(streamKey: string, batch: Settlement[]): void {
+    const keys = [streamKey];
+    const index = new Map<string, number>();
+    const at = (k: string): number => {
+      let i = index.get(k);
+      if (i === undefined) {
+        keys.push(k);
+        i = keys.length;
+        index.set(k, i);
+      }
+      return i;
+    };
+    const args: (string | number)[] = [this.#o.deliveredKeyTtlMs, batch.length];
+    for (const s of batch) args.push(s.entryId, s.outcome, s.payload, s.corr, s.dk === undefined ? 0 : at(s.dk), s.reply === undefined ? 0 : at(s.reply));
+    (this.#cmd as unknown as { tvSettleMany(...a: unknown[]): Promise<unknown> }).tvSettleMany(keys.length, ...keys, ...args).then(
+      () => {
+        for (const s of batch) s.stream.held.delete(s.entryId);
+        this.counters.settled += batch.length;
+      },
+      (err: unknown) => {
+        const first = batch[0] as Settlement;
+        if (first.attempt === 0) this.#o.log.warn({ instanceId: first.id, entries: batch.length, reason: err instanceof Error ? err.message : String(err) }, 'durable sends: delivered but not acknowledged yet; retrying');
+        for (const s of batch) {
+          if (this.#closed || !this.host.holds(s.id)) {
+            s.stream.held.delete(s.entryId);
+            continue;
           }
-          setTimeout(() => this.#settle(stream, id, entryId, f, key, outcome, payload, attempt + 1), Math.min(2000, 100 * 2 ** attempt)).unref();
-        },
-      );
+          setTimeout(() => this.#queueSettle({ ...s, attempt: s.attempt + 1 }), Math.min(2000, 100 * 2 ** s.attempt)).unref();
+        }
+      },
+    );
   }
 
   /**
