@@ -148,6 +148,23 @@ describe('durable sends', { timeout: 60_000 }, () => {
     }
   });
 
+  it('an instance removed with sends still queued in its stream: their senders get stopped at once', async () => {
+    const a = await start('a');
+    const b = await start('b');
+    await a.startInstance(spec('s0', { delayMs: 2000 }));
+    await waitFor(() => [...a.listInstances(), ...b.listInstances()].some((s) => s.status === 'connected'), 15_000);
+    const sends = Array.from({ length: 5 }, (_, n) => b.send('s0', { n }).then(
+      () => 'ok',
+      (e: unknown) => (e as { code?: string }).code,
+    ));
+    await eventually(async () => (await raw.xlen('{threadvisor}:q:s0')) === 5, 5_000);
+    await a.stopInstance('s0');
+    const outcomes = await Promise.all(sends);
+    // The one in the channel's hands may have been delivered; the others were not.
+    expect(outcomes.filter((o) => o === 'stopped').length).toBeGreaterThanOrEqual(4);
+    expect(await raw.exists('{threadvisor}:q:s0')).toBe(0);
+  });
+
   it('without persistence a Redis restart loses the backlog, and the declarations with it: later sends reject not_found, none hangs', async () => {
     const a = await start('a');
     await a.startInstance(spec('p0', { delayMs: 1000 }));

@@ -92,7 +92,8 @@ end
 return 0
 `;
 
-// Removes a declaration and its ownership. KEYS: specs, owners. ARGV: id, prefix.
+// Removes a declaration, its ownership and its durable-send stream (answering the senders still
+// waiting on its entries). KEYS: specs, owners. ARGV: id, prefix, the answer's error JSON.
 const UNDECLARE = `
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 local v = redis.call('HGET', KEYS[2], ARGV[1])
@@ -101,7 +102,24 @@ if v then
   redis.call('SREM', ARGV[2] .. 'owned:' .. string.sub(v, 1, string.find(v, '|[^|]*$') - 1), ARGV[1])
 end
 redis.call('DEL', ARGV[2] .. 'cursor:' .. ARGV[1])
-redis.call('DEL', ARGV[2] .. 'q:' .. ARGV[1])
+-- Durable sends still in the instance's stream: each sending node that waits for a receipt is
+-- answered with the error ARGV[3] before the stream goes.
+local q = ARGV[2] .. 'q:' .. ARGV[1]
+local touched = {}
+for _, e in ipairs(redis.call('XRANGE', q, '-', '+')) do
+  local f = e[2]
+  local n, c = '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 'n' then n = f[i + 1] elseif f[i] == 'c' then c = f[i + 1] end
+  end
+  if n ~= '' then
+    local r = ARGV[2] .. 'r:' .. n
+    redis.call('XADD', r, 'MAXLEN', '~', '100000', '*', 'c', c, 'o', 'err', 'p', ARGV[3])
+    touched[r] = true
+  end
+end
+for r in pairs(touched) do redis.call('PEXPIRE', r, 3600000) end
+redis.call('DEL', q)
 return removed
 `;
 
@@ -162,7 +180,7 @@ return node
 type Scripted = Redis & {
   tvTick(specs: string, nodes: string, owners: string, fences: string, node: string, leaseMs: number, prefix: string, offset: number): Promise<unknown[]>;
   tvRelease(owners: string, owned: string, node: string, id: string): Promise<number>;
-  tvUndeclare(specs: string, owners: string, id: string, prefix: string): Promise<number>;
+  tvUndeclare(specs: string, owners: string, id: string, prefix: string, answer: string): Promise<number>;
   tvLeave(owners: string, owned: string, nodes: string, node: string): Promise<number>;
   tvOwner(owners: string, nodes: string, id: string): Promise<string | null>;
   tvClaim(owners: string, nodes: string, fences: string, node: string, id: string, prefix: string): Promise<[number, (number | string)?]>;
@@ -210,9 +228,15 @@ export class LeaseStore {
     await this.#redis.hset(`${this.#p}specs`, id, spec);
   }
 
-  /** Removes a declaration (and its ownership); its owner sees it lost at its next tick. */
+  /**
+   * Removes a declaration (and its ownership; its owner sees it lost at its next tick) and the
+   * instance's durable-send stream, answering each send still in it that waits for a receipt
+   * with `stopped`.
+   */
   async undeclare(id: string): Promise<boolean> {
-    return (await this.#redis.tvUndeclare(`${this.#p}specs`, `${this.#p}owners`, id, this.#p)) > 0;
+    // Senders of durable sends still queued for it learn at once that the instance went.
+    const answer = JSON.stringify({ code: 'stopped', message: `instance ${id} was removed (rt.stopInstance) before this send's receipt: it may not have been delivered`, details: { what: `instance ${id}` } });
+    return (await this.#redis.tvUndeclare(`${this.#p}specs`, `${this.#p}owners`, id, this.#p, answer)) > 0;
   }
 
   /** The declared spec JSON of `id`, or null. */
