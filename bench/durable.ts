@@ -2,7 +2,7 @@
  * Durable sends (cluster mode, `durability: 'redis'`) with a real `redis-server` (started here on
  * a free port, no persistence for both sides), each figure next to a baseline measured in the same
  * run:
- * - throughput (msgs/s): `rt.send` with the receipt awaited (append → the owner's consumer-group
+ * - throughput (msgs/s): `rt.send` on the owner node with the receipt awaited (append → the owner's consumer-group
  *   read → the instance's queue and worker → the `loopback` channel → settle: XACK + XDEL + the
  *   reply to the sender → receipt), a closed loop of `WINDOW` sends in flight over 2 instances,
  *   vs a raw ioredis loop doing the least of that work by hand: pipelined `XADD`, one
@@ -11,6 +11,8 @@
  * - latency (ms): at half the raw loop's saturation rate, sends paced by a 1 ms timer for a few
  *   seconds; each message's send → receipt time, p50 and p99, vs the raw loop's `XADD` → `XACK`
  *   time at the same rate (target p99 <= 2x);
+ * - informational: the same closed loop from a node that does not own the instance (a second
+ *   node joins and takes one of the two; the receipt comes back on the sender's reply stream);
  * - `durability: 'memory'` on the owner node: a cluster-mode runtime owning its instance, the
  *   same closed loop as `bench/send.ts` (1,000 in flight) vs a local-mode runtime, interleaved
  *   round by round (target >= 0.95x).
@@ -162,8 +164,8 @@ async function main(): Promise<void> {
         accepted.push(await closedLoop((id, m) => rt.send(id, m, { ack: 'accepted' }), IDS, N, WINDOW));
       }
       const med = (xs: number[]): number => Math.round(pct(xs, 50));
-      rows.push(compare(`durable rt.send, receipt awaited (2 instances, ${WINDOW} in flight)`, 'msgs/s', med(ours), 'raw ioredis XADD + XREADGROUP + XACK', med(base), { min: 0.5 }));
-      rows.push(compare("durable rt.send, ack: 'accepted'", 'msgs/s', med(accepted), 'raw ioredis XADD + XREADGROUP + XACK', med(base)));
+      rows.push(compare(`durable rt.send from the owner node, receipt awaited (2 instances, ${WINDOW} in flight)`, 'msgs/s', med(ours), 'raw ioredis XADD + XREADGROUP + XACK', med(base), { min: 0.5 }));
+      rows.push(compare("durable rt.send from the owner node, ack: 'accepted'", 'msgs/s', med(accepted), 'raw ioredis XADD + XREADGROUP + XACK', med(base)));
       // Wait until the accepted ones are delivered before measuring latency.
       for (const id of IDS) {
         const probe = (await rt.send(id, msg(-1))) as unknown;
@@ -188,6 +190,22 @@ async function main(): Promise<void> {
         memRates.push(await closedLoop((id, m) => mem.send(id, m), ['m0'], MEM_N, 1000));
       }
       rows.push(compare("cluster, durability 'memory', rt.send on the owner (1 instance, 1,000 in flight)", 'msgs/s', med(memRates), 'local-mode rt.send', med(localRates), { min: 0.95 }));
+      // From a node that does not own the instance: a second node joins and takes one of the two.
+      const other = await Runtime.start({ logger, cluster: { redis: redis.url, nodeId: 'b', leaseMs: 2000, namespace: 'bench-durable' } });
+      try {
+        const deadline = Date.now() + 20_000;
+        while ((other.cluster?.local().length ?? 0) !== 1 || !other.listInstances().some((x) => x.status === 'connected')) {
+          if (Date.now() > deadline) throw new Error('the second node took no instance');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const remoteId = other.cluster?.local()[0] as string;
+        const remote: number[] = [];
+        for (let r = 0; r < ROUNDS; r++) remote.push(await closedLoop((id, m) => rt.send(id, m), [remoteId], N, WINDOW));
+        rows.push(compare(`durable rt.send from a node that does not own the instance, receipt awaited (1 instance, ${WINDOW} in flight)`, 'msgs/s', med(remote), 'raw ioredis XADD + XREADGROUP + XACK', med(base)));
+        extra.remote = remote;
+      } finally {
+        await other.stop();
+      }
       extra.rounds = { ours, accepted, base, memRates, localRates };
     } finally {
       await raw.close();

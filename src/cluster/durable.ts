@@ -733,10 +733,16 @@ export class DurableSends {
       return i;
     };
     const args: (string | number)[] = [this.#o.deliveredKeyTtlMs, batch.length];
-    for (const s of batch) args.push(s.entryId, s.outcome, s.payload, s.corr, s.dk === undefined ? 0 : at(s.dk), s.reply === undefined ? 0 : at(s.reply));
+    // A send this process made is answered here once settled, without a reply through Redis (a
+    // send of an earlier process with this node id has nobody waiting: no reply either).
+    const own = (r: string | undefined): boolean => r === this.#replyKey;
+    for (const s of batch) args.push(s.entryId, s.outcome, s.payload, s.corr, s.dk === undefined ? 0 : at(s.dk), s.reply === undefined || own(s.reply) ? 0 : at(s.reply));
     (this.#cmd as unknown as { tvSettleMany(...a: unknown[]): Promise<unknown> }).tvSettleMany(keys.length, ...keys, ...args).then(
       () => {
-        for (const s of batch) s.stream.held.delete(s.entryId);
+        for (const s of batch) {
+          s.stream.held.delete(s.entryId);
+          if (own(s.reply)) this.#answer(s.corr, s.outcome, s.payload);
+        }
         this.counters.settled += batch.length;
       },
       (err: unknown) => {
@@ -794,6 +800,20 @@ export class DurableSends {
     }
   }
 
+  /** Resolves (or rejects) the send waiting under `corr`, if this process has one. */
+  #answer(corr: string, outcome: 'ok' | 'err', payload: string): void {
+    const w = this.#waiting.get(corr);
+    if (!w) return;
+    this.#waiting.delete(corr);
+    if (outcome === 'ok') {
+      try {
+        w.resolve(JSON.parse(payload));
+      } catch {
+        w.resolve(null);
+      }
+    } else w.reject(errorFrom(payload));
+  }
+
   async #replyLoop(): Promise<void> {
     while (!this.#closed) {
       let res: [string, StreamEntry[]][] | null;
@@ -812,16 +832,7 @@ export class DurableSends {
           this.#lastReply = rid;
           done.push(rid);
           const f = fieldsOf(raw);
-          const w = this.#waiting.get(f.c ?? '');
-          if (!w) continue;
-          this.#waiting.delete(f.c ?? '');
-          if (f.o === 'ok') {
-            try {
-              w.resolve(JSON.parse(f.p ?? 'null'));
-            } catch {
-              w.resolve(null);
-            }
-          } else w.reject(errorFrom(f.p ?? '{}'));
+          this.#answer(f.c ?? '', f.o === 'ok' ? 'ok' : 'err', f.p ?? (f.o === 'ok' ? 'null' : '{}'));
         }
       }
       if (done.length > 0) this.#cmd.xdel(this.#replyKey, ...done).catch(() => undefined);
