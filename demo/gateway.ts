@@ -35,7 +35,11 @@
  *   Beyond 24 instances the table shows summary rows (by status, by worker) and only the
  *   instances that need attention.
  *
- *   npm run demo -- [--duration <s>] [--instances <n>] [--per-worker <n>] [--rooms <n>] [--rate <n>] [--loopback] [--json] [--log-level <level>]
+ * - The ops endpoint (`serveOps` from `threadvisor/ops`) on 127.0.0.1 and a free port (or
+ *   `--ops-port`): its URL, the live status page, is printed at start; `/metrics`, `/readyz`,
+ *   `/instances` answer while the demo runs. Closed before the runtime stops.
+ *
+ *   npm run demo -- [--duration <s>] [--instances <n>] [--per-worker <n>] [--rooms <n>] [--rate <n>] [--loopback] [--ops-port <n>] [--json] [--log-level <level>]
  *
  * @packageDocumentation
  */
@@ -45,6 +49,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { DeliveryFailedError, FileStorage, InstanceManager, Runtime, ThreadvisorError } from '../src/index.js';
+import { serveOps, type OpsServer } from '../src/ops.js';
 import { startPlatformSim, type PlatformSim } from './platform-sim.js';
 import { RoomAgent, type RoomReply } from './room-agent.js';
 import { redraw, renderLogLine, renderTable, secs, type Frame, type InstanceRow } from './table.js';
@@ -79,6 +84,8 @@ usage: npm run demo -- [options]        (or: node dist/demo/gateway.js [options]
   --loopback           in-memory loopback instances instead of HTTP against the simulator
                        (which allows ${SIM_RATE_LIMIT} requests per second per token, answering
                        429 + retry_after beyond)
+  --ops-port <n>       port of the ops endpoint and its live status page, on 127.0.0.1
+                       (default 0: a free port; the URL is printed at start)
   --json               print the summary as one JSON object on the last line of stdout;
                        everything else goes to stderr
   --log-level <level>  level of the library's pino logs on stderr: fatal, error, warn (default),
@@ -100,6 +107,7 @@ interface Args {
   rooms: number;
   rate: number;
   loopback: boolean;
+  opsPort: number;
   json: boolean;
   logLevel: string;
 }
@@ -115,6 +123,7 @@ function parseCli(): Args {
         rooms: { type: 'string', default: '24' },
         rate: { type: 'string', default: '20' },
         loopback: { type: 'boolean', default: false },
+        'ops-port': { type: 'string', default: '0' },
         json: { type: 'boolean', default: false },
         'log-level': { type: 'string', default: 'warn' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -150,6 +159,7 @@ function parseCli(): Args {
     rooms: num('rooms', values.rooms, 1, true),
     rate: num('rate', values.rate, 1, false),
     loopback: values.loopback,
+    opsPort: num('ops-port', values['ops-port'], 0, true, 65535),
     json: values.json,
     logLevel,
   };
@@ -561,6 +571,7 @@ async function main(): Promise<number> {
 
   const timers: NodeJS.Timeout[] = [];
   let painter: NodeJS.Timeout | undefined;
+  let ops: OpsServer | undefined;
   let exitCode: number;
   const faults: FaultRecord[] = [];
   try {
@@ -569,6 +580,9 @@ async function main(): Promise<number> {
     const kind = sim ? `HTTP instances against the simulator at ${sim.url}` : 'loopback instances';
     const header = `threadvisor gateway · ${args.instances} ${kind} (${packing}) · ${args.rooms} rooms each · ${args.rate} msg/s each · idle ${idleTimeoutMs} ms`;
     say(`${header} · storage ${dir}`);
+    // The operator's view: /metrics, /healthz, /readyz, /instances and the live status page at /.
+    ops = await serveOps(rt, { host: '127.0.0.1', port: args.opsPort, manager: rooms });
+    say(`status page: ${ops.url}/ (also /metrics, /healthz, /readyz, /instances)`);
     const faulted = insts.filter((i) => i.fault).map((i) => `${i.fault} ${i.id}`);
     say(`starting ${args.instances} instances (faults for ${faultCount} of them: ${faulted.join(', ') || 'none'}) …`);
     const startOne = async (inst: Inst) => {
@@ -751,6 +765,7 @@ async function main(): Promise<number> {
     flushBatches();
     await paint(true);
     const final = new Map(insts.map((i) => [i.id, i.health]));
+    await ops.close();
     await rooms.close();
     await rt.stop();
     // rt.stop() settles whatever was still queued (typed `stopped`); give those a turn.
@@ -926,6 +941,7 @@ async function main(): Promise<number> {
     process.off('SIGINT', onSigint);
     for (const timer of timers) clearTimeout(timer);
     if (painter) clearInterval(painter);
+    await ops?.close().catch((err: unknown) => logger.error({ err }, 'closing the ops endpoint'));
     if (rooms.state === 'open') await rooms.close().catch((err: unknown) => logger.error({ err }, 'closing the rooms'));
     await rt.stop().catch((err: unknown) => logger.error({ err }, 'stopping the runtime'));
     await removeDir();
