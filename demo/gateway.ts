@@ -35,291 +35,51 @@
  *   Beyond 24 instances the table shows summary rows (by status, by worker) and only the
  *   instances that need attention.
  *
- *   npm run demo -- [--duration <s>] [--instances <n>] [--per-worker <n>] [--rooms <n>] [--rate <n>] [--loopback] [--json] [--log-level <level>]
+ * - The ops endpoint (`serveOps` from `threadvisor/ops`) on 127.0.0.1 and a free port (or
+ *   `--ops-port`): its URL, the live status page, is printed at start; `/metrics`, `/readyz`,
+ *   `/instances` answer while the demo runs. Closed before the runtime stops.
+ *
+ * This file wires the run together (the simulator, the rooms, the runtime and its events, the
+ * live table, the shutdown); the rest is split by concern: `gateway-args.ts` (the flags),
+ * `gateway-plan.ts` (the faults and the run's settings), `gateway-state.ts` (the bookkeeping and
+ * the event lines), `gateway-faults.ts` (how instances start, and the fault schedule),
+ * `gateway-summary.ts` (the verdict and the summary), `table.ts` (the table's rendering).
+ *
+ *   npm run demo -- [--duration <s>] [--instances <n>] [--per-worker <n>] [--rooms <n>] [--rate <n>] [--loopback] [--ops-port <n>] [--json] [--log-level <level>]
  *
  * @packageDocumentation
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { DeliveryFailedError, FileStorage, InstanceManager, Runtime, ThreadvisorError } from '../src/index.js';
+import { FileStorage, InstanceManager, Runtime } from '../src/index.js';
+import { serveOps, type OpsServer } from '../src/ops.js';
+import { parseCli, SIM_RATE_LIMIT } from './gateway-args.js';
+import { scheduleFaults, startOptions } from './gateway-faults.js';
+import { FAULT_ORDER, HEARTBEAT, planFaults, roomList, START_ATTEMPTS } from './gateway-plan.js';
+import {
+  errorCode,
+  EventNotes,
+  newInst,
+  REFUSED,
+  sleep,
+  waitFor,
+  type AgentCounts,
+  type AgentEvent,
+  type FaultRecord,
+  type Inst,
+  type InstanceEvent,
+  type ReasonEvent,
+  type ReconnectEvent,
+  type RestartEvent,
+  type StartRetry,
+  type Totals,
+} from './gateway-state.js';
+import { verdict } from './gateway-summary.js';
 import { startPlatformSim, type PlatformSim } from './platform-sim.js';
 import { RoomAgent, type RoomReply } from './room-agent.js';
 import { redraw, renderLogLine, renderTable, secs, type Frame, type InstanceRow } from './table.js';
-
-// ───────────────────────────────────────────────────────────────────────── options
-
-/** Requests per second per token the simulator allows (getUpdates excepted) before it answers 429. */
-const SIM_RATE_LIMIT = 30;
-/** The channel module of the HTTP mode. */
-const GATEWAY_SIM = new URL('./channels/gateway-sim.js', import.meta.url);
-
-const USAGE = `threadvisor gateway demo: instances on worker threads talking HTTP to a platform simulator,
-rooms as keyed agents, faults injected on a schedule, and a summary that must show nothing lost.
-
-usage: npm run demo -- [options]        (or: node dist/demo/gateway.js [options])
-
-  --duration <s>       seconds to run after warm-up (default 30, at least 6)
-  --instances <n>      instances (default 8, at least 2); min(5, n - 1) of them get
-                       a fault, the rest are siblings; beyond 24 instances the table shows
-                       summary rows and only the instances that need attention
-  --per-worker <n>     instances per worker thread, placement.instancesPerWorker (default 1:
-                       a worker each; at most 1000). Shared workers: the heap blow-up still
-                       gets a worker of its own (its resourceLimits), the other faulted
-                       instances stay in shared workers, one per worker as far as there are
-                       workers. A crash is attributed to its instance, which alone restarts
-                       in place. A hang ends the worker and restarts all of its instances
-                       (restart kind group): those worker-mates, read from
-                       health().worker.threadId before the fault, are expected casualties and
-                       must only be restarted and connected again; all others, undisturbed
-  --rooms <n>          rooms per instance (default 24; a quarter of them are hot)
-  --rate <n>           inbound messages per second per instance (default 20)
-  --loopback           in-memory loopback instances instead of HTTP against the simulator
-                       (which allows ${SIM_RATE_LIMIT} requests per second per token, answering
-                       429 + retry_after beyond)
-  --json               print the summary as one JSON object on the last line of stdout;
-                       everything else goes to stderr
-  --log-level <level>  level of the library's pino logs on stderr: fatal, error, warn (default),
-                       info, debug, trace, silent
-  --help               this text
-
-exit code: 0 when nothing was lost, no sibling was disturbed (expected casualties came back)
-and every fault was detected (over HTTP also: no request over the limit, no 409).`;
-
-/** The runtime's largest `placement.instancesPerWorker`. */
-const MAX_PER_WORKER = 1000;
-
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-
-interface Args {
-  durationMs: number;
-  instances: number;
-  perWorker: number;
-  rooms: number;
-  rate: number;
-  loopback: boolean;
-  json: boolean;
-  logLevel: string;
-}
-
-function parseCli(): Args {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      options: {
-        duration: { type: 'string', default: '30' },
-        instances: { type: 'string', default: '8' },
-        'per-worker': { type: 'string', default: '1' },
-        rooms: { type: 'string', default: '24' },
-        rate: { type: 'string', default: '20' },
-        loopback: { type: 'boolean', default: false },
-        json: { type: 'boolean', default: false },
-        'log-level': { type: 'string', default: 'warn' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}\n`);
-    process.exit(2);
-  }
-  if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
-    process.exit(0);
-  }
-  const num = (name: string, raw: string, min: number, integer: boolean, max = Infinity): number => {
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
-      const range = max === Infinity ? `>= ${min}` : `from ${min} to ${max}`;
-      process.stderr.write(`--${name} must be ${integer ? 'an integer' : 'a number'} ${range}, got ${raw}\n\n${USAGE}\n`);
-      process.exit(2);
-    }
-    return n;
-  };
-  const logLevel = values['log-level'];
-  if (!LEVELS.includes(logLevel)) {
-    process.stderr.write(`--log-level must be one of ${LEVELS.join(', ')}\n`);
-    process.exit(2);
-  }
-  return {
-    durationMs: Math.round(num('duration', values.duration, 6, false) * 1000),
-    instances: num('instances', values.instances, 2, true),
-    perWorker: num('per-worker', values['per-worker'], 1, true, MAX_PER_WORKER),
-    rooms: num('rooms', values.rooms, 1, true),
-    rate: num('rate', values.rate, 1, false),
-    loopback: values.loopback,
-    json: values.json,
-    logLevel,
-  };
-}
-
-// ───────────────────────────────────────────────────────────────────────── the plan
-
-/** The faults, in the order they are given to instances (and injected). */
-type FaultName = 'crash' | 'hang' | 'oom' | 'provider' | 'fatal';
-const FAULT_ORDER: readonly FaultName[] = ['crash', 'hang', 'oom', 'provider', 'fatal'];
-/** When each fault is injected, as a fraction of the run. */
-const FAULT_AT: Record<FaultName, number> = { crash: 0.15, hang: 0.27, oom: 0.39, provider: 0.51, fatal: 0.63 };
-/** What each fault means, for the summary. */
-const FAULT_TEXT: Record<FaultName, string> = {
-  crash: 'uncaught exception in the worker',
-  hang: 'busy loop: the event loop never yields',
-  oom: 'heap blow-up under resourceLimits.maxOldGenerationSizeMb 64',
-  provider: '3 refused connects + 6 failed sends (HTTP 5xx) at start, then a connection reset',
-  fatal: 'credentials revoked (HTTP 401): fatal, no restart loop',
-};
-/**
- * Faults that end the worker: in a shared worker, every instance in it restarts with the faulted
- * one. Not a crash: an uncaught throw from an instance's callback is attributed to it in a shared
- * worker, and only that instance restarts (kind `crash`), in place.
- */
-const WORKER_ENDING: ReadonlySet<FaultName> = new Set<FaultName>(['hang', 'oom']);
-const CONNECT_FAILURES = 3;
-const SEND_FAILURES = 6;
-/** The credential of the instance whose token gets revoked: it never shows in logs, events or health. */
-const TOKEN = 'demo-token-8c1f2e';
-const HEARTBEAT = { intervalMs: 250, maxMissed: 4 };
-/** Attempts of each instance's first start (see `startOne`). */
-const START_ATTEMPTS = 3;
-/** Events of the same text from several instances within this long are noted as one line. */
-const BATCH_MS = 150;
-/** Hot rooms appear this many times in the loopback's round-robin list; cold ones once. */
-const HOT_WEIGHT = 8;
-
-/**
- * Which instance gets which fault (index → fault; `undefined`: a sibling), min(5, n - 1) faults.
- * One worker each: the first instances, in {@link FAULT_ORDER} (gw-0 crash, gw-1 hang, …).
- * Shared workers: the heap blow-up goes to the last instance (its `resourceLimits` give it a
- * worker of its own), the others one per worker as far as there are workers: instances start in
- * order and fill one worker after the other, so the k-th goes to the first instance of the k-th
- * worker (gw-0, gw-50, gw-100, … with 50 per worker). That is only where they are expected to
- * land; the verdict uses the thread ids the runtime reports.
- */
-function planFaults(instances: number, perWorker: number): Array<FaultName | undefined> {
-  const plan = new Array<FaultName | undefined>(instances).fill(undefined);
-  const faults = FAULT_ORDER.slice(0, Math.min(FAULT_ORDER.length, instances - 1));
-  if (perWorker === 1) {
-    faults.forEach((f, i) => (plan[i] = f));
-    return plan;
-  }
-  let shared = instances;
-  if (faults.includes('oom')) {
-    plan[instances - 1] = 'oom';
-    shared = instances - 1;
-  }
-  const workers = Math.ceil(shared / perWorker);
-  faults
-    .filter((f) => f !== 'oom')
-    .forEach((f, k) => {
-      let at = (k % workers) * perWorker + Math.floor(k / workers);
-      while (at >= shared || plan[at] !== undefined) at = (at + 1) % shared;
-      plan[at] = f;
-    });
-  return plan;
-}
-
-/** The loopback's room list for one instance: a quarter hot rooms, interleaved with the cold ones. */
-function roomList(instance: string, count: number): string[] {
-  const names = Array.from({ length: count }, (_, i) => `${instance}/room-${String(i).padStart(2, '0')}`);
-  const hot = names.slice(0, Math.max(1, Math.ceil(count / 4)));
-  const cold = names.slice(hot.length);
-  const list: string[] = [];
-  for (let k = 0; k < HOT_WEIGHT; k++) {
-    list.push(...hot, ...cold.slice(Math.floor((k * cold.length) / HOT_WEIGHT), Math.floor(((k + 1) * cold.length) / HOT_WEIGHT)));
-  }
-  return list;
-}
-
-// ───────────────────────────────────────────────────────────────────────── bookkeeping
-
-interface InstanceEvent {
-  instanceId: string;
-  name: string;
-  at: number;
-}
-interface RestartEvent extends InstanceEvent {
-  class: 'recoverable' | 'fatal';
-  reason: string | null;
-  kind?: string;
-  restartCount: number;
-}
-interface ReasonEvent extends InstanceEvent {
-  reason: string | null;
-  trigger?: string;
-}
-interface ReconnectEvent extends InstanceEvent {
-  phase: 'scheduled' | 'attempt' | 'failed' | 'exhausted';
-  attempt: number;
-  reason?: string | null;
-}
-interface AgentEvent {
-  key: string;
-}
-
-type Health = Awaited<ReturnType<Runtime['health']>>;
-
-interface Inst {
-  readonly index: number;
-  readonly id: string;
-  readonly fault: FaultName | undefined;
-  inbound: number;
-  sent: number;
-  delivered: number;
-  rejected: number;
-  /** Counters at the previous frame, for rates. */
-  prevInbound: number;
-  prevDelivered: number;
-  restarts: RestartEvent[];
-  connected: number[];
-  disconnected: ReasonEvent[];
-  errors: ReasonEvent[];
-  reconnectFailures: ReconnectEvent[];
-  health: Health | undefined;
-}
-
-interface FaultRecord {
-  readonly fault: FaultName;
-  readonly instance: Inst;
-  readonly atMs: number;
-  injectedAt: number | undefined;
-  /** How the send that carried the fault settled: `delivered`, an error code, or `pending`. */
-  sendOutcome: string;
-  /** The faulted instance's worker just before the fault (`health().worker.threadId`). */
-  threadId: number | null;
-  /** The other instances in that worker just before the fault. */
-  mates: string[];
-}
-
-/** A send's outcome: delivered, or the error code it was rejected with. */
-const REFUSED = new Set(['not_running', 'queue_full', 'not_found', 'invalid_config']);
-
-function errorCode(err: unknown): string | undefined {
-  if (err instanceof DeliveryFailedError) return `delivery_failed:${err.reason}`;
-  if (err instanceof ThreadvisorError) return err.code;
-  return undefined;
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 25): Promise<boolean> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() >= until) return false;
-    await sleep(stepMs);
-  }
-  return true;
-}
-
-/** The simulator's counters summed over its tokens. */
-function simulatorTotals(sim: PlatformSim): { requests: number; sent: number; rateLimited: number; overLimit: number; conflicts: number; serverErrors: number; unauthorized: number } {
-  const total = { requests: 0, sent: 0, rateLimited: 0, overLimit: 0, conflicts: 0, serverErrors: 0, unauthorized: 0 };
-  for (const st of Object.values(sim.stats())) for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += st[k];
-  return total;
-}
-
-// ───────────────────────────────────────────────────────────────────────── main
 
 async function main(): Promise<number> {
   const args = parseCli();
@@ -331,23 +91,7 @@ async function main(): Promise<number> {
   const names = Array.from({ length: args.instances }, (_, i) => `gw-${i}`);
   const faultCount = Math.min(FAULT_ORDER.length, args.instances - 1);
   const plan = planFaults(args.instances, args.perWorker);
-  const insts: Inst[] = names.map((id, index) => ({
-    index,
-    id,
-    fault: plan[index],
-    inbound: 0,
-    sent: 0,
-    delivered: 0,
-    rejected: 0,
-    prevInbound: 0,
-    prevDelivered: 0,
-    restarts: [],
-    connected: [],
-    disconnected: [],
-    errors: [],
-    reconnectFailures: [],
-    health: undefined,
-  }));
+  const insts: Inst[] = names.map((id, index) => newInst(index, id, plan[index]));
   const byId = new Map(insts.map((i) => [i.id, i]));
   const listLength = roomList('x', args.rooms).length;
   const cycleMs = (listLength / args.rate) * 1000;
@@ -376,10 +120,8 @@ async function main(): Promise<number> {
     await sim?.stop();
     await rm(dir, { recursive: true, force: true });
   };
-  /** Each instance's token over HTTP (the revoked one is {@link TOKEN}). */
-  const tokenOf = (inst: Inst) => (inst.fault === 'fatal' ? TOKEN : `${inst.id}-token-${inst.index}`);
   let phase: 'running' | 'closing' = 'running';
-  const t = {
+  const t: Totals = {
     inbound: 0,
     sent: 0,
     refused: 0,
@@ -397,38 +139,13 @@ async function main(): Promise<number> {
   const rejectedByCode: Record<string, number> = {};
   const restartsByKind: Record<string, number> = {};
   const restartsByClass: Record<string, number> = {};
-  const agents = { started: 0, thaws: 0, hibernations: 0, keys: new Set<string>(), sleeping: new Set<string>() };
-  const eventLines: string[] = [];
-  const startRetries: Array<{ instance: string; attempt: number; reason: string }> = [];
+  const agents: AgentCounts = { started: 0, thaws: 0, hibernations: 0, keys: new Set<string>(), sleeping: new Set<string>() };
+  const startRetries: StartRetry[] = [];
   /** Set when the warm-up is over: the run's clock (fault times, event stamps) starts there. */
   let t0 = 0;
-  const stamp = () => (t0 === 0 ? '[warm-up]' : `[${secs(Date.now() - t0).padStart(7)}]`);
-  const noteAt = (at: string, line: string) => {
-    const text = `${at} ${line}`;
-    eventLines.push(text);
-    if (eventLines.length > 14) eventLines.shift();
-    if (!tty) say(text);
-  };
-  const note = (line: string) => noteAt(stamp(), line);
-  // A shared worker's death disconnects, restarts and reconnects each of its instances: the same
-  // event for many instances within BATCH_MS makes one line, `50 instances (gw-0, gw-1, …) …`.
-  const batches = new Map<string, { at: string; ids: string[]; timer: NodeJS.Timeout }>();
-  const flushBatch = (text: string) => {
-    const b = batches.get(text);
-    if (!b) return;
-    batches.delete(text);
-    clearTimeout(b.timer);
-    const who = b.ids.length === 1 ? b.ids[0] : `${b.ids.length} instances (${b.ids.slice(0, 4).join(', ')}${b.ids.length > 4 ? ', …' : ''})`;
-    noteAt(b.at, `${who} ${text}`);
-  };
-  const flushBatches = () => {
-    for (const text of [...batches.keys()]) flushBatch(text);
-  };
-  const noteEach = (inst: Inst, text: string) => {
-    const b = batches.get(text);
-    if (b) b.ids.push(inst.id);
-    else batches.set(text, { at: stamp(), ids: [inst.id], timer: setTimeout(() => flushBatch(text), BATCH_MS) });
-  };
+  const notes = new EventNotes(say, tty, () => t0);
+  const note = (line: string) => notes.note(line);
+  const noteEach = (inst: Inst, text: string) => notes.noteEach(inst, text);
 
   // ---- the rooms ---------------------------------------------------------------------------
   const rooms = await InstanceManager.start({ name: 'rooms', agent: RoomAgent, idleTimeoutMs, storage: new FileStorage({ dir }), logger }).catch(async (err: unknown) => {
@@ -561,6 +278,7 @@ async function main(): Promise<number> {
 
   const timers: NodeJS.Timeout[] = [];
   let painter: NodeJS.Timeout | undefined;
+  let ops: OpsServer | undefined;
   let exitCode: number;
   const faults: FaultRecord[] = [];
   try {
@@ -569,45 +287,16 @@ async function main(): Promise<number> {
     const kind = sim ? `HTTP instances against the simulator at ${sim.url}` : 'loopback instances';
     const header = `threadvisor gateway · ${args.instances} ${kind} (${packing}) · ${args.rooms} rooms each · ${args.rate} msg/s each · idle ${idleTimeoutMs} ms`;
     say(`${header} · storage ${dir}`);
+    // The operator's view: /metrics, /healthz, /readyz, /instances and the live status page at /.
+    ops = await serveOps(rt, { host: '127.0.0.1', port: args.opsPort, manager: rooms });
+    say(`status page: ${ops.url}/ (also /metrics, /healthz, /readyz, /instances)`);
     const faulted = insts.filter((i) => i.fault).map((i) => `${i.fault} ${i.id}`);
     say(`starting ${args.instances} instances (faults for ${faultCount} of them: ${faulted.join(', ') || 'none'}) …`);
     const startOne = async (inst: Inst) => {
-      const settings: Record<string, unknown> = { inbound: { ratePerSec: args.rate, rooms: roomList(inst.id, args.rooms), batch: 50 } };
-      const extra: { credentials?: Record<string, unknown>; resourceLimits?: Record<string, number> } = {};
-      switch (inst.fault) {
-        case undefined:
-          break;
-        case 'oom':
-          settings.faults = true;
-          extra.resourceLimits = { maxOldGenerationSizeMb: 64 };
-          break;
-        case 'provider':
-          Object.assign(settings, { faults: true, connectFailures: CONNECT_FAILURES, sendFailures: SEND_FAILURES });
-          break;
-        case 'fatal':
-          // Its token is revoked mid-run (the next poll fails 401). Not `requireToken`: the
-          // runtime scrubs credential values out of the settings it boots the worker with, so a
-          // setting equal to the token arrives as '[REDACTED]' (see the report).
-          settings.faults = true;
-          extra.credentials = { token: TOKEN };
-          break;
-        default:
-          settings.faults = true;
-      }
+      const start = startOptions(inst, args, sim);
       // The heartbeat already runs while a new worker loads zod and the channel module; on an
       // overloaded machine that can exceed 4 × 250 ms, and a first start that fails is not
       // retried by the runtime (startInstance rejects with start_failure). Retry it here.
-      let start: Parameters<Runtime['startInstance']>[0] = { id: inst.id, name: inst.id, channelType: 'loopback', channel: 'loopback', settings, ...extra };
-      if (sim) {
-        // Over HTTP the provider's refused connects and 503s are the simulator's own 500s.
-        const token = tokenOf(inst);
-        if (inst.fault === 'provider') {
-          sim.failNext(CONNECT_FAILURES, { token, method: 'getMe' });
-          sim.failNext(SEND_FAILURES, { token, method: 'sendMessage' });
-        }
-        const httpSettings = { baseUrl: sim.url, rooms: roomList(inst.id, args.rooms), faults: settings.faults === true };
-        start = { id: inst.id, name: inst.id, channelType: 'gateway-sim', channel: GATEWAY_SIM, settings: httpSettings, credentials: { token }, ...(extra.resourceLimits ? { resourceLimits: extra.resourceLimits } : {}) };
-      }
       for (let attempt = 1; ; attempt++) {
         try {
           await rt.startInstance(start);
@@ -648,34 +337,7 @@ async function main(): Promise<number> {
 
     // ---- run, with the fault schedule --------------------------------------------------
     t0 = Date.now();
-    for (const inst of insts) {
-      if (!inst.fault) continue;
-      const rec: FaultRecord = { fault: inst.fault, instance: inst, atMs: Math.round(args.durationMs * FAULT_AT[inst.fault]), injectedAt: undefined, sendOutcome: 'not sent', threadId: null, mates: [] };
-      faults.push(rec);
-      const inject = async () => {
-        // Who shares the faulted instance's worker, just before the fault.
-        const before = await rt.listHealth();
-        if (phase !== 'running') return;
-        rec.threadId = before.find((h) => h.instanceId === inst.id)?.worker?.threadId ?? null;
-        if (rec.threadId !== null) rec.mates = before.filter((h) => h.instanceId !== inst.id && h.worker?.threadId === rec.threadId).map((h) => h.instanceId);
-        const fault = rec.fault === 'provider' ? 'disconnect' : rec.fault;
-        rec.injectedAt = Date.now();
-        rec.sendOutcome = 'pending';
-        const where = rec.mates.length === 0 ? '' : ` (worker #${rec.threadId} with ${rec.mates.length} other instances${WORKER_ENDING.has(rec.fault) ? ': they go down with it' : ''})`;
-        if (sim && (rec.fault === 'provider' || rec.fault === 'fatal')) {
-          // Over HTTP the platform does it: a 500 on the next long-poll (the connection is
-          // reset), or the token revoked (every call 401, the held long-poll too).
-          if (rec.fault === 'provider') sim.failNext(1, { token: tokenOf(inst), method: 'getUpdates' });
-          else sim.revoke(TOKEN);
-          rec.sendOutcome = 'none (the simulator)';
-          note(`inject ${rec.fault} → ${inst.id}: simulator ${rec.fault === 'provider' ? 'answers 500 to its next getUpdates' : 'revokes its token'}`);
-          return;
-        }
-        note(`inject ${rec.fault} → ${inst.id}${where}: send({ fault: '${fault}' })`);
-        void send(inst, { id: `fault-${rec.fault}`, fault }).then((outcome) => (rec.sendOutcome = outcome));
-      };
-      timers.push(setTimeout(() => void inject().catch((err: unknown) => logger.error({ err }, 'injecting a fault')), rec.atMs));
-    }
+    faults.push(...scheduleFaults({ args, insts, rt, sim, isRunning: () => phase === 'running', send, note, logger, timers }));
     if (faultCount < FAULT_ORDER.length) note(`only ${args.instances} instances: skipping ${FAULT_ORDER.slice(faultCount).join(', ')} (one instance per fault, one sibling at least)`);
 
     const frameEvery = tty ? 500 : 2000;
@@ -723,7 +385,7 @@ async function main(): Promise<number> {
         agents: { resident: s.resident, saving: s.hibernating, hibernated: agents.sleeping.size, started: agents.started, thaws: agents.thaws, hibernations: agents.hibernations },
         sends: { accepted: t.sent - t.refused, delivered: t.delivered, rejected: t.rejected, refused: t.refused, pending: t.outstanding },
         inbound: t.inbound,
-        events: eventLines,
+        events: notes.lines,
       };
     };
     const paint = async (last = false) => {
@@ -748,184 +410,26 @@ async function main(): Promise<number> {
     const drained = await waitFor(() => t.outstanding === 0, 10_000);
     clearInterval(painter);
     painter = undefined;
-    flushBatches();
+    notes.flushBatches();
     await paint(true);
     const final = new Map(insts.map((i) => [i.id, i.health]));
+    await ops.close();
     await rooms.close();
     await rt.stop();
     // rt.stop() settles whatever was still queued (typed `stopped`); give those a turn.
     await waitFor(() => t.outstanding === 0, 2000);
     const pendingAtExit = t.outstanding;
 
-    // ---- the verdict ---------------------------------------------------------------------
-    const accepted = t.sent - t.refused;
-    const lost = accepted - t.delivered - t.rejected;
-    const evaluate = (rec: FaultRecord) => {
-      const inst = rec.instance;
-      const from = rec.injectedAt;
-      const res = { fault: rec.fault, instance: inst.id, what: FAULT_TEXT[rec.fault], injectedAtMs: from === undefined ? null : from - t0, faultSend: rec.sendOutcome, detectedAs: null as string | null, detectMs: null as number | null, recoveredMs: null as number | null, restarts: inst.restarts.length, ok: false, skipped: false };
-      if (from === undefined) {
-        res.skipped = interrupted; // interrupted before its turn; otherwise a failure
-        return res;
-      }
-      const afterFault = (at: number) => at >= from;
-      const connectedAfter = (at: number) => inst.connected.find((c) => c >= at);
-      if (rec.fault === 'crash' || rec.fault === 'hang' || rec.fault === 'oom') {
-        // A heap blow-up is a synchronous allocation loop: on an overloaded machine V8's last-resort
-        // GCs can keep the event loop blocked past the heartbeat budget before the heap limit is
-        // reached. Killed as hung is then as right as killed for OOM.
-        // In a shared worker the worker's death is the group's: kind `group` for every instance
-        // in it, the faulted one included (the reason says what ended the worker).
-        const kinds: string[] = [...(rec.fault === 'oom' ? ['oom', 'hang'] : [rec.fault]), ...(args.perWorker > 1 && WORKER_ENDING.has(rec.fault) ? ['group'] : [])];
-        const r = inst.restarts.find((e) => afterFault(e.at) && kinds.includes(e.kind ?? ''));
-        const c = r ? connectedAfter(r.at) : undefined;
-        const why =
-          r?.kind === 'group'
-            ? ` (its shared worker #${rec.threadId ?? '?'} ended: ${r.reason}; ${rec.mates.length} worker-mates restarted with it)`
-            : r !== undefined && rec.mates.length > 0
-              ? ` (in place: attributed to it in its shared worker #${rec.threadId ?? '?'}; its ${rec.mates.length} worker-mates went on)`
-            : r !== undefined && r.kind !== rec.fault
-              ? ' (the allocation loop blocked the event loop past the heartbeat first)'
-              : '';
-        res.detectedAs = r ? `restart kind ${r.kind}${why}` : (inst.restarts.find((e) => afterFault(e.at))?.kind ?? null);
-        res.detectMs = r ? r.at - from : null;
-        res.recoveredMs = c !== undefined ? c - from : null;
-        res.ok = r !== undefined && c !== undefined;
-      } else if (rec.fault === 'provider') {
-        const d = inst.disconnected.find((e) => afterFault(e.at));
-        const c = d ? connectedAfter(d.at) : undefined;
-        const h = final.get(inst.id);
-        const retried = h?.delivery.retried ?? 0;
-        res.detectedAs = d ? `disconnected (${d.reason}); ${inst.reconnectFailures.length} refused connect(s) and ${retried} send retries before` : null;
-        res.detectMs = d ? d.at - from : null;
-        res.recoveredMs = c !== undefined ? c - from : null;
-        res.ok = d !== undefined && c !== undefined && inst.reconnectFailures.length >= CONNECT_FAILURES && retried >= 1 && h?.status === 'connected';
-      } else {
-        const e = inst.errors.find((x) => afterFault(x.at));
-        const r = inst.restarts.find((x) => afterFault(x.at) && x.kind === 'fatal');
-        res.detectedAs = e ? `error (${e.trigger ?? '?'}), restart kind ${r?.kind ?? '-'}` : null;
-        res.detectMs = e ? e.at - from : null;
-        res.ok = e !== undefined && final.get(inst.id)?.status === 'error';
-      }
-      return res;
-    };
-    const faultResults = faults.map(evaluate);
-    // Expected casualties: the worker-mates (just before the fault) of a fault that ends its
-    // worker. From that fault on, each may show what a worker's death does to every instance in
-    // it, a disconnect (`worker <kind>: …`) and a restart of kind `group`, and nothing else; and
-    // it must be connected again at the end. Anything more, or on any other sibling, disturbs.
-    const casualtyFrom = new Map<string, number>();
-    for (const rec of faults) {
-      if (!WORKER_ENDING.has(rec.fault) || rec.injectedAt === undefined) continue;
-      for (const id of rec.mates) casualtyFrom.set(id, Math.min(casualtyFrom.get(id) ?? Infinity, rec.injectedAt));
-    }
-    const siblings = insts.filter((i) => !i.fault);
-    const mates = siblings.filter((i) => casualtyFrom.has(i.id));
-    const groupRestarted = (i: Inst) => i.restarts.some((e) => e.kind === 'group' && e.at >= (casualtyFrom.get(i.id) ?? Infinity));
-    const casualties = {
-      expected: mates.length,
-      restartedWithGroup: mates.filter(groupRestarted).length,
-      connectedAgain: mates.filter((i) => final.get(i.id)?.status === 'connected' && (!groupRestarted(i) || i.connected.some((c) => c >= (casualtyFrom.get(i.id) ?? Infinity)))).length,
-    };
-    const disturbed = siblings
-      .map((i) => {
-        const from = casualtyFrom.get(i.id) ?? Infinity;
-        return {
-          instance: i.id,
-          restarts: i.restarts.filter((e) => !(e.at >= from && e.kind === 'group')).length,
-          errors: i.errors.length,
-          disconnects: i.disconnected.filter((e) => !(e.at >= from && e.reason?.startsWith('worker ') === true)).length,
-          reconnectFailures: i.reconnectFailures.length,
-          notConnectedAgain: from !== Infinity && final.get(i.id)?.status !== 'connected' ? 1 : 0,
-        };
-      })
-      .filter((d) => d.restarts + d.errors + d.disconnects + d.reconnectFailures + d.notConnectedAgain > 0);
-    const siblingsDisturbed = disturbed.reduce((n, d) => n + d.restarts + d.errors + d.disconnects + d.reconnectFailures + d.notConnectedAgain, 0);
-    const workers = new Set([...final.values()].flatMap((h) => (typeof h?.worker?.threadId === 'number' ? [h.worker.threadId] : []))).size;
-    const byFault = (f: FaultName) => faultResults.find((r) => r.fault === f);
-    const sum = (pick: (h: Health) => number) => [...final.values()].reduce((n, h) => n + (h ? pick(h) : 0), 0);
-    const summary = {
-      ok: false,
-      durationMs: Date.now() - t0,
-      instances: args.instances,
-      perWorker: args.perWorker,
-      workers,
-      roomsPerInstance: args.rooms,
-      ratePerSecPerInstance: args.rate,
-      idleTimeoutMs,
-      inbound: t.inbound,
-      inboundAfterClose: t.inboundAfterClose,
-      inboundCutAtClose: t.cutAtClose,
-      accepted,
-      delivered: t.delivered,
-      rejected: t.rejected,
-      rejectedByCode,
-      refused: t.refused,
-      refusedByCode,
-      lost,
-      pendingAtExit,
-      drainedBeforeStop: drained,
-      redelivered: sum((h) => h.delivery.requeued),
-      deliveryRetries: sum((h) => h.delivery.retried),
-      duplicatesSkipped: sum((h) => h.delivery.duplicatesSkipped),
-      restarts: restartsByKind,
-      restartsByClass,
-      hangDetectMs: byFault('hang')?.detectMs ?? null,
-      crashToConnectedMs: byFault('crash')?.recoveredMs ?? null,
-      oomDetectMs: byFault('oom')?.detectMs ?? null,
-      providerResetToConnectedMs: byFault('provider')?.recoveredMs ?? null,
-      fatalDetectMs: byFault('fatal')?.detectMs ?? null,
-      faults: faultResults,
-      siblings: siblings.map((i) => i.id),
-      workerMates: faults.map((r) => ({ fault: r.fault, instance: r.instance.id, threadId: r.threadId, mates: r.mates.length, expectedCasualties: WORKER_ENDING.has(r.fault) })),
-      casualties,
-      siblingsDisturbed,
-      disturbedSiblings: disturbed,
-      agents: { rooms: agents.keys.size, activations: agents.started, thawed: agents.thaws, hibernations: agents.hibernations },
-      handlerErrors: t.handlerErrors,
-      startRetries,
-      interrupted,
-      simulator: sim ? simulatorTotals(sim) : null,
-    };
-    const platformOk = summary.simulator === null || (summary.simulator.overLimit === 0 && summary.simulator.conflicts === 0);
-    summary.ok = lost === 0 && siblingsDisturbed === 0 && platformOk && faultResults.every((r) => r.ok || r.skipped);
-    exitCode = !summary.ok ? 1 : interrupted ? 130 : 0;
-
-    // ---- print it --------------------------------------------------------------------------
-    const ms = (v: number | null) => (v === null ? '-' : `${v} ms`);
-    say('');
-    say(`summary (${secs(summary.durationMs)}, ${args.instances} instances on ${workers} worker threads, ${agents.keys.size} rooms)`);
-    const cut = t.cutAtClose === 0 ? '' : `, ${t.cutAtClose} still in hand when the rooms closed`;
-    say(`  inbound ${t.inbound} (${t.inboundAfterClose} after closing began${cut}, not answered) · accepted ${accepted} · delivered ${t.delivered} · rejected ${t.rejected} ${JSON.stringify(rejectedByCode)} · refused ${t.refused} ${JSON.stringify(refusedByCode)}`);
-    say(`  lost ${lost}${lost === 0 ? ' (every accepted send settled)' : '  <-- LOST'} · redelivered after a worker death ${summary.redelivered} · retried ${summary.deliveryRetries} · duplicates skipped ${summary.duplicatesSkipped}`);
-    say(`  restarts by kind ${JSON.stringify(restartsByKind)} · by class ${JSON.stringify(restartsByClass)}`);
-    say(`  agents: ${agents.started} activations, ${agents.thaws} thawed from disk, ${agents.hibernations} hibernations`);
-    for (const r of faultResults) {
-      say(`  ${r.ok ? 'OK  ' : r.skipped ? 'SKIP' : 'FAIL'} ${r.fault.padEnd(8)} ${r.instance.padEnd(6)} ${r.what}`);
-      if (r.skipped) continue;
-      say(`       injected at ${ms(r.injectedAtMs)} → ${r.detectedAs ?? 'NOT DETECTED'}; detected in ${ms(r.detectMs)}${r.recoveredMs === null ? '' : `, connected again after ${ms(r.recoveredMs)}`}; fault send: ${r.faultSend}`);
-    }
-    const st = summary.simulator;
-    if (st) {
-      say(`  simulator: ${st.requests} requests, ${st.sent} messages sent · 429s honoured ${st.rateLimited - st.overLimit} · requests over the limit ${st.overLimit}${st.overLimit === 0 ? '' : '  <-- OVER'} · 409s ${st.conflicts}${st.conflicts === 0 ? '' : '  <-- CONFLICT'} · 5xx ${st.serverErrors} · 401s ${st.unauthorized}`);
-    }
-    say(`  hang detected in ${ms(summary.hangDetectMs)} (heartbeat ${HEARTBEAT.intervalMs} ms × ${HEARTBEAT.maxMissed}) · crash to connected again ${ms(summary.crashToConnectedMs)}`);
-    if (startRetries.length > 0) say(`  first starts retried: ${startRetries.map((r) => `${r.instance} (${r.reason})`).join('; ')}`);
-    const names = (list: Inst[]) => (list.length <= 8 ? list.map((i) => i.id).join(', ') || '-' : `${list.length} instances`);
-    if (mates.length > 0) {
-      const c = casualties;
-      say(`  worker-mates of a hang or oom (expected casualties, restart kind group): ${names(mates)}; ${c.restartedWithGroup} restarted with their worker, ${c.connectedAgain} of ${c.expected} connected again`);
-    }
-    const others = siblings.filter((i) => !casualtyFrom.has(i.id));
-    const shown = disturbed.slice(0, 8);
-    const verdict = siblingsDisturbed === 0 ? 'undisturbed' : `DISTURBED ${JSON.stringify(shown)}${disturbed.length > shown.length ? ` and ${disturbed.length - shown.length} more` : ''}`;
-    say(`  siblings ${names(others)}${mates.length > 0 ? ' (the rest)' : ''}: ${verdict}`);
-    say(summary.ok ? `result: OK${interrupted ? ' (interrupted: faults not yet injected were skipped)' : ''}` : 'result: FAILED');
-    if (args.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    // ---- the verdict and the summary --------------------------------------------------------
+    exitCode = verdict(
+      { args, insts, faults, final, t, t0, interrupted, idleTimeoutMs, rejectedByCode, refusedByCode, restartsByKind, restartsByClass, agents, startRetries, sim, drained, pendingAtExit },
+      say,
+    );
   } finally {
     process.off('SIGINT', onSigint);
     for (const timer of timers) clearTimeout(timer);
     if (painter) clearInterval(painter);
+    await ops?.close().catch((err: unknown) => logger.error({ err }, 'closing the ops endpoint'));
     if (rooms.state === 'open') await rooms.close().catch((err: unknown) => logger.error({ err }, 'closing the rooms'));
     await rt.stop().catch((err: unknown) => logger.error({ err }, 'stopping the runtime'));
     await removeDir();

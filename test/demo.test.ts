@@ -4,7 +4,8 @@
  * show nothing lost, no sibling disturbed and every injected fault detected; packed several per
  * worker (`--per-worker`), a crash's or hang's worker-mates are restarted with it and come back,
  * and the table stays a summary instead of one row per instance. The instances talk real HTTP to
- * the platform simulator (the default): no request over its rate limit, no 409.
+ * the platform simulator (the default): no request over its rate limit, no 409. The demo serves the
+ * ops endpoint: the test reads the status page URL it prints and asks that server while it runs.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -17,6 +18,36 @@ interface Run {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** What the printed status page URL answered while the demo ran (see {@link probeOps}); undefined without a probe. */
+  ops?: OpsProbe;
+}
+
+interface OpsProbe {
+  url: string;
+  healthz: number;
+  page: { status: number; contentType: string | null; html: boolean };
+  instances: { status: number; ids: string[] };
+  readyz: { status: number; body: unknown };
+}
+
+/** The status page URL the demo prints at start (on stdout, or stderr with --json). */
+const OPS_LINE = /status page: (http:\/\/127\.0\.0\.1:\d+)\/ /;
+
+/** Asks the demo's ops endpoint while it runs: /healthz, the page, /instances (once every instance is listed) and /readyz. */
+async function probeOps(url: string, instances: number): Promise<OpsProbe> {
+  const healthz = (await fetch(`${url}/healthz`)).status;
+  const pageRes = await fetch(`${url}/`, { headers: { accept: 'text/html' } });
+  const page = { status: pageRes.status, contentType: pageRes.headers.get('content-type'), html: (await pageRes.text()).includes('<html') };
+  // The instances start after the URL is printed: ask until all are listed (generous liveness bound).
+  let listed = { status: 0, ids: [] as string[] };
+  for (const until = Date.now() + 30_000; Date.now() < until; await new Promise((r) => setTimeout(r, 200))) {
+    const res = await fetch(`${url}/instances`);
+    const body = (await res.json()) as Array<{ instanceId: string }>;
+    listed = { status: res.status, ids: body.map((h) => h.instanceId).sort() };
+    if (listed.ids.length >= instances) break;
+  }
+  const readyRes = await fetch(`${url}/readyz`);
+  return { url, healthz, page, instances: listed, readyz: { status: readyRes.status, body: await readyRes.json() } };
 }
 
 /** The `--json` summary: the last line of stdout (everything else goes to stderr). */
@@ -30,12 +61,25 @@ function summaryOf({ stdout, stderr }: Run): Summary {
   }
 }
 
-function run(args: string[]): Promise<Run> {
+/** Runs the demo; with `probe` (its instance count), asks its ops endpoint while it runs. */
+function run(args: string[], probe?: number): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [script, ...args], { timeout: 80_000, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) => {
+    let ops: Promise<OpsProbe> | undefined;
+    let seen = '';
+    const child = execFile(process.execPath, [script, ...args], { timeout: 80_000, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) => {
       const code = err ? ((err as { code?: unknown }).code as number | null | undefined) : 0;
-      resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
+      const done = (result?: OpsProbe) => resolve({ code: typeof code === 'number' ? code : null, stdout, stderr, ...(result ? { ops: result } : {}) });
+      if (ops) ops.then(done, (e: unknown) => resolve({ code: null, stdout, stderr: `${stderr}\n--- ops probe failed: ${String(e)}` }));
+      else done();
     });
+    const watch = (chunk: Buffer | string) => {
+      if (probe === undefined || ops) return;
+      seen = (seen + String(chunk)).slice(-4096);
+      const url = OPS_LINE.exec(seen)?.[1];
+      if (url) ops = probeOps(url, probe);
+    };
+    child.stdout?.on('data', watch);
+    child.stderr?.on('data', watch);
   });
 }
 
@@ -81,10 +125,16 @@ describe('gateway demo (dist/demo/gateway.js)', () => {
     'runs 4 instances for 8 s with faults: exit 0, nothing lost, siblings undisturbed, faults detected',
     async () => {
       expect(existsSync(script), `${script} is missing: run \`npm run build\` first`).toBe(true);
-      const result = await run(['--duration', '8', '--instances', '4', '--json']);
+      const result = await run(['--duration', '8', '--instances', '4', '--json'], 4);
       const { code, stderr } = result;
       const summary = summaryOf(result);
       expect(code, stderr.slice(-4000)).toBe(0);
+      // The status page URL it printed answered while it ran: liveness, the page, the instances.
+      expect(result.ops, stderr.slice(-4000)).toBeDefined();
+      expect(result.ops).toMatchObject({ healthz: 200, page: { status: 200, html: true }, instances: { status: 200, ids: ['gw-0', 'gw-1', 'gw-2', 'gw-3'] } });
+      expect(result.ops?.page.contentType).toContain('text/html');
+      expect([200, 503]).toContain(result.ops?.readyz.status);
+      expect(result.ops?.readyz.body).toHaveProperty('ready');
       expect(summary.ok).toBe(true);
       expect(summary.lost).toBe(0);
       expect(summary.siblingsDisturbed).toBeFalsy();
@@ -156,7 +206,7 @@ describe('gateway demo (dist/demo/gateway.js)', () => {
     expect(existsSync(script)).toBe(true);
     const { code, stdout } = await run(['--help']);
     expect(code).toBe(0);
-    for (const flag of ['--duration', '--instances', '--per-worker', '--rooms', '--rate', '--loopback', '--json', '--log-level', '--help']) expect(stdout).toContain(flag);
+    for (const flag of ['--duration', '--instances', '--per-worker', '--rooms', '--rate', '--loopback', '--ops-port', '--json', '--log-level', '--help']) expect(stdout).toContain(flag);
   });
 
   it('rejects a --per-worker beyond the runtime limit with exit 2', async () => {
