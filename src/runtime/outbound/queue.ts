@@ -70,6 +70,7 @@ import { Deque } from './deque.js';
 import { DONE, Entry, Group, IN_FLIGHT, QUEUED, WAITING, promiseOf, settleError, settleOk, type SignalGuard } from './entry.js';
 import { defaultIdempotencyKey, type IdempotencyKey } from './idempotency.js';
 import { enqueueManyOptionsSchema, enqueueOptionsSchema, outboundQueueOptionsSchema, quickValid } from './schemas.js';
+import { PressureGauge } from './pressure.js';
 import { PRESSURE_LEVELS, type EnqueueManyOptions, type EnqueueOptions, type OutboundCounters, type OutboundQueueOptions, type OutboundStats, type PressureLevel, type SendOutcome } from './types.js';
 
 const CH_QUEUED = channelOf('delivery:queued');
@@ -160,12 +161,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   readonly #maxCrashes: number;
   readonly #now: () => number;
   readonly #redact: (text: string) => string;
-  /** Level thresholds: `#enter[k]` = min depth of level k, `#stay[k]` = min depth to remain in k. */
-  readonly #enter: number[];
-  readonly #stay: number[];
-  #level = 0;
-  #lower = 0;
-  #upper = 0;
+  readonly #gauge: PressureGauge;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #readyScheduled = false;
@@ -197,11 +193,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#policy = resolveBackoff({ initialDelayMs: o.retry.initialDelayMs, maxDelayMs: o.retry.maxDelayMs, jitter: o.retry.jitter, random: o.retry.random });
     this.#now = o.now ?? defaultNow;
     this.#redact = o.redact ?? identity;
-    const p = o.pressure;
-    const t = [0, p.warn, p.degraded, p.shed];
-    this.#enter = t.map((r) => this.#minDepth(r));
-    this.#stay = t.map((r, k) => (k === 0 ? 0 : this.#minDepth(r - p.hysteresis)));
-    this.#setBounds();
+    this.#gauge = new PressureGauge(this.capacity, o.pressure);
   }
 
   // ─────────────────────────────────────────────────────────── views
@@ -223,7 +215,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   /** Current pressure level. */
   get pressure(): PressureLevel {
-    return PRESSURE_LEVELS[this.#level] as PressureLevel;
+    return PRESSURE_LEVELS[this.#gauge.level] as PressureLevel;
   }
 
   /** The ordering epoch (see {@link Batch.epoch}). */
@@ -451,7 +443,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#queue.push(e);
     const depth = ++this.#depth;
     this.#counters.enqueued++;
-    if (depth >= this.#upper) this.#repressure();
+    if (depth >= this.#gauge.upper) this.#repressure();
     if (CH_QUEUED.hasSubscribers || this.listenerCount('delivery:queued') > 0) {
       publish(this, 'delivery:queued', () => ({ instanceId: this.instanceId, messageId: e.messageId, attempt: 0, depth }));
     }
@@ -600,7 +592,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (n === 0) return EMPTY_BATCH;
     this.#depth -= n;
     this.#inFlight += n;
-    if (this.#depth < this.#lower) this.#repressure();
+    if (this.#depth < this.#gauge.lower) this.#repressure();
     if (announce !== undefined) {
       for (const e of announce) {
         const attempt = e.attempts + 1;
@@ -828,7 +820,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     for (; j >= 0; j--) q.unshift((front as Entry<M, R>[])[j] as Entry<M, R>);
     this.#depth += entries.length;
     this.#epoch++;
-    if (this.#depth >= this.#upper) this.#repressure();
+    if (this.#depth >= this.#gauge.upper) this.#repressure();
     const head = q.peek() as Entry<M, R>;
     if (head.notBefore === 0 || head.notBefore <= now) this.#scheduleReady();
     else this.#armTimer(head.notBefore, now);
@@ -991,36 +983,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#scheduleReady();
   };
 
-  /** Smallest depth d with d / capacity >= r (the exact comparison the levels are defined by). */
-  #minDepth(r: number): number {
-    const cap = this.capacity;
-    let d = Math.max(0, Math.ceil(r * cap));
-    while (d > 0 && (d - 1) / cap >= r) d--;
-    while (d / cap < r) d++;
-    return d;
-  }
-
-  #setBounds(): void {
-    const k = this.#level;
-    this.#lower = this.#stay[k] as number;
-    this.#upper = k === 3 ? Infinity : (this.#enter[k + 1] as number);
-  }
-
-  /** Recomputes the level after `depth` left `[#lower, #upper)`; emits on change. */
+  /** Recomputes the level after `depth` left the gauge's `[lower, upper)`; emits on change. */
   #repressure(): void {
     const d = this.#depth;
-    const previous = this.#level;
-    let level = previous;
-    if (d >= this.#upper) {
-      level = 3;
-      while (d < (this.#enter[level] as number)) level--;
-    } else if (d < this.#lower) {
-      level = previous - 1;
-      while (level > 0 && d < (this.#stay[level] as number)) level--;
-    }
-    if (level === previous) return;
-    this.#level = level;
-    this.#setBounds();
+    const previous = this.#gauge.update(d);
+    if (previous < 0) return;
+    const level = this.#gauge.level;
     publish(
       this,
       'instance:pressure',
