@@ -67,11 +67,12 @@ import { timerDelay } from '../../wire/timers.js';
 import { LruCache } from '../lru.js';
 import { EMPTY_BATCH, NO_DETAILS, TakenBatch, type Batch } from './batch.js';
 import { Deque } from './deque.js';
-import { DONE, Entry, Group, IN_FLIGHT, QUEUED, WAITING, promiseOf, settleError, settleOk, type SignalGuard } from './entry.js';
+import { DONE, Entry, Group, IN_FLIGHT, QUEUED, promiseOf, settleError, settleOk } from './entry.js';
 import { defaultIdempotencyKey, type IdempotencyKey } from './idempotency.js';
 import { enqueueManyOptionsSchema, enqueueOptionsSchema, outboundQueueOptionsSchema, quickValid } from './schemas.js';
 import { PressureGauge } from './pressure.js';
 import { PRESSURE_LEVELS, type EnqueueManyOptions, type EnqueueOptions, type OutboundCounters, type OutboundQueueOptions, type OutboundStats, type PressureLevel, type SendOutcome } from './types.js';
+import { WaitList } from './waiters.js';
 
 const CH_QUEUED = channelOf('delivery:queued');
 const CH_ATTEMPT = channelOf('delivery:attempt');
@@ -140,9 +141,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
    */
   // eslint-disable-next-line no-unused-private-class-members -- held, never read: see above
   #newest: Entry<M, R> | undefined = undefined;
-  readonly #waiters = new Deque<Entry<M, R>>();
-  /** The waiting entries each signal guards, with its one `abort` listener (see `#guard`). */
-  readonly #guards = new WeakMap<AbortSignal, SignalGuard<M, R>>();
+  readonly #waiters = new WaitList<M, R>((e) => this.#abortWaiter(e));
   /** In-flight window: slot i holds the dispatch with seq `#flightBase + i` (undefined once acked). */
   readonly #flight = new Deque<Entry<M, R> | undefined>(64);
   #flightBase = 0;
@@ -150,8 +149,6 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   #nextId = 0;
   #depth = 0;
   #inFlight = 0;
-  #waiting = 0;
-  #tombstones = 0;
   #epoch = 0;
   #closed = false;
   readonly #pending = new Map<IdempotencyKey, Entry<M, R>>();
@@ -210,7 +207,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   /** Sends waiting for capacity. */
   get waiting(): number {
-    return this.#waiting;
+    return this.#waiters.length;
   }
 
   /** Current pressure level. */
@@ -259,7 +256,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       instanceId: this.instanceId,
       depth: this.#depth,
       inFlight: this.#inFlight,
-      waiting: this.#waiting,
+      waiting: this.#waiters.length,
       capacity: this.capacity,
       pressure: this.pressure,
       dedupeCacheSize: this.#delivered.size,
@@ -312,7 +309,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       const dup = this.#duplicate(key);
       if (dup !== undefined) return dup;
     }
-    if (this.#depth >= this.capacity || this.#waiting > 0) {
+    if (this.#depth >= this.capacity || this.#waiters.length > 0) {
       if (!wait) {
         this.#counters.rejectedFull++;
         return Promise.reject(new QueueFullError(`outbound queue of instance ${this.instanceId}`, this.capacity));
@@ -331,7 +328,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
    * as a redelivery (`info.redelivery` is true on its first attempt here).
    */
   enqueueRedelivery(message: M, key: IdempotencyKey | undefined): Promise<R> {
-    if (this.#closed || this.#depth >= this.capacity || this.#waiting > 0) return this.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
+    if (this.#closed || this.#depth >= this.capacity || this.#waiters.length > 0) return this.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
     if (key !== undefined) {
       const dup = this.#duplicate(key);
       if (dup !== undefined) return dup;
@@ -414,7 +411,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
           continue;
         }
       }
-      if (this.#depth >= this.capacity || this.#waiting > 0) {
+      if (this.#depth >= this.capacity || this.#waiters.length > 0) {
         if (!wait) {
           this.#counters.rejectedFull++;
           group.settle(i, { ok: false, error: new QueueFullError(`outbound queue of instance ${this.instanceId}`, this.capacity) });
@@ -458,80 +455,20 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   /** Puts an entry among the waiters for room (guarded by its signal, if it has one). */
   #park(e: Entry<M, R>): void {
-    e.state = WAITING;
     if (e.key !== undefined) this.#pending.set(e.key, e);
     this.#waiters.push(e);
-    this.#waiting++;
-    if (e.signal !== undefined) this.#guard(e.signal, e);
   }
 
-  /**
-   * Registers a waiting entry with its signal. One `abort` listener per signal and queue, however
-   * many sends share the signal (a listener per send would trip Node's
-   * `MaxListenersExceededWarning` past 10 and cost a closure each); it is removed once the
-   * signal guards no waiting entry any more.
-   */
-  #guard(signal: AbortSignal, e: Entry<M, R>): void {
-    let g = this.#guards.get(signal);
-    if (g === undefined) {
-      const guard: SignalGuard<M, R> = { entries: new Set(), listener: () => this.#onAbort(signal, guard) };
-      g = guard;
-      this.#guards.set(signal, g);
-      signal.addEventListener('abort', g.listener, { once: true });
-    }
-    g.entries.add(e);
-  }
-
-  /** Takes a waiting entry off its signal's guard (admitted or closed); the last one removes the listener. */
-  #unguard(e: Entry<M, R>): void {
-    const signal = e.signal;
-    if (signal === undefined) return;
-    const g = this.#guards.get(signal);
-    if (g === undefined || !g.entries.delete(e) || g.entries.size > 0) return;
-    this.#guards.delete(signal);
-    signal.removeEventListener('abort', g.listener);
-  }
-
-  /** The signal aborted: every send it still guards gives up waiting. */
-  #onAbort(signal: AbortSignal, g: SignalGuard<M, R>): void {
-    if (this.#guards.get(signal) === g) this.#guards.delete(signal);
-    for (const e of g.entries) if (e.state === WAITING) this.#abortWaiter(e);
-    g.entries.clear();
-  }
-
-  /** Called once at most per entry, from its signal's guard. */
+  /** A waiting send whose signal aborted (it already left the waiters). */
   #abortWaiter(e: Entry<M, R>): void {
-    e.state = DONE;
-    this.#waiting--;
-    this.#tombstones++;
     if (e.key !== undefined) this.#pending.delete(e.key);
     this.#counters.aborted++;
-    if (this.#waiting === 0) {
-      this.#waiters.clear();
-      this.#tombstones = 0;
-    } else if (this.#tombstones > 64 && this.#tombstones > this.#waiting) {
-      const n = this.#waiters.length;
-      for (let i = 0; i < n; i++) {
-        const w = this.#waiters.shift() as Entry<M, R>;
-        if (w.state === WAITING) this.#waiters.push(w);
-      }
-      this.#tombstones = 0;
-    }
     settleError(e, new AbortedError(`send on instance ${this.instanceId}`, { cause: e.signal?.reason }));
   }
 
   /** Moves waiters into the queue while there is room, FIFO. */
   #admitWaiters(): void {
-    while (this.#waiting > 0 && this.#depth < this.capacity) {
-      const e = this.#waiters.shift() as Entry<M, R>;
-      if (e.state !== WAITING) {
-        this.#tombstones--;
-        continue;
-      }
-      this.#waiting--;
-      this.#unguard(e);
-      this.#admit(e);
-    }
+    while (this.#waiters.length > 0 && this.#depth < this.capacity) this.#admit(this.#waiters.shift());
   }
 
   // ─────────────────────────────────────────────────────────── dispatch
@@ -604,7 +541,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
         );
       }
     }
-    if (this.#waiting > 0) this.#admitWaiters();
+    if (this.#waiters.length > 0) this.#admitWaiters();
     const sparse = attempts === undefined && redelivered === undefined && keys === undefined ? NO_DETAILS : { attempts, redelivered, keys };
     return new TakenBatch(n, epoch, first, messages, sparse);
   }
@@ -878,12 +815,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
    * `close`). For graceful stops: `await Promise.race([q.drained(), timeout]); q.close()`.
    */
   drained(): Promise<void> {
-    if (this.#depth + this.#inFlight + this.#waiting === 0) return Promise.resolve();
+    if (this.#depth + this.#inFlight + this.#waiters.length === 0) return Promise.resolve();
     return new Promise<void>((resolve) => this.#drainers.push(resolve));
   }
 
   #checkDrained(): void {
-    if (this.#depth + this.#inFlight + this.#waiting !== 0) return;
+    if (this.#depth + this.#inFlight + this.#waiters.length !== 0) return;
     for (const d of this.#drainers.splice(0)) d();
   }
 
@@ -906,19 +843,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       if (e !== undefined) doomed.push(e);
     }
     for (let e = this.#queue.shift(); e !== undefined; e = this.#queue.shift()) doomed.push(e);
-    for (let e = this.#waiters.shift(); e !== undefined; e = this.#waiters.shift()) {
-      if (e.state !== WAITING) continue;
-      this.#unguard(e);
-      doomed.push(e);
-    }
+    this.#waiters.drainInto(doomed);
     this.#flight.clear();
     this.#queue.clear();
-    this.#waiters.clear();
     this.#pending.clear();
     this.#depth = 0;
     this.#inFlight = 0;
-    this.#waiting = 0;
-    this.#tombstones = 0;
     this.#counters.stopped += doomed.length;
     for (const e of doomed) {
       e.state = DONE;
