@@ -59,13 +59,24 @@ import {
   type FailureClass,
 } from '../../errors.js';
 import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../../supervisor/backoff.js';
-import { channelOf, publish, publishOn } from '../../telemetry.js';
 import { parseConfig, parseOrThrow } from '../../validate.js';
 import type { WireError } from '../../wire/errors.js';
 import type { AckResult } from '../../wire/protocol.js';
 import { timerDelay } from '../../wire/timers.js';
 import { LruCache } from '../lru.js';
 import { EMPTY_BATCH, NO_DETAILS, TakenBatch, type Batch } from './batch.js';
+import {
+  announceAttempts,
+  announceDelivered,
+  announceDuplicate,
+  announceGaveUp,
+  announcePressure,
+  announceQueued,
+  announceRequeued,
+  announceRetry,
+  attemptsWanted,
+  deliveriesWanted,
+} from './delivery-events.js';
 import { Deque } from './deque.js';
 import { DONE, Entry, Group, IN_FLIGHT, QUEUED, promiseOf, settleError, settleOk } from './entry.js';
 import { defaultIdempotencyKey, type IdempotencyKey } from './idempotency.js';
@@ -73,14 +84,6 @@ import { enqueueManyOptionsSchema, enqueueOptionsSchema, outboundQueueOptionsSch
 import { PressureGauge } from './pressure.js';
 import { PRESSURE_LEVELS, type EnqueueManyOptions, type EnqueueOptions, type OutboundCounters, type OutboundQueueOptions, type OutboundStats, type PressureLevel, type SendOutcome } from './types.js';
 import { WaitList } from './waiters.js';
-
-const CH_QUEUED = channelOf('delivery:queued');
-const CH_ATTEMPT = channelOf('delivery:attempt');
-const CH_RETRY = channelOf('delivery:retry');
-const CH_DELIVERED = channelOf('delivery:delivered');
-const CH_GAVE_UP = channelOf('delivery:gave_up');
-const CH_DUPLICATE = channelOf('delivery:skipped_duplicate');
-const CH_REQUEUED = channelOf('delivery:requeued');
 
 const defaultNow = (): number => performance.now();
 const identity = (text: string): string => text;
@@ -345,17 +348,13 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (cache.size > 0 && cache.has(key)) {
       const receipt = cache.get(key) as R;
       this.#counters.duplicatesSkipped++;
-      if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
-        publish(this, 'delivery:skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'delivered' }));
-      }
+      announceDuplicate(this, key, 'delivered');
       return Promise.resolve(receipt);
     }
     const pending = this.#pending.get(key);
     if (pending === undefined) return undefined;
     this.#counters.duplicatesSkipped++;
-    if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
-      publish(this, 'delivery:skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'pending' }));
-    }
+    announceDuplicate(this, key, 'pending');
     return promiseOf(pending);
   }
 
@@ -441,9 +440,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     const depth = ++this.#depth;
     this.#counters.enqueued++;
     if (depth >= this.#gauge.upper) this.#repressure();
-    if (CH_QUEUED.hasSubscribers || this.listenerCount('delivery:queued') > 0) {
-      publish(this, 'delivery:queued', () => ({ instanceId: this.instanceId, messageId: e.messageId, attempt: 0, depth }));
-    }
+    announceQueued(this, e, depth);
     this.#scheduleReady();
   }
 
@@ -494,7 +491,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     let redelivered: boolean[] | undefined;
     let keys: (IdempotencyKey | undefined)[] | undefined;
     // Only when someone listens: the entries whose attempt events go out after the bookkeeping.
-    const announce: Entry<M, R>[] | undefined = CH_ATTEMPT.hasSubscribers || this.listenerCount('delivery:attempt') > 0 ? [] : undefined;
+    const announce: Entry<M, R>[] | undefined = attemptsWanted(this) ? [] : undefined;
     let n = 0;
     while (n < max) {
       const e = q.peek();
@@ -530,17 +527,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#depth -= n;
     this.#inFlight += n;
     if (this.#depth < this.#gauge.lower) this.#repressure();
-    if (announce !== undefined) {
-      for (const e of announce) {
-        const attempt = e.attempts + 1;
-        const seq = e.seq;
-        publish(
-          this,
-          'delivery:attempt',
-          () => ({ instanceId: this.instanceId, messageId: e.messageId, seq, attempt, queuedMs: now - e.enqueuedAt }),
-        );
-      }
-    }
+    if (announce !== undefined) announceAttempts(this, announce, now);
     if (this.#waiters.length > 0) this.#admitWaiters();
     const sparse = attempts === undefined && redelivered === undefined && keys === undefined ? NO_DETAILS : { attempts, redelivered, keys };
     return new TakenBatch(n, epoch, first, messages, sparse);
@@ -562,7 +549,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     }
     let now = -1;
     let back: Entry<M, R>[] | undefined;
-    const announce = CH_DELIVERED.hasSubscribers || this.listenerCount('delivery:delivered') > 0;
+    const announce = deliveriesWanted(this);
     for (let i = 0; i < results.length; i++) {
       const r = results[i] as AckResult<R>;
       const e = this.#settleFlight(r.seq);
@@ -597,7 +584,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       return;
     }
     const now = this.#now();
-    const announce = CH_DELIVERED.hasSubscribers || this.listenerCount('delivery:delivered') > 0;
+    const announce = deliveriesWanted(this);
     for (let i = 0; i < n; i++) {
       const e = this.#settleFlight(seq + i);
       if (e === undefined) this.#counters.staleAcks++;
@@ -634,21 +621,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       this.#delivered.set(e.key, receipt);
     }
     this.#counters.delivered++;
-    if (announce) {
-      publishOn(
-        CH_DELIVERED,
-        this,
-        'delivery:delivered',
-        () => ({
-          instanceId: this.instanceId,
-          messageId: e.messageId,
-          seq: e.seq,
-          attempt: e.attempts + 1,
-          queuedMs: e.firstDispatchAt - e.enqueuedAt,
-          totalMs: now - e.enqueuedAt,
-        }),
-      );
-    }
+    if (announce) announceDelivered(this, e, now);
     settleOk(e, receipt);
   }
 
@@ -665,25 +638,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       const delayMs = retryAfterMs === undefined ? backoffMs : timerDelay(Math.max(backoffMs, retryAfterMs));
       e.notBefore = delayMs > 0 ? now + delayMs : 0;
       this.#counters.retried++;
-      if (CH_RETRY.hasSubscribers || this.listenerCount('delivery:retry') > 0) {
-        publish(
-          this,
-          'delivery:retry',
-          () => ({
-            instanceId: this.instanceId,
-            messageId: e.messageId,
-            seq: e.seq,
-            attempt: e.attempts,
-            nextAttempt: e.attempts + 1,
-            delayMs,
-            ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
-            class: err.class,
-            code: err.code,
-            reason: err.reason,
-            totalMs: now - e.enqueuedAt,
-          }),
-        );
-      }
+      announceRetry(this, e, delayMs, retryAfterMs, err, now);
       return true;
     }
     // An unknown class (the runtime validates acks; this is belt and braces) is final.
@@ -708,22 +663,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (e.key !== undefined) this.#pending.delete(e.key);
     this.#counters.gaveUp++;
     const error = new DeliveryFailedError(`instance ${this.instanceId}`, e.messageId, e.attempts, why, last);
-    if (CH_GAVE_UP.hasSubscribers || this.listenerCount('delivery:gave_up') > 0) {
-      publish(
-        this,
-        'delivery:gave_up',
-        () => ({
-          instanceId: this.instanceId,
-          messageId: e.messageId,
-          attempt: e.attempts,
-          reason: why,
-          class: last.class,
-          code: last.channelCode,
-          error: last.message,
-          totalMs: now - e.enqueuedAt,
-        }),
-      );
-    }
+    announceGaveUp(this, e, why, last, now);
     settleError(e, error);
   }
 
@@ -800,9 +740,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     }
     const n = entries.length;
     this.#counters.requeued += n;
-    if (CH_REQUEUED.hasSubscribers || this.listenerCount('delivery:requeued') > 0) {
-      publish(this, 'delivery:requeued', () => ({ instanceId: this.instanceId, count: n, reason, crashed }));
-    }
+    announceRequeued(this, n, reason, crashed);
     if (n > 0) this.#giveBack(entries, now);
     if (this.#drainers.length > 0) this.#checkDrained();
     return n;
@@ -919,16 +857,6 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     const previous = this.#gauge.update(d);
     if (previous < 0) return;
     const level = this.#gauge.level;
-    publish(
-      this,
-      'instance:pressure',
-      () => ({
-        instanceId: this.instanceId,
-        level: PRESSURE_LEVELS[level] as PressureLevel,
-        previous: PRESSURE_LEVELS[previous] as PressureLevel,
-        depth: d,
-        capacity: this.capacity,
-      }),
-    );
+    announcePressure(this, level, previous, d);
   }
 }
