@@ -9,7 +9,8 @@
  *   that end to end it costs a small part of the boundary's budget.
  */
 import { Worker } from 'node:worker_threads';
-import { OutboundQueue, type AckResult } from '../src/runtime/outbound.js';
+import { OutboundQueue } from '../src/runtime/outbound/queue.js';
+import type { AckResult } from '../src/runtime/outbound/types.js';
 import { compare, quick, report, summary } from './lib.js';
 
 const N = quick ? 20_000 : 100_000;

@@ -12,7 +12,8 @@
  */
 import type { AgentStopReason } from './manager/types.js';
 import type { DeliveryFailureReason } from './errors.js';
-import type { IdempotencyKey, PressureLevel } from './runtime/outbound.js';
+import type { IdempotencyKey } from './runtime/outbound/idempotency.js';
+import type { PressureLevel } from './runtime/outbound/types.js';
 import type { ProbeOutcome, ReconnectPhase, RestartClass, RestartKind } from './instance/server.js';
 import type { InstanceStatus } from './instance/state-machine.js';
 import type { ChildExit, ExitClass } from './supervisor/types.js';

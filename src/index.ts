@@ -52,8 +52,9 @@ export type {
 } from './runtime/runtime.js';
 export type { RuntimeChild, RuntimeChildOptions } from './runtime/child.js';
 export type { AcceptedSend, ClusterDeclaration, ClusterOptions, ClusterSpecView, ClusterView } from './cluster/options.js';
-export { PRESSURE_LEVELS } from './runtime/outbound.js';
-export type { EnqueueManyOptions, EnqueueOptions, IdempotencyKey, OutboundStats, PressureLevel, SendOutcome } from './runtime/outbound.js';
+export type { IdempotencyKey } from './runtime/outbound/idempotency.js';
+export { PRESSURE_LEVELS } from './runtime/outbound/types.js';
+export type { EnqueueManyOptions, EnqueueOptions, OutboundStats, PressureLevel, SendOutcome } from './runtime/outbound/types.js';
 export { INSTANCE_STATUSES } from './instance/state-machine.js';
 export type { InstanceStatus } from './instance/state-machine.js';
 export type { RedactedInstance } from './instance/record.js';

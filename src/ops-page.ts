@@ -11,7 +11,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { INSTANCE_STATUSES } from './instance/state-machine.js';
-import { PRESSURE_LEVELS } from './runtime/outbound.js';
+import { PRESSURE_LEVELS } from './runtime/outbound/types.js';
 import type { Runtime, RuntimeMode } from './runtime/runtime.js';
 
 /** One instance in a {@link StatusFrame}. */

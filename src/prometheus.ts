@@ -19,7 +19,7 @@ import { InvalidConfigError } from './errors.js';
 import { channelName } from './events.js';
 import { INSTANCE_STATUSES } from './instance/state-machine.js';
 import type { InstanceManager } from './manager/manager.js';
-import { PRESSURE_LEVELS } from './runtime/outbound.js';
+import { PRESSURE_LEVELS } from './runtime/outbound/types.js';
 import type { InstanceHealth, Runtime, RuntimeMode } from './runtime/runtime.js';
 
 /** Options of {@link collectMetrics}. */

@@ -50,9 +50,9 @@ export {
 export type { Instance, InstanceInput } from './instance/record.js';
 
 // The outbound queue of one instance, without a runtime.
-export { OutboundQueue } from './runtime/outbound.js';
+export { OutboundQueue } from './runtime/outbound/queue.js';
 export { InstanceServer } from './instance/server.js';
-export type { AckResult, OutboundCounters, OutboundQueueOptions, RetryOptions } from './runtime/outbound.js';
+export type { AckResult, OutboundCounters, OutboundQueueOptions, RetryOptions } from './runtime/outbound/types.js';
 
 // Checkpoints: the envelope version and the plain-JSON check of a snapshot.
 export { CHECKPOINT_VERSION } from './manager/storage.js';

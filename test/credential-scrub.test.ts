@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DeliveryFailedError } from '../src/errors.js';
 import { REDACTED, collectSecrets, scrubSecrets, scrubValue, scrubWith } from '../src/instance/record.js';
 import * as serverModule from '../src/instance/server.js';
-import { OutboundQueue } from '../src/runtime/outbound.js';
+import { OutboundQueue } from '../src/runtime/outbound/queue.js';
 import { Runtime, type RuntimeOptions } from '../src/runtime/runtime.js';
 import { fixtureUrl, waitFor } from './helpers/fixtures.js';
 

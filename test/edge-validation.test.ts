@@ -11,7 +11,7 @@ import { checkChannelDefinition } from '../src/channel.js';
 import { InvalidConfigError, InvalidMessageError, NotFoundError, type ThreadvisorError } from '../src/errors.js';
 import { findNonCloneable } from '../src/runtime/cloneable.js';
 import { checkSettings } from '../src/runtime/channel-settings.js';
-import { OutboundQueue } from '../src/runtime/outbound.js';
+import { OutboundQueue } from '../src/runtime/outbound/queue.js';
 import { Runtime, type RuntimeOptions } from '../src/runtime/runtime.js';
 import { WorkerHost } from '../src/worker/host.js';
 import type { BehaveApi } from './fixtures/behave.js';

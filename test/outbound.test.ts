@@ -8,15 +8,11 @@ import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AbortedError, ChannelError, DeliveryFailedError, InvalidConfigError, QueueFullError, StoppedError } from '../src/errors.js';
 import { LruCache } from '../src/runtime/lru.js';
-import {
-  Deque,
-  EMPTY_BATCH,
-  OutboundQueue,
-  defaultIdempotencyKey,
-  type AckResult,
-  type Batch,
-  type OutboundQueueOptions,
-} from '../src/runtime/outbound.js';
+import { EMPTY_BATCH, type Batch } from '../src/runtime/outbound/batch.js';
+import { Deque } from '../src/runtime/outbound/deque.js';
+import { defaultIdempotencyKey } from '../src/runtime/outbound/idempotency.js';
+import { OutboundQueue } from '../src/runtime/outbound/queue.js';
+import type { AckResult, OutboundQueueOptions } from '../src/runtime/outbound/types.js';
 import { ackResultSchema } from '../src/runtime/protocol.js';
 import { backoffDelay, resolveBackoff, seededRandom } from '../src/supervisor/backoff.js';
 

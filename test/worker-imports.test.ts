@@ -29,7 +29,7 @@ describe('the instance worker module graph', { timeout: 30_000 }, () => {
   it('the walk follows static, re-export and dynamic imports', () => {
     const g = moduleGraph(`${root}src/index.js`, root);
     // The package entry reaches the main-thread modules through re-exports, and pino through telemetry.
-    expect(g.files).toContain('src/runtime/outbound.js');
+    expect(g.files).toContain('src/runtime/outbound/queue.js');
     expect(g.files).toContain('src/telemetry.js');
     expect(g.packages).toContain('pino');
     const w = moduleGraph(entry, root);

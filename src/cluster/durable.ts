@@ -39,7 +39,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { AbortedError, ChannelError, DeliveryFailedError, InstanceNotFoundError, InvalidMessageError, QueueFullError, StoppedError, ThreadvisorError, UnavailableError, type ErrorCode } from '../errors.js';
 import { findNonJson } from '../manager/json.js';
-import { defaultIdempotencyKey, type IdempotencyKey } from '../runtime/outbound.js';
+import { defaultIdempotencyKey, type IdempotencyKey } from '../runtime/outbound/idempotency.js';
 import { publish } from '../telemetry.js';
 import type { AcceptedSend } from './options.js';
 

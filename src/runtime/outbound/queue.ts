@@ -48,7 +48,6 @@
  * @packageDocumentation
  */
 import { EventEmitter } from 'node:events';
-import { z } from 'zod';
 import {
   AbortedError,
   ChannelError,
@@ -58,506 +57,33 @@ import {
   StoppedError,
   type DeliveryFailureReason,
   type FailureClass,
-} from '../errors.js';
-import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../supervisor/backoff.js';
-import { channelOf, publish, publishOn } from '../telemetry.js';
-import { parseConfig, parseOrThrow } from '../validate.js';
-import type { WireError } from '../wire/errors.js';
-import type { AckResult } from '../wire/protocol.js';
-import { timerDelay } from '../wire/timers.js';
-import { LruCache } from './lru.js';
-
-// ───────────────────────────────────────────────────────────────────────── types
-
-/** An idempotency key: messages with the same key are delivered once. */
-export type IdempotencyKey = string | number;
-
-/** Pressure levels, in increasing order. */
-export const PRESSURE_LEVELS = ['normal', 'warn', 'degraded', 'shed'] as const;
-
-/** An instance's pressure level: `normal` → `warn` → `degraded` → `shed`. */
-export type PressureLevel = (typeof PRESSURE_LEVELS)[number];
-
-/** Retry policy of recoverable delivery failures: bounded exponential backoff with ± jitter. */
-export interface RetryOptions {
-  /** Attempts per message, the first included. Default 5. */
-  maxAttempts?: number;
-  /** Delay before the first retry, ms. Default 100. `0` retries at once. */
-  initialDelayMs?: number;
-  /** Upper bound of a retry delay, ms. Default 5000. */
-  maxDelayMs?: number;
-  /** Jitter ratio in [0, 1]. Default 0.2. */
-  jitter?: number;
-  /** Random source in [0, 1); default `Math.random`. Pass `seededRandom(n)` in tests. */
-  random?: () => number;
-}
-
-/** Pressure thresholds as fractions of `capacity`. */
-export interface PressureOptions {
-  /** `depth / capacity` at which `warn` starts. Default 0.70. */
-  warn?: number;
-  /** … `degraded` starts. Default 0.85. */
-  degraded?: number;
-  /** … `shed` starts. Default 0.95. */
-  shed?: number;
-  /** A level is left only below its threshold minus this. Default 0.05. */
-  hysteresis?: number;
-}
-
-/** Options of an {@link OutboundQueue}. */
-export interface OutboundQueueOptions {
-  /** The instance this queue belongs to (in events and errors). */
-  instanceId: string;
-  /** Maximum queued messages before `enqueue` rejects (or waits). Default 1000. */
-  capacity?: number;
-  /** Delivered idempotency keys remembered (LRU). Default 1000; `0` disables the cache. */
-  dedupeCacheSize?: number;
-  /** Retry policy of recoverable failures. */
-  retry?: RetryOptions;
-  /**
-   * Worker deaths charged to one message (the oldest unacknowledged one at each crash) before
-   * it is failed as a suspected poison message. Default 3; `Infinity` never fails one.
-   */
-  maxCrashes?: number;
-  /** Pressure thresholds. */
-  pressure?: PressureOptions;
-  /** The dispatcher's pull signal (see {@link OutboundQueue.onReady}). */
-  onReady?: () => void;
-  /** Monotonic clock, ms. Default `performance.now()`. */
-  now?: () => number;
-  /**
-   * Scrubs secrets out of failure text before it goes into an error or an event: the worker's
-   * failure reasons and codes, the reasons given to {@link OutboundQueue.requeueInFlight} and
-   * {@link OutboundQueue.close}. So the `DeliveryFailedError` (message, stack, cause, details) and
-   * the `delivery:retry` / `delivery:gave_up` / `delivery:requeued` payloads carry only scrubbed
-   * text. Called on failures only. Default: text unchanged.
-   */
-  redact?: (text: string) => string;
-}
-
-/** Options of one `rt.send` (one {@link OutboundQueue.enqueue}). */
-export interface EnqueueOptions {
-  /**
-   * Deduplication key. Default: the message's `id` when the message is an object whose `id` is
-   * a string or a finite number. `null` disables deduplication for this message.
-   */
-  idempotencyKey?: IdempotencyKey | null;
-  /** Aborts the send while it is not yet accepted (see the module notes). */
-  signal?: AbortSignal;
-  /** When the queue is full, wait (FIFO) for room instead of rejecting with `QueueFullError`. */
-  waitForCapacity?: boolean;
-}
-
-/** Options of one `rt.sendMany` ({@link OutboundQueue.enqueueMany}): every message takes its default key. */
-export type EnqueueManyOptions = Omit<EnqueueOptions, 'idempotencyKey'>;
-
-/**
- * The outcome of one message of `rt.sendMany` ({@link OutboundQueue.enqueueMany}): its receipt,
- * or the error its own `send` would have rejected with.
- */
-export type SendOutcome<R = unknown> = { ok: true; receipt: R } | { ok: false; error: Error };
-
-/**
- * Messages handed to the dispatcher by {@link OutboundQueue.take}. Their delivery sequence numbers
- * are consecutive (`seq`, `seq + 1`, …), and the per-message details that are nearly always the
- * default (first attempt, no key, not a redelivery) are kept only when one message differs:
- * `sparse` is what goes on the wire; `seqs`, `attempts`, `redelivered` and `keys` spell every
- * value out, built on demand.
- */
-export interface Batch<M = unknown> {
-  /** Number of messages. */
-  readonly length: number;
-  /**
-   * The queue's ordering epoch when the batch was taken. It grows every time a dispatched
-   * message goes back to the queue; see the module notes on strict order.
-   */
-  readonly epoch: number;
-  /** Delivery sequence number of `messages[0]`; message `i` has `seq + i` (a redelivery gets a new one); acks name them. */
-  readonly seq: number;
-  /** The messages. */
-  readonly messages: readonly M[];
-  /** The per-message details, each absent when every message has the default. */
-  readonly sparse: {
-    /** Attempt number of each dispatch; absent when all are 1. */
-    readonly attempts?: readonly number[];
-    /** Whether each message was handed to a worker before; absent when none was. */
-    readonly redelivered?: readonly boolean[];
-    /** Idempotency key of each message (`undefined`: none); absent when none has one. */
-    readonly keys?: readonly (IdempotencyKey | undefined)[];
-  };
-  /** Delivery sequence numbers, one per dispatch. */
-  readonly seqs: readonly number[];
-  /** Attempt number of each dispatch (1 for the first; a crash requeue keeps the number). */
-  readonly attempts: readonly number[];
-  /** Per message: it was handed to a worker before (in flight when one died, or returned unsent). */
-  readonly redelivered: readonly boolean[];
-  /** Idempotency key of each message (`undefined` when it has none), for idempotent channels. */
-  readonly keys: readonly (IdempotencyKey | undefined)[];
-}
-
-/** A batch as {@link OutboundQueue.take} makes it: the dense views are built when asked for. */
-class TakenBatch<M> implements Batch<M> {
-  constructor(
-    readonly length: number,
-    readonly epoch: number,
-    readonly seq: number,
-    readonly messages: readonly M[],
-    readonly sparse: Batch<M>['sparse'],
-  ) {}
-
-  get seqs(): readonly number[] {
-    return Array.from({ length: this.length }, (_, i) => this.seq + i);
-  }
-
-  get attempts(): readonly number[] {
-    return this.sparse.attempts ?? new Array<number>(this.length).fill(1);
-  }
-
-  get redelivered(): readonly boolean[] {
-    return this.sparse.redelivered ?? new Array<boolean>(this.length).fill(false);
-  }
-
-  get keys(): readonly (IdempotencyKey | undefined)[] {
-    return this.sparse.keys ?? new Array<undefined>(this.length).fill(undefined);
-  }
-}
-
-const NO_DETAILS: Batch['sparse'] = Object.freeze({});
-
-/** The batch returned when nothing can be taken (shared and frozen). */
-export const EMPTY_BATCH: Batch<never> = Object.freeze(new TakenBatch<never>(0, 0, 0, Object.freeze([]), NO_DETAILS));
-
-export type { AckResult } from '../wire/protocol.js';
-export type { WireError } from '../wire/errors.js';
-
-/** Counters of an {@link OutboundQueue} since construction. */
-export interface OutboundCounters {
-  /** Messages accepted into the queue (waiters count once admitted). */
-  enqueued: number;
-  /** Messages delivered (promise resolved with a receipt from the channel). */
-  delivered: number;
-  /** Retries scheduled after recoverable failures. */
-  retried: number;
-  /** Messages failed with {@link DeliveryFailedError}. */
-  gaveUp: number;
-  /** Sends answered from the dedupe cache or joined to a pending send with the same key. */
-  duplicatesSkipped: number;
-  /** Sends rejected with {@link QueueFullError}. */
-  rejectedFull: number;
-  /** Sends rejected with {@link AbortedError}. */
-  aborted: number;
-  /** In-flight messages put back by `requeueInFlight`. */
-  requeued: number;
-  /** Messages returned `unsent` by a worker. */
-  unsent: number;
-  /** Acks naming no in-flight dispatch (late, duplicate or unknown): ignored. */
-  staleAcks: number;
-  /** Sends rejected with {@link StoppedError} by `close` or after it. */
-  stopped: number;
-}
-
-/** A point-in-time view of an instance's outbound queue: `delivery` in its health snapshot. */
-export interface OutboundStats extends OutboundCounters {
-  instanceId: string;
-  /** Queued messages (including those waiting out a retry backoff). */
-  depth: number;
-  /** Dispatched, unacknowledged messages. */
-  inFlight: number;
-  /** Sends waiting for capacity. */
-  waiting: number;
-  capacity: number;
-  pressure: PressureLevel;
-  /** Delivered keys currently cached. */
-  dedupeCacheSize: number;
-}
-
-// ───────────────────────────────────────────────────────────────────────── options
-
-const retrySchema = z
-  .object({
-    maxAttempts: z.number().int().min(1).default(5),
-    initialDelayMs: z.number().finite().min(0).default(100),
-    maxDelayMs: z.number().finite().min(0).default(5000),
-    jitter: z.number().min(0).max(1).default(0.2),
-    random: z.custom<() => number>((v) => typeof v === 'function', 'expected a function').optional(),
-  })
-  .strict()
-  .refine((r) => r.maxDelayMs >= r.initialDelayMs, { message: 'maxDelayMs must be >= initialDelayMs', path: ['maxDelayMs'] });
-
-const ratio = z.number().gt(0).max(1);
-
-const pressureSchema = z
-  .object({
-    warn: ratio.default(0.7),
-    degraded: ratio.default(0.85),
-    shed: ratio.default(0.95),
-    hysteresis: z.number().min(0).max(0.5).default(0.05),
-  })
-  .strict()
-  .refine((p) => p.warn < p.degraded && p.degraded < p.shed, { message: 'thresholds must increase: warn < degraded < shed', path: ['degraded'] })
-  .refine((p) => p.hysteresis < p.warn, { message: 'hysteresis must be below warn', path: ['hysteresis'] });
-
-const fn = <T>() => z.custom<T>((v) => typeof v === 'function', 'expected a function');
-
-/** Zod schema of {@link OutboundQueueOptions}. */
-export const outboundQueueOptionsSchema = z
-  .object({
-    instanceId: z.string().min(1),
-    capacity: z.number().int().min(1).default(1000),
-    dedupeCacheSize: z.number().int().min(0).default(1000),
-    retry: retrySchema.default({ maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }),
-    maxCrashes: z.union([z.number().int().min(1), z.literal(Infinity)]).default(3),
-    pressure: pressureSchema.default({ warn: 0.7, degraded: 0.85, shed: 0.95, hysteresis: 0.05 }),
-    onReady: fn<() => void>().optional(),
-    now: fn<() => number>().optional(),
-    redact: fn<(text: string) => string>().optional(),
-  })
-  .strict();
-
-const keySchema = z.union([z.string().min(1).max(1024), z.number().finite(), z.null()]);
-
-/** Zod schema of {@link EnqueueOptions}. Unknown keys are refused (they are usually typos). */
-export const enqueueOptionsSchema = z.strictObject({
-  idempotencyKey: keySchema.optional(),
-  signal: z.instanceof(AbortSignal).optional(),
-  waitForCapacity: z.boolean().optional(),
-});
-
-/**
- * Zod schema of {@link EnqueueManyOptions} (`idempotencyKey` is refused: each message takes its
- * own). Unknown keys are refused too.
- */
-export const enqueueManyOptionsSchema = z.strictObject({
-  idempotencyKey: z.never({ error: 'not an option of a batch: each message takes its own key (its id)' }).optional(),
-  signal: z.instanceof(AbortSignal).optional(),
-  waitForCapacity: z.boolean().optional(),
-});
-
-/** The cheap check of the hot path; anything it does not accept goes through the zod schema. */
-function quickValid(o: unknown): o is EnqueueOptions {
-  if (typeof o !== 'object' || o === null) return false;
-  for (const key in o) if (key !== 'idempotencyKey' && key !== 'signal' && key !== 'waitForCapacity') return false;
-  const { idempotencyKey: k, signal, waitForCapacity: w } = o as EnqueueOptions;
-  return (
-    (k === undefined || k === null || (typeof k === 'string' && k.length > 0 && k.length <= 1024) || (typeof k === 'number' && Number.isFinite(k))) &&
-    (signal === undefined || signal instanceof AbortSignal) &&
-    (w === undefined || typeof w === 'boolean')
-  );
-}
-
-/** The default idempotency key of a message: its `id`, when a string or a finite number. */
-export function defaultIdempotencyKey(message: unknown): IdempotencyKey | undefined {
-  if (typeof message !== 'object' || message === null) return undefined;
-  const id = (message as { id?: unknown }).id;
-  if (typeof id === 'string') return id.length > 0 ? id : undefined;
-  if (typeof id === 'number' && Number.isFinite(id)) return id;
-  return undefined;
-}
-
-// ───────────────────────────────────────────────────────────────────────── deque
-
-/**
- * Array-backed double-ended queue (ring buffer, power-of-two capacity, grows by doubling):
- * O(1) `push`, `unshift`, `shift` and indexed access, where `Array.prototype.shift` is O(n).
- */
-export class Deque<T> {
-  #buf: (T | undefined)[];
-  #mask: number;
-  #head = 0;
-  #len = 0;
-
-  /** @param initialCapacity Slots allocated up front (rounded up to a power of two). */
-  constructor(initialCapacity = 16) {
-    let cap = 4;
-    while (cap < initialCapacity) cap *= 2;
-    this.#buf = new Array<T | undefined>(cap);
-    this.#mask = cap - 1;
-  }
-
-  /** Number of items. */
-  get length(): number {
-    return this.#len;
-  }
-
-  /** Appends at the back. */
-  push(v: T): void {
-    if (this.#len === this.#buf.length) this.#grow();
-    this.#buf[(this.#head + this.#len) & this.#mask] = v;
-    this.#len++;
-  }
-
-  /** Prepends at the front. */
-  unshift(v: T): void {
-    if (this.#len === this.#buf.length) this.#grow();
-    this.#head = (this.#head - 1) & this.#mask;
-    this.#buf[this.#head] = v;
-    this.#len++;
-  }
-
-  /** Removes and returns the front item (`undefined` when empty). */
-  shift(): T | undefined {
-    if (this.#len === 0) return undefined;
-    const v = this.#buf[this.#head];
-    this.#buf[this.#head] = undefined;
-    this.#head = (this.#head + 1) & this.#mask;
-    this.#len--;
-    return v;
-  }
-
-  /** The front item without removing it (`undefined` when empty). */
-  peek(): T | undefined {
-    return this.#len === 0 ? undefined : this.#buf[this.#head];
-  }
-
-  /** The item at `i` from the front (`undefined` out of range). */
-  get(i: number): T | undefined {
-    return i >= 0 && i < this.#len ? this.#buf[(this.#head + i) & this.#mask] : undefined;
-  }
-
-  /** Replaces the item at `i` from the front (ignored out of range). */
-  set(i: number, v: T): void {
-    if (i >= 0 && i < this.#len) this.#buf[(this.#head + i) & this.#mask] = v;
-  }
-
-  /** Removes every item (the storage shrinks back to its initial size). */
-  clear(): void {
-    this.#buf = new Array<T | undefined>(16);
-    this.#mask = 15;
-    this.#head = 0;
-    this.#len = 0;
-  }
-
-  #grow(): void {
-    const old = this.#buf;
-    const next = new Array<T | undefined>(old.length * 2);
-    for (let i = 0; i < this.#len; i++) next[i] = old[(this.#head + i) & this.#mask];
-    this.#buf = next;
-    this.#mask = next.length - 1;
-    this.#head = 0;
-  }
-}
-
-// ───────────────────────────────────────────────────────────────────────── queue
-
-const WAITING = 0;
-const QUEUED = 1;
-const IN_FLIGHT = 2;
-const DONE = 3;
-
-// One shared promise executor instead of a closure per message: it parks the resolving
-// functions here and the Entry constructor picks them up synchronously.
-let parkedResolve: ((v: never) => void) | undefined;
-let parkedReject: ((e: unknown) => void) | undefined;
-function parkResolvers(resolve: (v: never) => void, reject: (e: unknown) => void): void {
-  parkedResolve = resolve;
-  parkedReject = reject;
-}
-
-/** One accepted (or waiting) send. A class so every entry has the same shape. */
-class Entry<M, R> {
-  /** Position in the queue's order (assigned on admission; also the message id without key). */
-  id = -1;
-  state = QUEUED;
-  /** Attempts that ended in a failure. */
-  attempts = 0;
-  /** Crashes charged to this message. */
-  crashes = 0;
-  /** Not dispatched before this clock value (retry backoff); 0 = at once. */
-  notBefore = 0;
-  /** Current dispatch seq while in flight. */
-  seq = -1;
-  firstDispatchAt = -1;
-  /** Set for a single send (made at once) or when a duplicate asks for it (see {@link promiseOf}). */
-  resolve: ((r: R) => void) | undefined = undefined;
-  reject: ((e: unknown) => void) | undefined = undefined;
-  promise: Promise<R> | undefined = undefined;
-  /** The batch of an `enqueueMany`, and this message's place in it. */
-  group: Group<R> | undefined = undefined;
-  index = 0;
-
-  constructor(
-    /** Released (undefined) once the send settled. */
-    public message: M | undefined,
-    readonly key: IdempotencyKey | undefined,
-    readonly enqueuedAt: number,
-    public signal: AbortSignal | undefined,
-    withPromise = true,
-  ) {
-    if (withPromise) {
-      this.promise = new Promise<R>(parkResolvers);
-      this.resolve = parkedResolve as (r: R) => void;
-      this.reject = parkedReject as (e: unknown) => void;
-    }
-  }
-
-  get messageId(): IdempotencyKey {
-    return this.key ?? this.id;
-  }
-}
-
-/** The waiting sends one `AbortSignal` guards in one queue, and its one `abort` listener. */
-interface SignalGuard<M, R> {
-  readonly entries: Set<Entry<M, R>>;
-  readonly listener: () => void;
-}
-
-/** The outcomes of one `enqueueMany`, resolved once every message settled. */
-class Group<R> {
-  readonly outcomes: SendOutcome<R>[];
-  remaining: number;
-  readonly promise: Promise<SendOutcome<R>[]>;
-  readonly #resolve: (o: SendOutcome<R>[]) => void;
-
-  constructor(n: number) {
-    this.outcomes = new Array<SendOutcome<R>>(n);
-    this.remaining = n;
-    this.promise = new Promise<SendOutcome<R>[]>(parkResolvers);
-    this.#resolve = parkedResolve as (o: SendOutcome<R>[]) => void;
-    if (n === 0) this.#resolve(this.outcomes);
-  }
-
-  settle(i: number, outcome: SendOutcome<R>): void {
-    this.outcomes[i] = outcome;
-    if (--this.remaining === 0) this.#resolve(this.outcomes);
-  }
-}
-
-function settleOk<M, R>(e: Entry<M, R>, receipt: R): void {
-  e.resolve?.(receipt);
-  e.group?.settle(e.index, { ok: true, receipt });
-  release(e);
-}
-
-function settleError<M, R>(e: Entry<M, R>, error: Error): void {
-  e.reject?.(error);
-  e.group?.settle(e.index, { ok: false, error });
-  release(e);
-}
-
-/** A settled entry lets go of what it carried (an entry can outlive its send: see `#newest`). */
-function release<M, R>(e: Entry<M, R>): void {
-  e.message = undefined;
-  e.group = undefined;
-  e.signal = undefined;
-}
-
-/** The promise of an entry, made on demand for a batch entry that a duplicate send waits on. */
-function promiseOf<M, R>(e: Entry<M, R>): Promise<R> {
-  if (e.promise === undefined) {
-    e.promise = new Promise<R>(parkResolvers);
-    e.resolve = parkedResolve as (r: R) => void;
-    e.reject = parkedReject as (err: unknown) => void;
-  }
-  return e.promise;
-}
-
-const CH_QUEUED = channelOf('delivery:queued');
-const CH_ATTEMPT = channelOf('delivery:attempt');
-const CH_RETRY = channelOf('delivery:retry');
-const CH_DELIVERED = channelOf('delivery:delivered');
-const CH_GAVE_UP = channelOf('delivery:gave_up');
-const CH_DUPLICATE = channelOf('delivery:skipped_duplicate');
-const CH_REQUEUED = channelOf('delivery:requeued');
+} from '../../errors.js';
+import { backoffDelay, resolveBackoff, type BackoffPolicy } from '../../supervisor/backoff.js';
+import { parseConfig, parseOrThrow } from '../../validate.js';
+import type { WireError } from '../../wire/errors.js';
+import type { AckResult } from '../../wire/protocol.js';
+import { timerDelay } from '../../wire/timers.js';
+import { LruCache } from '../lru.js';
+import { EMPTY_BATCH, NO_DETAILS, TakenBatch, type Batch } from './batch.js';
+import {
+  announceAttempts,
+  announceDelivered,
+  announceDuplicate,
+  announceGaveUp,
+  announcePressure,
+  announceQueued,
+  announceRequeued,
+  announceRetry,
+  attemptsWanted,
+  deliveriesWanted,
+} from './delivery-events.js';
+import { Deque } from './deque.js';
+import { DONE, Entry, Group, IN_FLIGHT, QUEUED, promiseOf, settleError, settleOk } from './entry.js';
+import { defaultIdempotencyKey, type IdempotencyKey } from './idempotency.js';
+import { enqueueManyOptionsSchema, enqueueOptionsSchema, outboundQueueOptionsSchema, quickValid } from './schemas.js';
+import { PressureGauge } from './pressure.js';
+import { PRESSURE_LEVELS, type EnqueueManyOptions, type EnqueueOptions, type OutboundCounters, type OutboundQueueOptions, type OutboundStats, type PressureLevel, type SendOutcome } from './types.js';
+import { WaitList } from './waiters.js';
 
 const defaultNow = (): number => performance.now();
 const identity = (text: string): string => text;
@@ -618,9 +144,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
    */
   // eslint-disable-next-line no-unused-private-class-members -- held, never read: see above
   #newest: Entry<M, R> | undefined = undefined;
-  readonly #waiters = new Deque<Entry<M, R>>();
-  /** The waiting entries each signal guards, with its one `abort` listener (see `#guard`). */
-  readonly #guards = new WeakMap<AbortSignal, SignalGuard<M, R>>();
+  readonly #waiters = new WaitList<M, R>((e) => this.#abortWaiter(e));
   /** In-flight window: slot i holds the dispatch with seq `#flightBase + i` (undefined once acked). */
   readonly #flight = new Deque<Entry<M, R> | undefined>(64);
   #flightBase = 0;
@@ -628,8 +152,6 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   #nextId = 0;
   #depth = 0;
   #inFlight = 0;
-  #waiting = 0;
-  #tombstones = 0;
   #epoch = 0;
   #closed = false;
   readonly #pending = new Map<IdempotencyKey, Entry<M, R>>();
@@ -639,12 +161,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   readonly #maxCrashes: number;
   readonly #now: () => number;
   readonly #redact: (text: string) => string;
-  /** Level thresholds: `#enter[k]` = min depth of level k, `#stay[k]` = min depth to remain in k. */
-  readonly #enter: number[];
-  readonly #stay: number[];
-  #level = 0;
-  #lower = 0;
-  #upper = 0;
+  readonly #gauge: PressureGauge;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #readyScheduled = false;
@@ -676,11 +193,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#policy = resolveBackoff({ initialDelayMs: o.retry.initialDelayMs, maxDelayMs: o.retry.maxDelayMs, jitter: o.retry.jitter, random: o.retry.random });
     this.#now = o.now ?? defaultNow;
     this.#redact = o.redact ?? identity;
-    const p = o.pressure;
-    const t = [0, p.warn, p.degraded, p.shed];
-    this.#enter = t.map((r) => this.#minDepth(r));
-    this.#stay = t.map((r, k) => (k === 0 ? 0 : this.#minDepth(r - p.hysteresis)));
-    this.#setBounds();
+    this.#gauge = new PressureGauge(this.capacity, o.pressure);
   }
 
   // ─────────────────────────────────────────────────────────── views
@@ -697,12 +210,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   /** Sends waiting for capacity. */
   get waiting(): number {
-    return this.#waiting;
+    return this.#waiters.length;
   }
 
   /** Current pressure level. */
   get pressure(): PressureLevel {
-    return PRESSURE_LEVELS[this.#level] as PressureLevel;
+    return PRESSURE_LEVELS[this.#gauge.level] as PressureLevel;
   }
 
   /** The ordering epoch (see {@link Batch.epoch}). */
@@ -746,7 +259,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       instanceId: this.instanceId,
       depth: this.#depth,
       inFlight: this.#inFlight,
-      waiting: this.#waiting,
+      waiting: this.#waiters.length,
       capacity: this.capacity,
       pressure: this.pressure,
       dedupeCacheSize: this.#delivered.size,
@@ -799,7 +312,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       const dup = this.#duplicate(key);
       if (dup !== undefined) return dup;
     }
-    if (this.#depth >= this.capacity || this.#waiting > 0) {
+    if (this.#depth >= this.capacity || this.#waiters.length > 0) {
       if (!wait) {
         this.#counters.rejectedFull++;
         return Promise.reject(new QueueFullError(`outbound queue of instance ${this.instanceId}`, this.capacity));
@@ -818,7 +331,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
    * as a redelivery (`info.redelivery` is true on its first attempt here).
    */
   enqueueRedelivery(message: M, key: IdempotencyKey | undefined): Promise<R> {
-    if (this.#closed || this.#depth >= this.capacity || this.#waiting > 0) return this.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
+    if (this.#closed || this.#depth >= this.capacity || this.#waiters.length > 0) return this.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
     if (key !== undefined) {
       const dup = this.#duplicate(key);
       if (dup !== undefined) return dup;
@@ -835,17 +348,13 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (cache.size > 0 && cache.has(key)) {
       const receipt = cache.get(key) as R;
       this.#counters.duplicatesSkipped++;
-      if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
-        publish(this, 'delivery:skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'delivered' }));
-      }
+      announceDuplicate(this, key, 'delivered');
       return Promise.resolve(receipt);
     }
     const pending = this.#pending.get(key);
     if (pending === undefined) return undefined;
     this.#counters.duplicatesSkipped++;
-    if (CH_DUPLICATE.hasSubscribers || this.listenerCount('delivery:skipped_duplicate') > 0) {
-      publish(this, 'delivery:skipped_duplicate', () => ({ instanceId: this.instanceId, messageId: key, attempt: 0, state: 'pending' }));
-    }
+    announceDuplicate(this, key, 'pending');
     return promiseOf(pending);
   }
 
@@ -901,7 +410,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
           continue;
         }
       }
-      if (this.#depth >= this.capacity || this.#waiting > 0) {
+      if (this.#depth >= this.capacity || this.#waiters.length > 0) {
         if (!wait) {
           this.#counters.rejectedFull++;
           group.settle(i, { ok: false, error: new QueueFullError(`outbound queue of instance ${this.instanceId}`, this.capacity) });
@@ -930,10 +439,8 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#queue.push(e);
     const depth = ++this.#depth;
     this.#counters.enqueued++;
-    if (depth >= this.#upper) this.#repressure();
-    if (CH_QUEUED.hasSubscribers || this.listenerCount('delivery:queued') > 0) {
-      publish(this, 'delivery:queued', () => ({ instanceId: this.instanceId, messageId: e.messageId, attempt: 0, depth }));
-    }
+    if (depth >= this.#gauge.upper) this.#repressure();
+    announceQueued(this, e, depth);
     this.#scheduleReady();
   }
 
@@ -945,80 +452,20 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
 
   /** Puts an entry among the waiters for room (guarded by its signal, if it has one). */
   #park(e: Entry<M, R>): void {
-    e.state = WAITING;
     if (e.key !== undefined) this.#pending.set(e.key, e);
     this.#waiters.push(e);
-    this.#waiting++;
-    if (e.signal !== undefined) this.#guard(e.signal, e);
   }
 
-  /**
-   * Registers a waiting entry with its signal. One `abort` listener per signal and queue, however
-   * many sends share the signal (a listener per send would trip Node's
-   * `MaxListenersExceededWarning` past 10 and cost a closure each); it is removed once the
-   * signal guards no waiting entry any more.
-   */
-  #guard(signal: AbortSignal, e: Entry<M, R>): void {
-    let g = this.#guards.get(signal);
-    if (g === undefined) {
-      const guard: SignalGuard<M, R> = { entries: new Set(), listener: () => this.#onAbort(signal, guard) };
-      g = guard;
-      this.#guards.set(signal, g);
-      signal.addEventListener('abort', g.listener, { once: true });
-    }
-    g.entries.add(e);
-  }
-
-  /** Takes a waiting entry off its signal's guard (admitted or closed); the last one removes the listener. */
-  #unguard(e: Entry<M, R>): void {
-    const signal = e.signal;
-    if (signal === undefined) return;
-    const g = this.#guards.get(signal);
-    if (g === undefined || !g.entries.delete(e) || g.entries.size > 0) return;
-    this.#guards.delete(signal);
-    signal.removeEventListener('abort', g.listener);
-  }
-
-  /** The signal aborted: every send it still guards gives up waiting. */
-  #onAbort(signal: AbortSignal, g: SignalGuard<M, R>): void {
-    if (this.#guards.get(signal) === g) this.#guards.delete(signal);
-    for (const e of g.entries) if (e.state === WAITING) this.#abortWaiter(e);
-    g.entries.clear();
-  }
-
-  /** Called once at most per entry, from its signal's guard. */
+  /** A waiting send whose signal aborted (it already left the waiters). */
   #abortWaiter(e: Entry<M, R>): void {
-    e.state = DONE;
-    this.#waiting--;
-    this.#tombstones++;
     if (e.key !== undefined) this.#pending.delete(e.key);
     this.#counters.aborted++;
-    if (this.#waiting === 0) {
-      this.#waiters.clear();
-      this.#tombstones = 0;
-    } else if (this.#tombstones > 64 && this.#tombstones > this.#waiting) {
-      const n = this.#waiters.length;
-      for (let i = 0; i < n; i++) {
-        const w = this.#waiters.shift() as Entry<M, R>;
-        if (w.state === WAITING) this.#waiters.push(w);
-      }
-      this.#tombstones = 0;
-    }
     settleError(e, new AbortedError(`send on instance ${this.instanceId}`, { cause: e.signal?.reason }));
   }
 
   /** Moves waiters into the queue while there is room, FIFO. */
   #admitWaiters(): void {
-    while (this.#waiting > 0 && this.#depth < this.capacity) {
-      const e = this.#waiters.shift() as Entry<M, R>;
-      if (e.state !== WAITING) {
-        this.#tombstones--;
-        continue;
-      }
-      this.#waiting--;
-      this.#unguard(e);
-      this.#admit(e);
-    }
+    while (this.#waiters.length > 0 && this.#depth < this.capacity) this.#admit(this.#waiters.shift());
   }
 
   // ─────────────────────────────────────────────────────────── dispatch
@@ -1044,7 +491,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     let redelivered: boolean[] | undefined;
     let keys: (IdempotencyKey | undefined)[] | undefined;
     // Only when someone listens: the entries whose attempt events go out after the bookkeeping.
-    const announce: Entry<M, R>[] | undefined = CH_ATTEMPT.hasSubscribers || this.listenerCount('delivery:attempt') > 0 ? [] : undefined;
+    const announce: Entry<M, R>[] | undefined = attemptsWanted(this) ? [] : undefined;
     let n = 0;
     while (n < max) {
       const e = q.peek();
@@ -1079,19 +526,9 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (n === 0) return EMPTY_BATCH;
     this.#depth -= n;
     this.#inFlight += n;
-    if (this.#depth < this.#lower) this.#repressure();
-    if (announce !== undefined) {
-      for (const e of announce) {
-        const attempt = e.attempts + 1;
-        const seq = e.seq;
-        publish(
-          this,
-          'delivery:attempt',
-          () => ({ instanceId: this.instanceId, messageId: e.messageId, seq, attempt, queuedMs: now - e.enqueuedAt }),
-        );
-      }
-    }
-    if (this.#waiting > 0) this.#admitWaiters();
+    if (this.#depth < this.#gauge.lower) this.#repressure();
+    if (announce !== undefined) announceAttempts(this, announce, now);
+    if (this.#waiters.length > 0) this.#admitWaiters();
     const sparse = attempts === undefined && redelivered === undefined && keys === undefined ? NO_DETAILS : { attempts, redelivered, keys };
     return new TakenBatch(n, epoch, first, messages, sparse);
   }
@@ -1112,7 +549,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     }
     let now = -1;
     let back: Entry<M, R>[] | undefined;
-    const announce = CH_DELIVERED.hasSubscribers || this.listenerCount('delivery:delivered') > 0;
+    const announce = deliveriesWanted(this);
     for (let i = 0; i < results.length; i++) {
       const r = results[i] as AckResult<R>;
       const e = this.#settleFlight(r.seq);
@@ -1147,7 +584,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       return;
     }
     const now = this.#now();
-    const announce = CH_DELIVERED.hasSubscribers || this.listenerCount('delivery:delivered') > 0;
+    const announce = deliveriesWanted(this);
     for (let i = 0; i < n; i++) {
       const e = this.#settleFlight(seq + i);
       if (e === undefined) this.#counters.staleAcks++;
@@ -1184,21 +621,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       this.#delivered.set(e.key, receipt);
     }
     this.#counters.delivered++;
-    if (announce) {
-      publishOn(
-        CH_DELIVERED,
-        this,
-        'delivery:delivered',
-        () => ({
-          instanceId: this.instanceId,
-          messageId: e.messageId,
-          seq: e.seq,
-          attempt: e.attempts + 1,
-          queuedMs: e.firstDispatchAt - e.enqueuedAt,
-          totalMs: now - e.enqueuedAt,
-        }),
-      );
-    }
+    if (announce) announceDelivered(this, e, now);
     settleOk(e, receipt);
   }
 
@@ -1215,25 +638,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       const delayMs = retryAfterMs === undefined ? backoffMs : timerDelay(Math.max(backoffMs, retryAfterMs));
       e.notBefore = delayMs > 0 ? now + delayMs : 0;
       this.#counters.retried++;
-      if (CH_RETRY.hasSubscribers || this.listenerCount('delivery:retry') > 0) {
-        publish(
-          this,
-          'delivery:retry',
-          () => ({
-            instanceId: this.instanceId,
-            messageId: e.messageId,
-            seq: e.seq,
-            attempt: e.attempts,
-            nextAttempt: e.attempts + 1,
-            delayMs,
-            ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
-            class: err.class,
-            code: err.code,
-            reason: err.reason,
-            totalMs: now - e.enqueuedAt,
-          }),
-        );
-      }
+      announceRetry(this, e, delayMs, retryAfterMs, err, now);
       return true;
     }
     // An unknown class (the runtime validates acks; this is belt and braces) is final.
@@ -1258,22 +663,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     if (e.key !== undefined) this.#pending.delete(e.key);
     this.#counters.gaveUp++;
     const error = new DeliveryFailedError(`instance ${this.instanceId}`, e.messageId, e.attempts, why, last);
-    if (CH_GAVE_UP.hasSubscribers || this.listenerCount('delivery:gave_up') > 0) {
-      publish(
-        this,
-        'delivery:gave_up',
-        () => ({
-          instanceId: this.instanceId,
-          messageId: e.messageId,
-          attempt: e.attempts,
-          reason: why,
-          class: last.class,
-          code: last.channelCode,
-          error: last.message,
-          totalMs: now - e.enqueuedAt,
-        }),
-      );
-    }
+    announceGaveUp(this, e, why, last, now);
     settleError(e, error);
   }
 
@@ -1307,7 +697,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     for (; j >= 0; j--) q.unshift((front as Entry<M, R>[])[j] as Entry<M, R>);
     this.#depth += entries.length;
     this.#epoch++;
-    if (this.#depth >= this.#upper) this.#repressure();
+    if (this.#depth >= this.#gauge.upper) this.#repressure();
     const head = q.peek() as Entry<M, R>;
     if (head.notBefore === 0 || head.notBefore <= now) this.#scheduleReady();
     else this.#armTimer(head.notBefore, now);
@@ -1350,9 +740,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     }
     const n = entries.length;
     this.#counters.requeued += n;
-    if (CH_REQUEUED.hasSubscribers || this.listenerCount('delivery:requeued') > 0) {
-      publish(this, 'delivery:requeued', () => ({ instanceId: this.instanceId, count: n, reason, crashed }));
-    }
+    announceRequeued(this, n, reason, crashed);
     if (n > 0) this.#giveBack(entries, now);
     if (this.#drainers.length > 0) this.#checkDrained();
     return n;
@@ -1365,12 +753,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
    * `close`). For graceful stops: `await Promise.race([q.drained(), timeout]); q.close()`.
    */
   drained(): Promise<void> {
-    if (this.#depth + this.#inFlight + this.#waiting === 0) return Promise.resolve();
+    if (this.#depth + this.#inFlight + this.#waiters.length === 0) return Promise.resolve();
     return new Promise<void>((resolve) => this.#drainers.push(resolve));
   }
 
   #checkDrained(): void {
-    if (this.#depth + this.#inFlight + this.#waiting !== 0) return;
+    if (this.#depth + this.#inFlight + this.#waiters.length !== 0) return;
     for (const d of this.#drainers.splice(0)) d();
   }
 
@@ -1393,19 +781,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
       if (e !== undefined) doomed.push(e);
     }
     for (let e = this.#queue.shift(); e !== undefined; e = this.#queue.shift()) doomed.push(e);
-    for (let e = this.#waiters.shift(); e !== undefined; e = this.#waiters.shift()) {
-      if (e.state !== WAITING) continue;
-      this.#unguard(e);
-      doomed.push(e);
-    }
+    this.#waiters.drainInto(doomed);
     this.#flight.clear();
     this.#queue.clear();
-    this.#waiters.clear();
     this.#pending.clear();
     this.#depth = 0;
     this.#inFlight = 0;
-    this.#waiting = 0;
-    this.#tombstones = 0;
     this.#counters.stopped += doomed.length;
     for (const e of doomed) {
       e.state = DONE;
@@ -1470,46 +851,12 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
     this.#scheduleReady();
   };
 
-  /** Smallest depth d with d / capacity >= r (the exact comparison the levels are defined by). */
-  #minDepth(r: number): number {
-    const cap = this.capacity;
-    let d = Math.max(0, Math.ceil(r * cap));
-    while (d > 0 && (d - 1) / cap >= r) d--;
-    while (d / cap < r) d++;
-    return d;
-  }
-
-  #setBounds(): void {
-    const k = this.#level;
-    this.#lower = this.#stay[k] as number;
-    this.#upper = k === 3 ? Infinity : (this.#enter[k + 1] as number);
-  }
-
-  /** Recomputes the level after `depth` left `[#lower, #upper)`; emits on change. */
+  /** Recomputes the level after `depth` left the gauge's `[lower, upper)`; emits on change. */
   #repressure(): void {
     const d = this.#depth;
-    const previous = this.#level;
-    let level = previous;
-    if (d >= this.#upper) {
-      level = 3;
-      while (d < (this.#enter[level] as number)) level--;
-    } else if (d < this.#lower) {
-      level = previous - 1;
-      while (level > 0 && d < (this.#stay[level] as number)) level--;
-    }
-    if (level === previous) return;
-    this.#level = level;
-    this.#setBounds();
-    publish(
-      this,
-      'instance:pressure',
-      () => ({
-        instanceId: this.instanceId,
-        level: PRESSURE_LEVELS[level] as PressureLevel,
-        previous: PRESSURE_LEVELS[previous] as PressureLevel,
-        depth: d,
-        capacity: this.capacity,
-      }),
-    );
+    const previous = this.#gauge.update(d);
+    if (previous < 0) return;
+    const level = this.#gauge.level;
+    announcePressure(this, level, previous, d);
   }
 }
