@@ -35,13 +35,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { AbortedError, ChannelError, DeliveryFailedError, InstanceNotFoundError, InvalidMessageError, QueueFullError, StoppedError, ThreadvisorError, UnavailableError, type ErrorCode } from '../errors.js';
 import { findNonJson } from '../manager/json.js';
 import { defaultIdempotencyKey, type IdempotencyKey } from '../runtime/outbound/idempotency.js';
 import { publish } from '../telemetry.js';
 import type { AcceptedSend } from './options.js';
+import { clusterClient, TurnBatches } from './redis-client.js';
 
 /** The consumer group every owner reads with. */
 const GROUP = 'owners';
@@ -300,11 +301,9 @@ export class DurableSends {
   #reading = true;
   #sweepWake: (() => void) | undefined;
   /** Settlements of this turn, by stream key. */
-  readonly #toSettle = new Map<string, Settlement[]>();
+  readonly #toSettle = new TurnBatches<Settlement>(SETTLE_BATCH, (key, batch) => this.#settleBatch(key, batch));
   /** Sends of this turn, by instance id. */
-  readonly #toAppend = new Map<string, Append[]>();
-  #appendScheduled = false;
-  #settleScheduled = false;
+  readonly #toAppend = new TurnBatches<Append>(APPEND_BATCH, (id, batch) => this.#appendBatch(id, batch));
   #closed = false;
   #loops: Promise<void>[] = [];
   readonly counters: DurableCounters = { appended: 0, settled: 0, claimed: 0, duplicates: 0, recovered: 0, malformed: 0 };
@@ -313,13 +312,7 @@ export class DurableSends {
     this.#o = options;
     this.#prefix = `{${options.namespace}}:`;
     this.#replyKey = `${this.#prefix}r:${options.nodeId}`;
-    const quick: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true, connectTimeout: 2000 };
-    const make = (extra: RedisOptions): Redis => {
-      const r = options.redis;
-      const client = r instanceof Redis ? r.duplicate(extra) : typeof r === 'string' ? new Redis(r, { ...quick, ...extra }) : new Redis({ ...quick, ...r, ...extra });
-      client.on('error', () => undefined);
-      return client;
-    };
+    const make = (extra: RedisOptions): Redis => clusterClient(options.redis, extra);
     this.#cmd = make({ enableAutoPipelining: true });
     // A read cut by a lost connection is not replayed on the next one: by then this node may no
     // longer own some of the streams it named. The loop reads again with the streams it owns.
@@ -663,21 +656,7 @@ export class DurableSends {
 
   /** Queues one send for this turn's append to its instance's stream. */
   #append(id: string, json: string, keyJson: string, node: string, corr: string): Promise<AppendResult> {
-    return new Promise((resolve, reject) => {
-      const a: Append = { json, keyJson, node, corr, resolve, reject };
-      const list = this.#toAppend.get(id);
-      if (list) list.push(a);
-      else this.#toAppend.set(id, [a]);
-      if (this.#appendScheduled) return;
-      this.#appendScheduled = true;
-      setImmediate(() => {
-        this.#appendScheduled = false;
-        for (const [instance, all] of this.#toAppend) {
-          this.#toAppend.delete(instance);
-          for (let i = 0; i < all.length; i += APPEND_BATCH) this.#appendBatch(instance, all.slice(i, i + APPEND_BATCH));
-        }
-      });
-    });
+    return new Promise((resolve, reject) => this.#toAppend.add(id, { json, keyJson, node, corr, resolve, reject }));
   }
 
   #appendBatch(id: string, batch: Append[]): void {
@@ -706,18 +685,7 @@ export class DurableSends {
   }
 
   #queueSettle(s: Settlement): void {
-    const list = this.#toSettle.get(s.stream.key);
-    if (list) list.push(s);
-    else this.#toSettle.set(s.stream.key, [s]);
-    if (this.#settleScheduled) return;
-    this.#settleScheduled = true;
-    setImmediate(() => {
-      this.#settleScheduled = false;
-      for (const [key, all] of this.#toSettle) {
-        this.#toSettle.delete(key);
-        for (let i = 0; i < all.length; i += SETTLE_BATCH) this.#settleBatch(key, all.slice(i, i + SETTLE_BATCH));
-      }
-    });
+    this.#toSettle.add(s.stream.key, s);
   }
 
   #settleBatch(streamKey: string, batch: Settlement[]): void {

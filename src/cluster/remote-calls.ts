@@ -15,7 +15,8 @@
  * @packageDocumentation
  */
 import { randomUUID } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
+import { clusterClient } from './redis-client.js';
 import type { Logger } from 'pino';
 import { StoppedError, ThreadvisorError, TimeoutError, UnavailableError, type ErrorCode } from '../errors.js';
 
@@ -97,13 +98,7 @@ export class RemoteCalls {
     this.#prefix = `{${options.namespace}}:`;
     this.#requests = `${this.#prefix}mc:${options.nodeId}`;
     this.#answers = `${this.#prefix}ma:${options.nodeId}`;
-    const quick: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true, connectTimeout: 2000 };
-    const make = (extra: RedisOptions): Redis => {
-      const r = options.redis;
-      const client = r instanceof Redis ? r.duplicate(extra) : typeof r === 'string' ? new Redis(r, { ...quick, ...extra }) : new Redis({ ...quick, ...r, ...extra });
-      client.on('error', () => undefined);
-      return client;
-    };
+    const make = (extra: RedisOptions): Redis => clusterClient(options.redis, extra);
     this.#cmd = make({ enableAutoPipelining: true });
     this.#reader = make({ autoResendUnfulfilledCommands: false });
   }
