@@ -38,6 +38,9 @@
  * - The ops endpoint (`serveOps` from `threadvisor/ops`) on 127.0.0.1 and a free port (or
  *   `--ops-port`): its URL, the live status page, is printed at start; `/metrics`, `/readyz`,
  *   `/instances` answer while the demo runs. Closed before the runtime stops.
+ * - SIGTERM or SIGINT (`stopOnSignals` from `threadvisor/ops`) end the run early the same clean
+ *   way: its `beforeStop` waits for the demo's drain before `rt.stop()`; exit code 0 after SIGTERM,
+ *   130 after SIGINT; a second signal ends the process at once.
  *
  * This file wires the run together (the simulator, the rooms, the runtime and its events, the
  * live table, the shutdown); the rest is split by concern: `gateway-args.ts` (the flags),
@@ -54,7 +57,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { FileStorage, InstanceManager, Runtime } from '../src/index.js';
-import { serveOps, type OpsServer } from '../src/ops.js';
+import { serveOps, stopOnSignals, type OpsServer } from '../src/ops.js';
 import { parseCli, SIM_RATE_LIMIT } from './gateway-args.js';
 import { scheduleFaults, startOptions } from './gateway-faults.js';
 import { FAULT_ORDER, HEARTBEAT, planFaults, roomList, START_ATTEMPTS } from './gateway-plan.js';
@@ -99,19 +102,13 @@ async function main(): Promise<number> {
   // hibernate and thaw all run long, while hot rooms stay resident.
   const idleTimeoutMs = Math.round(Math.min(3000, Math.max(300, cycleMs * 0.45)));
 
-  // ---- SIGINT: the same clean shutdown, early --------------------------------------------
+  // ---- SIGTERM / SIGINT: the same clean shutdown, early (installed once the runtime exists) --
   let wake: (() => void) | undefined;
   let interrupted = false;
-  const onSigint = () => {
-    if (interrupted) {
-      process.stderr.write('second SIGINT: exiting at once\n');
-      process.exit(130);
-    }
-    interrupted = true;
-    process.stderr.write('\nSIGINT: shutting down cleanly (again to force)\n');
-    wake?.();
-  };
-  process.on('SIGINT', onSigint);
+  let signalled: NodeJS.Signals | undefined;
+  /** Resolved once the demo drained (no new replies, every accepted send settled): `rt.stop()` may go. */
+  let releaseStop = () => {};
+  const drainedForStop = new Promise<void>((resolve) => (releaseStop = resolve));
 
   const dir = await mkdtemp(join(tmpdir(), 'threadvisor-gateway-'));
   // Over HTTP: the platform simulator, in this process, generating `rate` updates per second per token.
@@ -239,6 +236,19 @@ async function main(): Promise<number> {
     await rooms.close().catch(() => undefined);
     await removeDir();
     throw err;
+  });
+  // The first signal wakes the run's wait and starts the shutdown below; `rt.stop()` follows once
+  // the demo drained. `exit: false`: the demo prints its summary and sets its own exit code. The
+  // handlers go at the first signal, so a second one ends the process at once (its usual effect).
+  const disposeSignals = stopOnSignals(rt, {
+    exit: false,
+    onSignal: (signal) => {
+      interrupted = true;
+      signalled = signal;
+      process.stderr.write(`\n${signal}: shutting down cleanly (again to force)\n`);
+      wake?.();
+    },
+    beforeStop: () => drainedForStop,
   });
   const nameOf = (e: InstanceEvent) => byId.get(e.instanceId);
   rt.on('instance:restart', (e: RestartEvent) => {
@@ -415,6 +425,7 @@ async function main(): Promise<number> {
     const final = new Map(insts.map((i) => [i.id, i.health]));
     await ops.close();
     await rooms.close();
+    releaseStop();
     await rt.stop();
     // rt.stop() settles whatever was still queued (typed `stopped`); give those a turn.
     await waitFor(() => t.outstanding === 0, 2000);
@@ -425,8 +436,11 @@ async function main(): Promise<number> {
       { args, insts, faults, final, t, t0, interrupted, idleTimeoutMs, rejectedByCode, refusedByCode, restartsByKind, restartsByClass, agents, startRetries, sim, drained, pendingAtExit },
       say,
     );
+    // SIGTERM is an orchestrator's ordinary stop: a clean shutdown then exits 0 (SIGINT: 130).
+    if (signalled === 'SIGTERM' && exitCode === 130) exitCode = 0;
   } finally {
-    process.off('SIGINT', onSigint);
+    disposeSignals();
+    releaseStop();
     for (const timer of timers) clearTimeout(timer);
     if (painter) clearInterval(painter);
     await ops?.close().catch((err: unknown) => logger.error({ err }, 'closing the ops endpoint'));

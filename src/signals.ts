@@ -24,7 +24,7 @@ export interface StopOnSignalsOptions {
    */
   deadlineMs?: number;
   /**
-   * Default true: once the stop settled, `process.exit(0)` (code 1 when `rt.stop()` or `onSignal`
+   * Default true: once the stop settled, `process.exit(0)` (code 1 when `rt.stop()`, `onSignal` or `beforeStop`
    * rejected, or the deadline passed first); a second signal during the stop exits with code 1 at
    * once. With `false` nothing calls `process.exit`: the handlers are removed at the first signal
    * (a second one has its usual effect) and the process ends when nothing is left to run.
@@ -36,6 +36,13 @@ export interface StopOnSignalsOptions {
    * counts as a failed stop (exit code 1); the runtime stops anyway.
    */
   onSignal?: (signal: NodeJS.Signals) => void | Promise<void>;
+  /**
+   * Called with the signal on the first signal, after `onSignal`; `rt.stop()` waits until its
+   * promise settles. The place to stop taking new work and let work already accepted finish
+   * while the runtime still delivers (a gateway's drain). It runs within `deadlineMs`; a throw or
+   * a rejection counts as a failed stop (exit code 1) and the runtime stops anyway.
+   */
+  beforeStop?: (signal: NodeJS.Signals) => void | Promise<void>;
 }
 
 /** Timers cannot wait longer than this (2^31 - 1 ms). */
@@ -53,7 +60,17 @@ const optionsSchema = z.strictObject({
   deadlineMs: z.number().int().min(1).max(MAX_TIMER_MS).optional(),
   exit: z.boolean().optional(),
   onSignal: z.custom<StopOnSignalsOptions['onSignal']>((v) => typeof v === 'function', 'expected a function').optional(),
+  beforeStop: z.custom<StopOnSignalsOptions['beforeStop']>((v) => typeof v === 'function', 'expected a function').optional(),
 });
+
+/** Calls `fn(signal)` and turns a throw into a rejection. */
+function settle(fn: ((signal: NodeJS.Signals) => void | Promise<void>) | undefined, signal: NodeJS.Signals): Promise<void> {
+  try {
+    return Promise.resolve(fn?.(signal));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
 
 function isRuntime(v: unknown): v is Runtime {
   return typeof v === 'object' && v !== null && typeof (v as Partial<Runtime>).stop === 'function';
@@ -74,7 +91,7 @@ export function stopOnSignals(rt: Runtime<RuntimeMode>, options: StopOnSignalsOp
   const signals = [...new Set(o.signals ?? ['SIGTERM', 'SIGINT'])] as NodeJS.Signals[];
   const exit = o.exit ?? true;
   const deadlineMs = o.deadlineMs ?? 30_000;
-  const onSignal = o.onSignal;
+  const { onSignal, beforeStop } = o;
   let stopping = false;
   let installed = true;
 
@@ -91,19 +108,14 @@ export function stopOnSignals(rt: Runtime<RuntimeMode>, options: StopOnSignalsOp
     }
     stopping = true;
     if (!exit) dispose();
-    let hook: Promise<void>;
-    try {
-      hook = Promise.resolve(onSignal?.(signal));
-    } catch (err) {
-      hook = Promise.reject(err);
-    }
-    let stop: Promise<void>;
-    try {
-      stop = rt.stop();
-    } catch (err) {
-      stop = Promise.reject(err);
-    }
-    const done = Promise.allSettled([hook, stop]).then((results) => results.every((r) => r.status === 'fulfilled'));
+    const hook = settle(onSignal, signal);
+    const drain = settle(beforeStop, signal);
+    // The runtime stops once `beforeStop` settled, whatever its outcome.
+    const stop = drain.then(
+      () => rt.stop(),
+      () => rt.stop(),
+    );
+    const done = Promise.allSettled([hook, drain, stop]).then((results) => results.every((r) => r.status === 'fulfilled'));
     if (!exit) {
       void done;
       return;

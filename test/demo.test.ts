@@ -61,8 +61,8 @@ function summaryOf({ stdout, stderr }: Run): Summary {
   }
 }
 
-/** Runs the demo; with `probe` (its instance count), asks its ops endpoint while it runs. */
-function run(args: string[], probe?: number): Promise<Run> {
+/** Runs the demo; with `probe` (its instance count), asks its ops endpoint while it runs; with `signal`, sends `signal.name` 1 s after its output first matched `signal.after`. */
+function run(args: string[], probe?: number, signal?: { after: RegExp; name: NodeJS.Signals }): Promise<Run> {
   return new Promise((resolve) => {
     let ops: Promise<OpsProbe> | undefined;
     let seen = '';
@@ -72,9 +72,14 @@ function run(args: string[], probe?: number): Promise<Run> {
       if (ops) ops.then(done, (e: unknown) => resolve({ code: null, stdout, stderr: `${stderr}\n--- ops probe failed: ${String(e)}` }));
       else done();
     });
+    let signalSent = false;
     const watch = (chunk: Buffer | string) => {
-      if (probe === undefined || ops) return;
       seen = (seen + String(chunk)).slice(-4096);
+      if (signal && !signalSent && signal.after.test(seen)) {
+        signalSent = true;
+        setTimeout(() => child.kill(signal.name), 1000);
+      }
+      if (probe === undefined || ops) return;
       const url = OPS_LINE.exec(seen)?.[1];
       if (url) ops = probeOps(url, probe);
     };
@@ -92,6 +97,7 @@ interface FaultResult {
 
 interface Summary {
   ok: boolean;
+  interrupted: boolean;
   instances: number;
   perWorker: number;
   workers: number;
@@ -157,6 +163,26 @@ describe('gateway demo (dist/demo/gateway.js)', () => {
       expect(summary.agents.hibernations).toBeGreaterThan(0);
       expect(summary.agents.thawed).toBeGreaterThan(0);
       expectPlatformClean(summary, stderr);
+    },
+    90_000,
+  );
+
+  it(
+    'SIGTERM mid-run (stopOnSignals): stops taking traffic, every accepted send settles, summary printed, exit 0',
+    async () => {
+      expect(existsSync(script), `${script} is missing: run \`npm run build\` first`).toBe(true);
+      const startedAt = Date.now();
+      // 60 s planned; the signal comes 1 s into the run (after the warm-up).
+      const result = await run(['--duration', '60', '--instances', '2', '--loopback', '--json'], undefined, { after: /only 2 instances: skipping/, name: 'SIGTERM' });
+      const { code, stderr } = result;
+      const summary = summaryOf(result);
+      expect(stderr).toContain('SIGTERM: shutting down cleanly');
+      expect(code, stderr.slice(-4000)).toBe(0);
+      expect(summary).toMatchObject({ ok: true, interrupted: true, lost: 0 });
+      expect(summary.delivered).toBeGreaterThan(0);
+      expect(summary.accepted).toBe(summary.delivered + summary.rejected);
+      // Liveness only: the run ended on the signal, not after its 60 s.
+      expect(Date.now() - startedAt).toBeLessThan(50_000);
     },
     90_000,
   );

@@ -389,6 +389,37 @@ describe('stopOnSignals', { timeout: 60_000 }, () => {
     expect(process.listenerCount('SIGUSR2')).toBe(before);
   });
 
+  it('beforeStop runs while the runtime still delivers; rt.stop() waits for it, and goes on when it rejects', async () => {
+    for (const outcome of ['resolves', 'rejects'] as const) {
+      const rt = await runtime();
+      await connected(rt, 'inproc');
+      const stopped: string[] = [];
+      rt.on('instance:stopped', (e: { instanceId: string }) => stopped.push(e.instanceId));
+      let release: () => void = () => {};
+      const order: string[] = [];
+      stopOnSignals(rt, {
+        signals: ['SIGUSR2'],
+        exit: false,
+        onSignal: () => void order.push('onSignal'),
+        beforeStop: async () => {
+          order.push('beforeStop');
+          // The runtime still takes and delivers sends here: the drain a gateway does on SIGTERM.
+          await rt.send('inproc', { text: 'during the drain' });
+          order.push('sent');
+          await new Promise<void>((resolve) => (release = resolve));
+          if (outcome === 'rejects') throw new Error('drain failed');
+        },
+      });
+      process.emit('SIGUSR2', 'SIGUSR2');
+      await waitFor(() => order.includes('sent'), 20_000);
+      expect(await rt.status('inproc')).toMatchObject({ status: 'connected' }); // not stopped while beforeStop runs
+      expect(stopped).toEqual([]);
+      release();
+      await waitFor(() => stopped.length === 1, 20_000);
+      expect(order, outcome).toEqual(['onSignal', 'beforeStop', 'sent']);
+    }
+  });
+
   it('validates its options, naming the field', async () => {
     const rt = await runtime();
     const bad: Array<[unknown, string]> = [
@@ -400,6 +431,7 @@ describe('stopOnSignals', { timeout: 60_000 }, () => {
       [{ deadlineMs: 2 ** 31 }, 'deadlineMs'],
       [{ exit: 'yes' }, 'exit'],
       [{ onSignal: 'log' }, 'onSignal'],
+      [{ beforeStop: 1 }, 'beforeStop'],
       [{ bogus: 1 }, 'bogus'],
     ];
     const listeners = process.listenerCount('SIGTERM');
