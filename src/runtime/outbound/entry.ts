@@ -103,7 +103,7 @@ export function settleError<M, R>(e: Entry<M, R>, error: Error): void {
   release(e);
 }
 
-/** A settled entry lets go of what it carried (an entry can outlive its send: see `#newest`). */
+/** A settled entry lets go of what it carried (an entry can outlive its send: see `OutboundState.newest`). */
 function release<M, R>(e: Entry<M, R>): void {
   e.message = undefined;
   e.group = undefined;
