@@ -128,6 +128,61 @@ for (let i = 0; i < runs; i++) {
   void rt.send(crashy.instanceId, { fault: 'crash' }).catch(() => undefined);
   instCrashT.push((await back) - t0);
 }
+await rt.stopInstance(crashy.instanceId);
+
+// The same with a warm standby worker: start → connected and crash → connected again take a
+// booted worker (each waits until a replacement is ready, so every sample takes one).
+const rtStandby = await Runtime.start({
+  logger,
+  standby: { workers: 1 },
+  restart: { maxRestarts: 1_000_000, periodMs: 1000, backoff: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } },
+});
+const spareReady = async (): Promise<void> => {
+  while (rtStandby.standby?.ready !== 1) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 20)); // let the replacement's boot settle
+};
+function connectedOn(target: Runtime, id: string): Promise<number> {
+  return new Promise((resolve) => {
+    const on = (e: { instanceId: string }): void => {
+      if (e.instanceId !== id) return;
+      target.off('instance:connected', on);
+      resolve(performance.now());
+    };
+    target.on('instance:connected', on);
+  });
+}
+const standbyStartT: number[] = [];
+const bareT5: number[] = [];
+for (let i = -1; i < runs; i++) {
+  const id = `standby-start-${i}`;
+  await spareReady();
+  const b = await bareSpawn();
+  await spareReady();
+  const t0 = performance.now();
+  const back = connectedOn(rtStandby, id);
+  await rtStandby.startInstance({ id, name: id, channelType: 'loopback', channel: 'loopback' });
+  const dt = (await back) - t0;
+  await rtStandby.stopInstance(id);
+  if (i >= 0) {
+    standbyStartT.push(dt);
+    bareT5.push(b);
+  }
+}
+const crashy2 = await rtStandby.startInstance({ id: 'crashy2', name: 'crashy2', channelType: 'loopback', channel: 'loopback', settings: { faults: true } });
+const standbyCrashT: number[] = [];
+const bareT6: number[] = [];
+for (let i = 0; i < runs; i++) {
+  await spareReady();
+  bareT6.push(await bareSpawn());
+  await spareReady();
+  const back = connectedOn(rtStandby, crashy2.instanceId);
+  const t0 = performance.now();
+  void rtStandby.send(crashy2.instanceId, { fault: 'crash' }).catch(() => undefined);
+  standbyCrashT.push((await back) - t0);
+}
+await rtStandby.stopInstance(crashy2.instanceId);
+await rtStandby.stop();
+
 // Memory: RSS added per idle instance vs per idle bare worker (a group of each, after GC).
 const group = quick ? 6 : 12;
 const settle = async (): Promise<number> => {
@@ -137,7 +192,6 @@ const settle = async (): Promise<number> => {
   }
   return process.memoryUsage().rss;
 };
-await rt.stopInstance(crashy.instanceId);
 const rss0 = await settle();
 const bares: Worker[] = [];
 for (let i = 0; i < group; i++) {
@@ -152,6 +206,12 @@ for (let i = 0; i < group; i++) await rt.startInstance({ id: `mem-${i}`, name: `
 const rssInstances = (await settle()) - rss1;
 const mib = (bytes: number): number => Math.round((bytes / group / 2 ** 20) * 100) / 100;
 await rt.stop();
+// RSS added per waiting standby worker (a pool of `group`), after GC.
+const rss2 = await settle();
+const rtMem = await Runtime.start({ logger, standby: { workers: group } });
+while (rtMem.standby?.ready !== group) await new Promise((r) => setTimeout(r, 10));
+const rssStandby = (await settle()) - rss2;
+await rtMem.stop();
 const workerGraph = moduleGraph(fileURLToPath(new URL('../workers/instance-worker.js', import.meta.url)), fileURLToPath(new URL('../', import.meta.url)));
 
 const intervalMs = 100;
@@ -175,6 +235,10 @@ const s = {
   instance: summary(instT),
   bare4: summary(bareT4),
   instanceCrash: summary(instCrashT),
+  bare5: summary(bareT5),
+  standbyStart: summary(standbyStartT),
+  bare6: summary(bareT6),
+  standbyCrash: summary(standbyCrashT),
   hang: summary(hangT),
 };
 report(
@@ -184,7 +248,10 @@ report(
     compare('crash-to-running-again, delay 0 (median)', 'ms', s.crash.median, 'bare Worker spawn-to-first-message', s.bare2.median, { max: 1.5 }),
     compare('instance start → connected, loopback (median)', 'ms', s.instance.median, 'bare Worker spawn-to-first-message', s.bare3.median),
     compare('instance crash → connected again, delay 0, loopback (median)', 'ms', s.instanceCrash.median, 'bare Worker spawn-to-first-message', s.bare4.median, { max: 1.3 }),
+    compare('instance start → connected, standby worker waiting, loopback (median)', 'ms', s.standbyStart.median, 'bare Worker spawn-to-first-message', s.bare5.median),
+    compare('instance crash → connected again, standby worker waiting, delay 0, loopback (median)', 'ms', s.standbyCrash.median, 'bare Worker spawn-to-first-message', s.bare6.median, { max: 0.25 }),
     compare(`(info) memory per idle connected instance (RSS over ${group}, loopback)`, 'MiB', mib(rssInstances), `idle bare Worker (RSS over ${group})`, mib(rssBare)),
+    compare(`(info) memory per waiting standby worker (RSS over ${group})`, 'MiB', mib(rssStandby), `idle bare Worker (RSS over ${group})`, mib(rssBare)),
     compare('hang detection (median)', 'ms', s.hang.median, `intervalMs × maxMissed (${intervalMs} × ${maxMissed})`, intervalMs * maxMissed, { max: 1.2 }),
     compare('hang detection (p90)', 'ms', s.hang.p90, `intervalMs × maxMissed (${intervalMs} × ${maxMissed})`, intervalMs * maxMissed, { max: 1.2 }),
   ],

@@ -41,6 +41,7 @@ export type {
   OnMessage,
   PlacementOptions,
   RestartPolicy,
+  StandbyOptions,
   RuntimeMode,
   RuntimeOptions,
   StartedInstance,
@@ -51,6 +52,7 @@ export type {
   WhenStatusOptions,
 } from './runtime/runtime.js';
 export type { RuntimeChild, RuntimeChildOptions } from './runtime/child.js';
+export type { StandbyStats } from './runtime/standby.js';
 export type { AcceptedSend, ClusterDeclaration, ClusterOptions, ClusterSpecView, ClusterView } from './cluster/options.js';
 export type { IdempotencyKey } from './runtime/outbound/idempotency.js';
 export { PRESSURE_LEVELS } from './runtime/outbound/types.js';

@@ -82,30 +82,43 @@
  * @packageDocumentation
  */
 import { MessagePort } from 'node:worker_threads';
-import type { InstanceBoot, InstanceWorkerApi, Notice } from '../src/wire/protocol.js';
+import type { InstanceBoot, InstanceWorkerApi, Notice, StandbyBoot } from '../src/wire/protocol.js';
 import { ChannelModules } from './instance/channel-module.js';
 import { InstanceContext } from './instance/context.js';
 import { installFaultHandlers } from './instance/fault.js';
 import { describe } from './instance/util.js';
 import { serve, workerData } from './runtime.js';
 
-function readBoot(raw: unknown): InstanceBoot {
-  const b = raw as Partial<InstanceBoot> | undefined;
+/** What the worker was booted with: its data port, the instance it starts with (none on standby), modules to import before ready. */
+interface Boot {
+  port: MessagePort;
+  first: Omit<InstanceBoot, 'data'> | undefined;
+  preload: string[];
+}
+
+function readBoot(raw: unknown): Boot {
+  const b = raw as (Partial<InstanceBoot> & Partial<Omit<StandbyBoot, 'data'>>) | undefined;
   const problems: string[] = [];
   if (typeof b !== 'object' || b === null) throw new TypeError('instance worker: workerData is not an InstanceBoot');
   if (!(b.data instanceof MessagePort)) problems.push('data (a MessagePort)');
-  if (typeof b.iid !== 'number') problems.push('iid (a number)');
-  if (typeof b.channel !== 'string') problems.push('channel (a URL)');
-  if (typeof b.instance !== 'object' || b.instance === null) problems.push('instance');
-  if (typeof b.reconnect !== 'object' || b.reconnect === null) problems.push('reconnect');
-  if (typeof b.timeouts !== 'object' || b.timeouts === null) problems.push('timeouts');
-  if (typeof b.probe !== 'object' || b.probe === null) problems.push('probe');
+  if (b.standby === true) {
+    if (!Array.isArray(b.preload) || !b.preload.every((u) => typeof u === 'string')) problems.push('preload (URLs)');
+  } else {
+    if (typeof b.iid !== 'number') problems.push('iid (a number)');
+    if (typeof b.channel !== 'string') problems.push('channel (a URL)');
+    if (typeof b.instance !== 'object' || b.instance === null) problems.push('instance');
+    if (typeof b.reconnect !== 'object' || b.reconnect === null) problems.push('reconnect');
+    if (typeof b.timeouts !== 'object' || b.timeouts === null) problems.push('timeouts');
+    if (typeof b.probe !== 'object' || b.probe === null) problems.push('probe');
+  }
   if (problems.length > 0) throw new TypeError(`instance worker: workerData lacks ${problems.join(', ')}`);
-  return b as InstanceBoot;
+  if (b.standby === true) return { port: b.data as MessagePort, first: undefined, preload: b.preload as string[] };
+  const { data, ...first } = b as InstanceBoot;
+  return { port: data, first, preload: [] };
 }
 
 // A malformed boot is a bug of the runtime: throwing here fails the worker's start.
-const { data: port, ...config } = readBoot(workerData);
+const { port, first, preload } = readBoot(workerData);
 const modules = new ChannelModules();
 /** The hosted instances, by instance number. */
 const contexts = new Map<number, InstanceContext>();
@@ -114,9 +127,15 @@ const arriving = new Set<number>();
 
 const postToMain = (message: Notice): void => port.postMessage(message);
 
-// A shared worker restarts the one instance an escaped error belongs to; an error that belongs to
-// none ends the worker. A dedicated worker installs nothing: any escaped error ends it.
-if (config.shared === true) {
+let attributing = false;
+/**
+ * A shared worker restarts the one instance an escaped error belongs to; an error that belongs to
+ * none ends the worker. A dedicated worker installs nothing: any escaped error ends it. Installed
+ * by the first shared boot (the spawn's, or a standby worker's first `host`).
+ */
+function attributeFaults(): void {
+  if (attributing) return;
+  attributing = true;
   installFaultHandlers((err, origin, iid) => {
     const ctx = iid === undefined ? undefined : contexts.get(iid);
     if (ctx === undefined) return false;
@@ -126,7 +145,8 @@ if (config.shared === true) {
 }
 
 /** Creates the context of an instance; a channel that cannot be used is answered by its `start()`. */
-async function host(boot: typeof config): Promise<InstanceContext> {
+async function host(boot: Omit<InstanceBoot, 'data'>): Promise<InstanceContext> {
+  if (boot.shared === true) attributeFaults();
   const loaded = await modules.load(boot.channel, boot.instance.channelType);
   const ctx = new InstanceContext(boot, loaded.ok ? loaded.channel : loaded.reason, postToMain);
   contexts.set(ctx.iid, ctx);
@@ -141,10 +161,13 @@ port.on('message', (message: unknown) => {
 // Load zod and the channel module before reporting ready: evaluating modules blocks this
 // thread's event loop (heartbeat answers included), so it belongs under the ready timeout, not
 // under the heartbeat, which would take a slow load on a busy machine for a hang.
-const instance = await host(config);
+// A standby worker (booted with no instance) imports the channel modules seen so far instead.
+const instance = first ? await host(first) : undefined;
+await Promise.all(preload.map((url) => modules.preload(url)));
 
 const api: InstanceWorkerApi = {
-  start: () => instance.start(),
+  start: () =>
+    instance ? instance.start() : Promise.resolve({ ok: false, code: 'channel_invalid', reason: 'this worker was booted without an instance (standby): host one instead' } as const),
 
   async host(boot) {
     const iid: unknown = (boot as { iid?: unknown } | null)?.iid;
@@ -159,6 +182,10 @@ const api: InstanceWorkerApi = {
     } finally {
       arriving.delete(iid);
     }
+  },
+
+  async preload(url) {
+    if (typeof url === 'string') await modules.preload(url);
   },
 
   async unhost(iid) {

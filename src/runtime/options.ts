@@ -41,6 +41,8 @@ export const MAX_QUEUE_CAPACITY = 10_000_000;
 
 /** The largest `placement.instancesPerWorker`. */
 export const MAX_INSTANCES_PER_WORKER = 1000;
+/** The largest `standby.workers`. */
+export const MAX_STANDBY_WORKERS = 64;
 const queueCapacitySchema = z.number().int().min(1).max(MAX_QUEUE_CAPACITY);
 
 /** piscina's own options type (the checks below use plain shapes: its inner types are not exported). */
@@ -156,6 +158,10 @@ export const runtimeOptionsSchema = z
       })
       .strict()
       .default({ instancesPerWorker: 1, quarantine: { afterCrashes: 2, periodMs: 60_000 } }),
+    standby: z
+      .object({ workers: z.number().int().min(0).max(MAX_STANDBY_WORKERS).default(0) })
+      .strict()
+      .default({ workers: 0 }),
     onMessage: z.custom<OnMessage>((v) => typeof v === 'function', 'expected a function').optional(),
     pool: poolSchema.optional(),
     cluster: clusterOptionsSchema.optional(),
@@ -167,6 +173,18 @@ export type RuntimeMode = 'local' | 'cluster';
 
 /** What `startInstance` resolves with: a handle of the local instance, or in cluster mode the declaration. */
 export type StartedInstance<M extends RuntimeMode> = M extends 'cluster' ? ClusterDeclaration : InstanceHandle;
+
+/** Warm standby workers (see {@link RuntimeOptions.standby}). */
+export interface StandbyOptions {
+  /**
+   * Instance workers kept booted with no instance (default 0: none), the worker's modules and
+   * every channel module seen so far already imported. A worker that starts or restarts (a
+   * crash, a hang, a new instance, a quarantine split) takes one instead of spawning, when its
+   * `resourceLimits` are the runtime's; a replacement boots in the background, one at a time.
+   * Each costs an idle worker's memory (see README) and one heartbeat per interval.
+   */
+  workers?: number;
+}
 
 /** Where instances run (see {@link RuntimeOptions.placement}). */
 export interface PlacementOptions {
@@ -247,6 +265,8 @@ export interface RuntimeOptions {
   resourceLimits?: ResourceLimits;
   /** How instances are packed into worker threads. Default: one instance per worker. */
   placement?: PlacementOptions;
+  /** Warm standby workers: booted ahead of need, taken by a restart or a new worker. Default: none. */
+  standby?: StandbyOptions;
   /** Receives inbound messages. */
   onMessage?: OnMessage;
   /**

@@ -65,6 +65,7 @@ export { BUILTIN_CHANNELS, MAX_INSTANCES_PER_WORKER, MAX_QUEUE_CAPACITY } from '
 export type {
   OnMessage,
   PlacementOptions,
+  StandbyOptions,
   RestartPolicy,
   RuntimeMode,
   RuntimeOptions,
@@ -74,6 +75,7 @@ export type {
   WhenStatusOptions,
 } from './options.js';
 import { WorkerGroup, type GroupHooks } from './worker-group.js';
+import { StandbyPool, type StandbyStats } from './standby.js';
 import { resolveCluster, safeRedisUrl, type ClusterDeclaration, type ClusterOptions, type ClusterView, type ResolvedCluster } from '../cluster/options.js';
 import type { ClusterNode, DeclaredSpec } from '../cluster/node.js';
 import type { DurableSends } from '../cluster/durable.js';
@@ -227,6 +229,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** Worker groups with a thread running or starting (or about to). */
   readonly #groups = new Set<WorkerGroup<Entry>>();
   #lastGroup = 0;
+  /** Warm standby workers (`standby.workers` > 0). */
+  readonly #standby: StandbyPool | undefined;
   /** What the groups tell the runtime about their members' workers. */
   readonly #hooks: GroupHooks<Entry> = {
     boot: (e) => this.#boot(e),
@@ -267,6 +271,19 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#opts = opts;
     this.#root = root;
     this.#log = root.child({ component: 'runtime' });
+    if (opts.standby.workers > 0) {
+      this.#standby = new StandbyPool({
+        workers: opts.standby.workers,
+        filename: builtinUrl('instance-worker.js'),
+        logger: this.#log.child({ standby: true }),
+        heartbeat: opts.heartbeat,
+        readyTimeoutMs: opts.readyTimeoutMs,
+        shutdownMs: opts.shutdownMs,
+        resourceLimits: opts.resourceLimits,
+        redact: (text) => this.#redactAll(text),
+      });
+      this.#standby.start();
+    }
     // Delivery events are on the hot path: a queue builds them only once someone listens here.
     super.on('newListener', (event: string | symbol) => {
       if (typeof event !== 'string' || !event.startsWith('delivery:') || this.#deliveryForwarded.has(event)) return;
@@ -826,6 +843,14 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   }
 
   /**
+   * The warm standby workers (see {@link RuntimeOptions.standby}): how many wait now (and their
+   * thread ids), how many were taken and booted since the start. `null` without standby.
+   */
+  get standby(): StandbyStats | null {
+    return this.#standby?.stats() ?? null;
+  }
+
+  /**
    * The runtime's shared compute pool (piscina) for CPU-heavy stateless work that channels'
    * callers and `onMessage` handlers offload: `await rt.pool.run(data, { filename })`. One pool
    * for the whole runtime, sized from the CPU count, created on first use, destroyed by
@@ -936,6 +961,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
           e.server.stop('runtime stopped');
         }),
       );
+      await this.#standby?.close();
       await this.#durable?.close();
       await this.#node?.close(true);
       await this.#pool?.destroy();
@@ -1138,6 +1164,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
         redact: own ? (text) => own.server.redactReason(text) ?? '' : (text) => this.#redactAll(text),
         quarantine: o.placement.quarantine,
         suspect,
+        standby: this.#standby,
       },
       this.#hooks,
     );

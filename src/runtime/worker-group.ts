@@ -17,6 +17,7 @@ import { IntensityWindow, type BackoffOptions } from '../supervisor/backoff.js';
 import { Supervisor } from '../supervisor/supervisor.js';
 import type { ChildExit, StartContext } from '../supervisor/types.js';
 import { WorkerHost } from '../worker/host.js';
+import type { StandbyPool } from './standby.js';
 import type { InstanceBoot, InstanceWorkerApi, StartResult } from '../wire/protocol.js';
 
 /** What a group needs of an instance it hosts. */
@@ -86,6 +87,8 @@ export interface GroupOptions {
    * becomes an ordinary group and a dedicated one releases its member.
    */
   readonly suspect: boolean;
+  /** Booted workers to take instead of spawning one (see `RuntimeOptions.standby`). */
+  readonly standby: StandbyPool | undefined;
 }
 
 type MemberState = 'pending' | 'hosting' | 'hosted';
@@ -293,39 +296,49 @@ export class WorkerGroup<M extends GroupMember> {
     // Every member left while the thread was down: nothing to run (the group is being stopped).
     if (first === undefined) return undefined;
     if (ctx.attempt > 0) for (const e of list) this.#hooks.starting(e.m);
-    const data = new MessageChannel();
-    const boot: InstanceBoot = { ...this.#hooks.boot(first.m), shared: !this.dedicated, data: data.port2 };
+    // A standby worker when one waits (its instances are all hosted by control calls), or a spawn
+    // whose boot carries the first member (its channel module loaded before ready).
+    const spare = this.#o.standby?.take(this.#o.resourceLimits);
     let host: WorkerHost<InstanceWorkerApi>;
+    let port: MessagePort;
     this.#spawning = true;
-    try {
-      host = await WorkerHost.start<InstanceWorkerApi>(
-        {
-          filename: this.#o.filename,
-          name: this.#o.name,
-          workerData: boot,
-          transferList: [data.port2],
-          heartbeat: this.#o.heartbeat,
-          readyTimeoutMs: this.#o.readyTimeoutMs,
-          ...(this.#o.resourceLimits ? { resourceLimits: this.#o.resourceLimits } : {}),
-        },
-        ctx,
-      );
-    } catch (err) {
-      this.#spawning = false;
-      data.port1.close();
-      throw err;
+    if (spare) {
+      ({ host, port } = spare);
+    } else {
+      const data = new MessageChannel();
+      const boot: InstanceBoot = { ...this.#hooks.boot(first.m), shared: !this.dedicated, data: data.port2 };
+      this.#o.standby?.seen(boot.channel);
+      try {
+        host = await WorkerHost.start<InstanceWorkerApi>(
+          {
+            filename: this.#o.filename,
+            name: this.#o.name,
+            workerData: boot,
+            transferList: [data.port2],
+            heartbeat: this.#o.heartbeat,
+            readyTimeoutMs: this.#o.readyTimeoutMs,
+            ...(this.#o.resourceLimits ? { resourceLimits: this.#o.resourceLimits } : {}),
+          },
+          ctx,
+        );
+      } catch (err) {
+        this.#spawning = false;
+        data.port1.close();
+        throw err;
+      }
+      port = data.port1;
     }
-    const port = data.port1;
     this.#host = host;
     this.#port = port;
     this.#listen(host, port);
     void host.exited.then((exit) => this.#onExit(host, port, exit));
     try {
-      // The first member came in the worker's boot (its channel module loaded before ready);
-      // the others are hosted by control calls, in parallel.
+      // The first member came in a spawned worker's boot; the others (all of them in a standby
+      // worker) are hosted by control calls, in parallel.
+      const inBoot = spare ? undefined : first;
       const calls: Promise<void>[] = [];
-      if (this.#members.get(first.m.iid) === first) calls.push(this.#hostOne(first, host, port, true));
-      for (const e of list) if (e !== first && this.#members.get(e.m.iid) === e) calls.push(this.#hostOne(e, host, port));
+      if (inBoot && this.#members.get(inBoot.m.iid) === inBoot) calls.push(this.#hostOne(inBoot, host, port, true));
+      for (const e of list) if (e !== inBoot && this.#members.get(e.m.iid) === e) calls.push(this.#hostOne(e, host, port));
       await Promise.all(calls);
       // Members added while this thread was starting.
       for (;;) {
@@ -345,7 +358,13 @@ export class WorkerGroup<M extends GroupMember> {
     this.#hooks.hosting(e.m, host, port);
     let result: StartResult;
     try {
-      result = inBoot ? await host.callWithTimeout(this.#o.readyTimeoutMs, 'start') : await host.callWithTimeout(this.#o.readyTimeoutMs, 'host', this.#hooks.boot(e.m));
+      if (inBoot) {
+        result = await host.callWithTimeout(this.#o.readyTimeoutMs, 'start');
+      } else {
+        const boot = { ...this.#hooks.boot(e.m), shared: !this.dedicated };
+        this.#o.standby?.seen(boot.channel);
+        result = await host.callWithTimeout(this.#o.readyTimeoutMs, 'host', boot);
+      }
     } catch (err) {
       // The worker died or did not answer: its exit (fanned out to every member) says what follows.
       if (this.#members.get(e.m.iid) === e && host.state === 'up') {

@@ -79,6 +79,19 @@ export interface InstanceBoot {
   fence?: SharedArrayBuffer;
 }
 
+/**
+ * The boot of a standby worker (see `RuntimeOptions.standby`): booted ahead of need with no
+ * instance, its `data` port ready; the channel modules in `preload` are imported before it reports
+ * ready. It hosts instances through {@link InstanceWorkerApi.host} once the runtime takes it.
+ */
+export interface StandbyBoot {
+  standby: true;
+  /** The worker's end of the data channel. */
+  data: MessagePort;
+  /** URLs (href) of channel modules to import before ready. */
+  preload: string[];
+}
+
 /** Main → worker: inbound batches up to `upTo` (their `n`) were handled by `onMessage`. */
 export interface InboundAck {
   t: 'inbound_ack';
@@ -207,4 +220,10 @@ export interface InstanceWorkerApi {
    * on. Resolves when it is done; an unknown number resolves at once.
    */
   unhost(iid: number): Promise<void>;
+  /**
+   * Imports the channel module at `url` (href) ahead of need, so that hosting an instance of it
+   * later does not wait for the import. Never rejects: a module that fails is reported when an
+   * instance of it is hosted.
+   */
+  preload(url: string): Promise<void>;
 }

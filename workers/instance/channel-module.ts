@@ -43,18 +43,27 @@ export class ChannelModules {
 
   /** The channel of module `url` for an instance of `channelType`. Never rejects. */
   async load(url: string, channelType: string): Promise<LoadedChannel> {
-    let pending = this.#modules.get(url);
-    if (!pending) {
-      pending = this.#import(url);
-      this.#modules.set(url, pending);
-    }
-    const mod = await pending;
+    const mod = await this.#imported(url);
     if (!mod.ok) return mod;
     const channel = mod.def as AnyChannel | ChannelFactory;
     if (channel.type !== channelType) {
       return { ok: false, reason: `channel module ${url} has type '${channel.type}', but the instance's channelType is '${channelType}'` };
     }
     return { ok: true, channel };
+  }
+
+  /** Imports module `url` ahead of need (once). Never rejects: a failure is answered by `load`. */
+  async preload(url: string): Promise<void> {
+    await this.#imported(url);
+  }
+
+  #imported(url: string): Promise<{ ok: true; def: unknown } | { ok: false; reason: string }> {
+    let pending = this.#modules.get(url);
+    if (!pending) {
+      pending = this.#import(url);
+      this.#modules.set(url, pending);
+    }
+    return pending;
   }
 
   async #import(url: string): Promise<{ ok: true; def: unknown } | { ok: false; reason: string }> {
