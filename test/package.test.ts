@@ -82,6 +82,7 @@ describe('the packed package', { timeout: TIMEOUT }, () => {
         'dist/workers/runtime.js',
         'dist/workers/runtime.d.ts',
         'dist/workers/instance-worker.js',
+        'dist/workers/instance-worker.bundle.js',
         'dist/workers/channels/loopback.js',
       ]),
     );

@@ -2,7 +2,8 @@
  * A worker loads only what it runs: the instance worker's module graph (compiled, as the runtime
  * spawns it) holds the wire layer, the channel contract, the error classes and the worker's own
  * files, and nothing of the main thread's (no outbound queue, telemetry, supervisor, runtime or
- * manager code) and no pino. Run after `npm run build`.
+ * manager code) and no pino. The runtime spawns the same graph bundled in one file
+ * (`scripts/bundle-worker.mjs`). Run after `npm run build`.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +25,16 @@ describe('the instance worker module graph', { timeout: 30_000 }, () => {
     // comlink serves the control port; nothing else (no zod: the channel check is hand-written).
     expect(g.packages).toEqual(['comlink']);
     expect(g.files).toContain('src/wire/protocol.js');
+  });
+
+  it('what the runtime spawns is one bundle of that graph: it imports only node builtins and the two shared modules', () => {
+    const bundle = `${root}workers/instance-worker.bundle.js`;
+    expect(existsSync(bundle), 'run npm run build first').toBe(true);
+    const g = moduleGraph(bundle, root);
+    // comlink and the worker's own files are inside; the channel contract and the error classes
+    // stay shared with the channel modules (one class per error, one contract).
+    expect([...g.files].sort()).toEqual(['src/channel.js', 'src/errors.js', 'workers/instance-worker.bundle.js']);
+    expect(g.packages).toEqual([]);
   });
 
   it('the walk follows static, re-export and dynamic imports', () => {

@@ -2,8 +2,10 @@
  * The instance worker's thread entry (the worker host): it reads the boot, loads the channel
  * module (once per module, see `./instance/channel-module.ts`), creates one
  * {@link InstanceContext} per hosted instance and routes the data port's messages to them by
- * instance number (`i`); the heartbeat and control ports are `serve()`'s. Today the runtime
- * hosts one instance per worker thread. The pieces of an instance are in `./instance/`: the
+ * instance number (`i`); the heartbeat and control ports are `serve()`'s. It hosts one instance
+ * (a dedicated worker) or up to `placement.instancesPerWorker` (a shared one); a standby worker
+ * boots with none (a {@link StandbyBoot}) and hosts them all by `host` calls once it is taken.
+ * The runtime spawns this file bundled with its imports (`scripts/bundle-worker.mjs`). The pieces of an instance are in `./instance/`: the
  * context (`context.ts`), its connect loop (`connect.ts`), inbound loop and credit
  * (`inbound.ts`), probes (`probe.ts`) and send drain (`send-drain.ts`).
  *

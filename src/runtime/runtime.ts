@@ -274,7 +274,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     if (opts.standby.workers > 0) {
       this.#standby = new StandbyPool({
         workers: opts.standby.workers,
-        filename: builtinUrl('instance-worker.js'),
+        filename: builtinUrl('instance-worker.bundle.js'),
         logger: this.#log.child({ standby: true }),
         heartbeat: opts.heartbeat,
         readyTimeoutMs: opts.readyTimeoutMs,
@@ -1152,7 +1152,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
         dedicated: own !== undefined,
         capacity: own ? 1 : o.placement.instancesPerWorker,
         name: own ? `threadvisor:${own.id}` : `threadvisor:group-${id}`,
-        filename: builtinUrl('instance-worker.js'),
+        filename: builtinUrl('instance-worker.bundle.js'),
         logger: own ? own.log : this.#log.child({ group: id }),
         heartbeat: o.heartbeat,
         readyTimeoutMs: o.readyTimeoutMs,
