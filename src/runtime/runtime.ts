@@ -17,10 +17,9 @@ import {
   StartFailureError,
   StoppedError,
   TimeoutError,
-  type ThreadvisorError,
 } from '../errors.js';
 import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instance/record.js';
-import { InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
+import { InstanceServer, type InstanceStatusInfo } from '../instance/server.js';
 import { InstanceHandle } from '../instance/handle.js';
 import type { InstanceStatus } from '../instance/state-machine.js';
 import { backoffDelay, IntensityWindow, resolveBackoff } from '../supervisor/backoff.js';
@@ -38,7 +37,7 @@ import type { Batch } from './outbound/batch.js';
 import type { IdempotencyKey } from './outbound/idempotency.js';
 import { OutboundQueue } from './outbound/queue.js';
 import { enqueueManyOptionsSchema, enqueueOptionsSchema } from './outbound/schemas.js';
-import type { EnqueueManyOptions, EnqueueOptions, OutboundStats, PressureLevel, SendOutcome } from './outbound/types.js';
+import type { EnqueueManyOptions, EnqueueOptions, SendOutcome } from './outbound/types.js';
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
 import { acksSchema, noticeSchema } from './protocol.js';
@@ -79,6 +78,9 @@ import { StandbyPool, type StandbyStats } from './standby.js';
 import { resolveCluster, safeRedisUrl, type ClusterDeclaration, type ClusterOptions, type ClusterView, type ResolvedCluster } from '../cluster/options.js';
 import type { ClusterNode, DeclaredSpec } from '../cluster/node.js';
 import type { DurableSends } from '../cluster/durable.js';
+import { exitKind, instanceHealth, RECONNECT_EXHAUSTED, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
+
+export type { InstanceHealth, RuntimeStats } from './entry.js';
 
 /** Options of `rt.send`: those of the queue, plus `ack` in cluster mode with durable sends. */
 export interface SendOptions extends EnqueueOptions {
@@ -96,93 +98,6 @@ const durableSendSchema = enqueueOptionsSchema.extend({ ack: z.enum(['delivered'
 const INBOUND_WINDOW = 8;
 /** At most this many sends per batch posted to a worker. */
 const MAX_BATCH = 256;
-
-/** Runtime-level counters, from {@link Runtime.stats}. */
-export interface RuntimeStats {
-  readonly instances: number;
-  /** Notices from workers that failed their schema (logged, counted, dropped). */
-  readonly malformedMessages: number;
-  /** Inbound messages delivered to `onMessage`. */
-  readonly inboundDelivered: number;
-  /** `onMessage` calls that threw or rejected. */
-  readonly handlerErrors: number;
-}
-
-interface Entry {
-  /** The instance's number on the wire (`i` on every data-port message about it). */
-  readonly iid: number;
-  readonly id: string;
-  readonly server: InstanceServer;
-  /** Credential values, for scrubbing what the worker sends back (log objects). */
-  readonly secrets: readonly string[];
-  /** Scrubs every form of the credential values out of text (no truncation); given to the queue. */
-  readonly redact: (text: string) => string;
-  /**
-   * The raw credentials, for the worker's boot only. Kept here, in the runtime's private entry,
-   * and nowhere in the `InstanceServer` handed to users; never put them in any output.
-   */
-  readonly credentials: Readonly<Record<string, unknown>>;
-  /** Serialises this instance's start, stop, restart and fatal stop (instances never wait on each other). */
-  ops: Promise<unknown>;
-  readonly channel: string;
-  readonly resourceLimits: ResourceLimits | undefined;
-  readonly restart: Resolved['restart'];
-  readonly log: Logger;
-  state: 'running' | 'restarting' | 'error' | 'stopping';
-  /** A worker of its own (asked for, or its own `resourceLimits`). */
-  readonly dedicated: boolean;
-  /** Put alone by a split of a shared worker that kept dying; stays alone until released. */
-  quarantined: boolean;
-  /** The worker group hosting it, while it runs. */
-  group: WorkerGroup<Entry> | undefined;
-  /** The worker hosting it now. */
-  host: WorkerHost<InstanceWorkerApi> | undefined;
-  recoverTimer: NodeJS.Timeout | undefined;
-  /** Its own restarts in a shared worker (the worker's deaths are the group's), for its restart intensity. */
-  readonly intensity: IntensityWindow;
-  /** The backoff pause before such a restart; `stopInstance` cuts it short. */
-  pause: { timer: NodeJS.Timeout; done: () => void } | undefined;
-  inbound: Promise<void>;
-  /** The outbound queue: authoritative, survives worker restarts (replaced only after a fatal error closed it). */
-  queue: OutboundQueue;
-  /** The current worker's data port, once it can take sends. */
-  dataPort: MessagePort | undefined;
-  /** Column encoding of the send batches posted to the current worker. */
-  columns: ColumnEncoder;
-  readonly capacity: number;
-  /** The last inbound cursor whose batch `onMessage` finished; handed to the next worker. */
-  cursor: unknown;
-  /** Cluster mode: the fencing token of this node's lease (given to the channel as `ctx.fencingToken`). */
-  readonly fencingToken: number | undefined;
-  /** Why the instance is in error after a fatal failure (sends reject with it). */
-  failure: ThreadvisorError | undefined;
-  /** The settings as given (the server's copy has credential values scrubbed out). */
-  readonly settings: Record<string, unknown>;
-  /** `startInstance` is still starting it: a channel that cannot load fails the call, not the instance. */
-  firstStart: boolean;
-  /** The read-only view handed out by `startInstance` and `whereis`. */
-  handle: InstanceHandle;
-}
-
-/** A health snapshot with the data plane's figures. */
-export type InstanceHealth = HealthSnapshot & {
-  /** Sends handed to the worker and not yet acknowledged. */
-  readonly inFlight: number;
-  /** Queue pressure level: `normal`, `warn` (≥ 70% full), `degraded` (≥ 85%), `shed` (≥ 95%). */
-  readonly pressure: PressureLevel;
-  /** The outbound queue's counters. */
-  readonly delivery: OutboundStats;
-  /** Cluster mode: the fencing token of this node's lease on the instance; null otherwise. */
-  readonly fencingToken: number | null;
-};
-
-
-/** Why the runtime ends a worker whose instance spent its reconnect attempts (the restart's kind too). */
-const RECONNECT_EXHAUSTED = 'reconnect_exhausted';
-
-function exitKind(exit: Pick<ChildExit, 'class' | 'reason'>): string {
-  return exit.class === 'exit' && exit.reason === RECONNECT_EXHAUSTED ? RECONNECT_EXHAUSTED : exit.class;
-}
 
 /** Typed `on` / `once` / `off` (declaration merging: types only, the class stays a plain `EventEmitter`). */
 // eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
@@ -641,7 +556,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       firstStart: true,
       handle: undefined as unknown as InstanceHandle,
     };
-    entry.handle = new InstanceHandle(server, () => this.#health(entry));
+    entry.handle = new InstanceHandle(server, () => instanceHealth(entry));
     ref.entry = entry;
     this.#entries.set(record.id, entry);
     server.markStarted();
@@ -740,12 +655,12 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** The health snapshot of an instance, worker liveness included. Unknown id: `not_found`. */
   async health(id: string): Promise<InstanceHealth> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
-    return this.#health(this.#get(id));
+    return instanceHealth(this.#get(id));
   }
 
   /** Health snapshots of every instance. */
   async listHealth(): Promise<InstanceHealth[]> {
-    return [...this.#entries.values()].map((e) => this.#health(e));
+    return [...this.#entries.values()].map((e) => instanceHealth(e));
   }
 
   /**
@@ -1100,23 +1015,6 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     const e = this.#entries.get(id);
     if (!e) throw new InstanceNotFoundError(id);
     return e;
-  }
-
-  #health(e: Entry): InstanceHealth {
-    const h = e.host?.health();
-    let state: WorkerHealth['state'] = 'down';
-    if (h?.state === 'up') state = 'up';
-    else if (e.state === 'running' || e.state === 'restarting') state = 'restarting';
-    const worker: WorkerHealth = {
-      state,
-      lastHeartbeatAgeMs: h?.state === 'up' ? h.lastPongAgeMs : null,
-      elu: h?.elu ?? null,
-      heapUsed: h?.heapUsed ?? null,
-      threadId: h?.threadId ?? null,
-      instances: e.group?.size ?? 0,
-    };
-    const delivery = e.queue.stats();
-    return { ...e.server.healthSnapshot({ worker }), inFlight: delivery.inFlight, pressure: delivery.pressure, delivery, fencingToken: e.fencingToken ?? null };
   }
 
   #clearRecover(e: Entry): void {
