@@ -31,16 +31,13 @@ import { parseConfig } from '../validate.js';
 import { findNonJson } from '../manager/json.js';
 import type { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
-import type { AckResult, InboundAck, InstanceBoot, InstanceWorkerApi, LifecycleBody, SendBatch, StartResult } from '../wire/protocol.js';
-import { isAckRun, readAckRun } from '../wire/validate.js';
-import type { Batch } from './outbound/batch.js';
+import type { InstanceBoot, InstanceWorkerApi, LifecycleBody, StartResult } from '../wire/protocol.js';
 import type { IdempotencyKey } from './outbound/idempotency.js';
-import { OutboundQueue } from './outbound/queue.js';
 import { enqueueManyOptionsSchema, enqueueOptionsSchema } from './outbound/schemas.js';
 import type { EnqueueManyOptions, EnqueueOptions, SendOutcome } from './outbound/types.js';
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
-import { acksSchema, noticeSchema } from './protocol.js';
+import { noticeSchema } from './protocol.js';
 import type { RuntimeChild, RuntimeChildOptions } from './child.js';
 import {
   builtinUrl,
@@ -78,6 +75,7 @@ import { StandbyPool, type StandbyStats } from './standby.js';
 import { resolveCluster, safeRedisUrl, type ClusterDeclaration, type ClusterOptions, type ClusterView, type ResolvedCluster } from '../cluster/options.js';
 import type { ClusterNode, DeclaredSpec } from '../cluster/node.js';
 import type { DurableSends } from '../cluster/durable.js';
+import { DataPlane, INBOUND_WINDOW, type RuntimeCounters } from './data-plane.js';
 import { exitKind, instanceHealth, RECONNECT_EXHAUSTED, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
 
 export type { InstanceHealth, RuntimeStats } from './entry.js';
@@ -93,11 +91,6 @@ export interface SendOptions extends EnqueueOptions {
 }
 
 const durableSendSchema = enqueueOptionsSchema.extend({ ack: z.enum(['delivered', 'accepted']).optional() });
-
-/** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
-const INBOUND_WINDOW = 8;
-/** At most this many sends per batch posted to a worker. */
-const MAX_BATCH = 256;
 
 /** Typed `on` / `once` / `off` (declaration merging: types only, the class stays a plain `EventEmitter`). */
 // eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
@@ -131,11 +124,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** `delivery:*` events someone listens to on the runtime; forwarded from every queue. */
   readonly #deliveryForwarded = new Set<string>();
   #pool: Piscina | undefined;
-  #malformed = 0;
   /** The last instance number given out on the wire. */
   #lastIid = 0;
-  #delivered = 0;
-  #handlerErrors = 0;
+  readonly #counters: RuntimeCounters = { malformed: 0, delivered: 0, handlerErrors: 0 };
+  /** The send pump, acks and inbound delivery of every instance. */
+  readonly #data: DataPlane;
   /** Cluster mode: this node (undefined in local mode). */
   #node: ClusterNode | undefined;
   /** Cluster mode with `durability: 'redis'`: sends through Redis streams. */
@@ -176,8 +169,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     split: (group, members, exit) => this.#split(group, members, exit),
     released: (e) => this.#release(e),
     stray: () => {
-      this.#malformed++;
-      this.#log.warn({ malformedMessages: this.#malformed }, 'message from instance worker names no instance, or another one');
+      this.#counters.malformed++;
+      this.#log.warn({ malformedMessages: this.#counters.malformed }, 'message from instance worker names no instance, or another one');
     },
   };
 
@@ -186,6 +179,14 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#opts = opts;
     this.#root = root;
     this.#log = root.child({ component: 'runtime' });
+    this.#data = new DataPlane({
+      opts,
+      emitter: this,
+      deliveryForwarded: this.#deliveryForwarded,
+      counters: this.#counters,
+      toError: (e, reason, recover) => this.#toError(e, reason, recover),
+      commitCursor: (id, cursor) => this.#node?.commitCursor(id, cursor),
+    });
     if (opts.standby.workers > 0) {
       this.#standby = new StandbyPool({
         workers: opts.standby.workers,
@@ -484,11 +485,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       clearTimeout(timer);
       if (done === 'late') await group?.supervisor?.shutdown('brutal_kill');
     } else {
-      await this.#drainOutbound(entry);
+      await this.#data.drainOutbound(entry);
       await this.#op(entry, () => this.#stopTree(entry));
       entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
     }
-    await this.#drainInbound(entry);
+    await this.#data.drainInbound(entry);
     entry.server.stop(reason);
   }
 
@@ -512,11 +513,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     // The queue and the server are built before the entry that ties them together.
     const ref: { entry?: Entry } = {};
     const pump = () => {
-      if (ref.entry) this.#pump(ref.entry);
+      if (ref.entry) this.#data.pump(ref.entry);
     };
     const secrets = collectSecrets(record.credentials);
     const redact = (text: string): string => scrubWith(text, secrets);
-    const queue = this.#newQueue(record.id, capacity, pump, redact);
+    const queue = this.#data.newQueue(record.id, capacity, pump, redact);
     const server = new InstanceServer(record, {
       logger: this.#root, // it adds its own component (instance): one component key per line
       maxConsecutiveFailures: this.#opts.maxConsecutiveFailures,
@@ -799,7 +800,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
 
   /** Runtime counters. */
   stats(): RuntimeStats {
-    return { instances: this.#entries.size, malformedMessages: this.#malformed, inboundDelivered: this.#delivered, handlerErrors: this.#handlerErrors };
+    return { instances: this.#entries.size, malformedMessages: this.#counters.malformed, inboundDelivered: this.#counters.delivered, handlerErrors: this.#counters.handlerErrors };
   }
 
   /**
@@ -814,7 +815,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       this.#clearRecover(entry);
       entry.state = 'restarting';
       await this.#stopTree(entry);
-      if (entry.queue.closed) entry.queue = this.#newQueue(entry.id, entry.capacity, () => this.#pump(entry), entry.redact);
+      if (entry.queue.closed) entry.queue = this.#data.newQueue(entry.id, entry.capacity, () => this.#data.pump(entry), entry.redact);
       entry.failure = undefined;
       entry.server.notifyRestartMarker('recoverable', 'restart requested', { kind: 'manual' });
       entry.server.notifyStarting('restart requested');
@@ -843,10 +844,10 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     entry.state = 'stopping';
     this.#clearRecover(entry);
     this.#entries.delete(id);
-    await this.#drainOutbound(entry);
+    await this.#data.drainOutbound(entry);
     await this.#op(entry, () => this.#stopTree(entry));
     entry.queue.close(`instance ${id} stopped`);
-    await this.#drainInbound(entry);
+    await this.#data.drainInbound(entry);
     entry.server.stop('stopped');
   }
 
@@ -869,10 +870,10 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
         entries.map(async (e) => {
           e.state = 'stopping';
           this.#clearRecover(e);
-          await this.#drainOutbound(e);
+          await this.#data.drainOutbound(e);
           await this.#op(e, () => this.#stopTree(e)).catch((err: unknown) => e.log.warn({ reason: e.server.redactReason(err) }, 'stop failed'));
           e.queue.close('runtime stopped');
-          await this.#drainInbound(e);
+          await this.#data.drainInbound(e);
           e.server.stop('runtime stopped');
         }),
       );
@@ -893,122 +894,6 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     const run = entry.ops.then(fn, fn);
     entry.ops = run.catch(() => undefined);
     return run;
-  }
-
-  /** A fresh outbound queue for an instance; `pump` is called when it has sends to hand out. */
-  #newQueue(instanceId: string, capacity: number, pump: () => void, redact: (text: string) => string): OutboundQueue {
-    const queue = new OutboundQueue({
-      instanceId,
-      capacity,
-      dedupeCacheSize: this.#opts.dedupeCacheSize,
-      retry: this.#opts.delivery,
-      onReady: pump,
-      redact,
-    });
-    queue.on('instance:pressure', (p: unknown) => this.emit('instance:pressure', p));
-    for (const event of this.#deliveryForwarded) queue.on(event, (p: unknown) => this.emit(event, p));
-    return queue;
-  }
-
-  /** Lets a live worker deliver what is queued, at most `shutdownMs`. */
-  async #drainOutbound(entry: Entry): Promise<void> {
-    if (!entry.dataPort || (entry.queue.depth === 0 && entry.queue.inFlight === 0)) return;
-    let timer: NodeJS.Timeout | undefined;
-    const budget = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, this.#opts.shutdownMs);
-    });
-    await Promise.race([entry.queue.drained(), budget]);
-    clearTimeout(timer);
-  }
-
-  /** Hands the worker as many queued sends as its credit window allows, in one batch. */
-  #pump(entry: Entry): void {
-    const port = entry.dataPort;
-    // Sends wait on the main thread until the channel is connected: depth and pressure then tell
-    // the truth, and a worker that dies while reconnecting holds nothing.
-    if (!port || entry.server.currentStatus !== 'connected') return;
-    const { queue } = entry;
-    // Everything the credit window admits goes at once, in batches of at most MAX_BATCH: a burst
-    // does not wait a round trip for its second batch.
-    for (;;) {
-      const room = this.#opts.sendWindow - queue.inFlight;
-      if (room <= 0) return;
-      const batch = queue.take(Math.min(room, MAX_BATCH));
-      if (batch.length === 0) return;
-      this.#post(entry, port, batch);
-    }
-  }
-
-  /** Posts one batch taken from the queue; a batch that cannot be cloned fails (fatal). */
-  #post(entry: Entry, port: MessagePort, batch: Batch): void {
-    const { queue } = entry;
-    const n = batch.length;
-    // Flat messages of one shape go in columns (see columns.ts); after a batch that does not fit,
-    // the next few go by structured clone at once.
-    const cols = entry.columns.encode(batch.messages);
-    const { seq, sparse } = batch;
-    const msg: SendBatch =
-      cols === undefined
-        ? { t: 'send', i: entry.iid, epoch: batch.epoch, seq, messages: batch.messages }
-        : { t: 'send', i: entry.iid, epoch: batch.epoch, seq, n, fields: cols.fields, columns: cols.columns };
-    // The per-message details go along only when they say something.
-    if (sparse.attempts !== undefined) msg.attempts = sparse.attempts;
-    if (sparse.keys !== undefined) msg.keys = sparse.keys.map((k) => (k === undefined ? null : String(k)));
-    if (sparse.redelivered !== undefined) msg.redelivered = sparse.redelivered;
-    try {
-      port.postMessage(msg);
-    } catch (err) {
-      // A message that cannot be cloned: those sends fail (fatal), the rest of the queue goes on.
-      const reason = entry.server.redactReason(err) ?? 'message could not be cloned';
-      queue.ack(batch.seqs.map((s) => ({ seq: s, ok: false as const, error: { class: 'fatal' as const, code: 'DataCloneError', reason } })));
-    }
-  }
-
-  #onAcks(entry: Entry, raw: object): void {
-    const { server } = entry;
-    // The hot path: a run of successes, checked by hand; anything else goes through zod.
-    // A worker never holds more than the credit window, so no honest ack names more sends than
-    // that: a longer array (a sparse one crosses the boundary almost free) is refused before any
-    // work per element.
-    if (isAckRun(raw)) {
-      const run = readAckRun(raw, this.#opts.sendWindow);
-      if (run === undefined) return this.#onMalformedAcks(entry);
-      if (run.receipts.length > 0) server.notifySuccess();
-      entry.queue.ackRun(run.seq, run.receipts);
-      this.#pump(entry);
-      return;
-    }
-    const list = (raw as { results?: unknown }).results;
-    if (Array.isArray(list) && list.length > this.#opts.sendWindow) return this.#onMalformedAcks(entry);
-    const parsed = acksSchema.safeParse(raw);
-    if (!parsed.success) return this.#onMalformedAcks(entry);
-    const results = parsed.data.results as AckResult[];
-    let ok = false;
-    for (const r of results) {
-      if (r.ok) ok = true;
-      else if ('error' in r) {
-        server.notifyFailure(r.error.reason);
-        if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${r.error.reason}`, true);
-      }
-    }
-    if (ok) server.notifySuccess();
-    entry.queue.ack(results);
-    this.#pump(entry);
-  }
-
-  #onMalformedAcks(entry: Entry): void {
-    this.#malformed++;
-    entry.log.warn({ malformedMessages: this.#malformed }, 'malformed acks from instance worker');
-  }
-
-  /** Waits for `onMessage` to finish what was delivered, at most `shutdownMs`. */
-  async #drainInbound(entry: Entry): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const budget = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, this.#opts.shutdownMs);
-    });
-    await Promise.race([entry.inbound, budget]);
-    clearTimeout(timer);
   }
 
   #get(id: string): Entry {
@@ -1293,7 +1178,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     }
     if (entry.state === 'running' && host.state === 'up' && entry.host === host) {
       entry.dataPort = port;
-      this.#pump(entry);
+      this.#data.pump(entry);
     }
   }
 
@@ -1316,26 +1201,26 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** A message on the data port about this instance. */
   #onMessage(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, raw: object): void {
     const m = raw as { t?: unknown };
-    if (m.t === 'acks') return this.#onAcks(entry, m);
+    if (m.t === 'acks') return this.#data.onAcks(entry, m);
     const parsed = noticeSchema.safeParse(raw);
     if (!parsed.success) {
-      this.#malformed++;
+      this.#counters.malformed++;
       const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-      entry.log.warn({ issues, malformedMessages: this.#malformed }, 'malformed notice from instance worker');
+      entry.log.warn({ issues, malformedMessages: this.#counters.malformed }, 'malformed notice from instance worker');
       return;
     }
     try {
       this.#onNotice(entry, host, port, parsed.data);
     } catch (err) {
       // Never let one worker's notice take the main thread down.
-      this.#malformed++;
+      this.#counters.malformed++;
       entry.log.warn({ reason: entry.server.redactReason(err) }, 'notice from instance worker could not be handled');
     }
   }
 
   #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: LifecycleBody): void {
     const { server } = entry;
-    if (n.t === 'inbound') return this.#deliver(entry, port, n.messages, n.n, n.cursor);
+    if (n.t === 'inbound') return this.#data.deliver(entry, port, n.messages, n.n, n.cursor);
     if (n.t === 'log') {
       const obj = n.obj ? (scrubValue(n.obj, entry.secrets) as Record<string, unknown>) : {};
       entry.log[n.level]({ ...obj, source: 'channel' }, server.redactReason(n.msg) ?? '');
@@ -1348,7 +1233,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
         if (n.status === 'connecting') server.notifyConnecting();
         else if (n.status === 'connected') {
           server.notifyConnected(n.meta ?? {});
-          this.#pump(entry);
+          this.#data.pump(entry);
         }
         else server.notifyDisconnected(n.reason ?? 'unknown');
         return;
@@ -1388,40 +1273,4 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     }
   }
 
-  /**
-   * Hands an inbound batch to `onMessage`, in order per instance. Once the whole batch is handled
-   * its cursor becomes the instance's (the next worker resumes after it) and the worker gets
-   * its credit back.
-   */
-  #deliver(entry: Entry, port: MessagePort, messages: unknown[], n: number | undefined, cursor: unknown): void {
-    const onMessage = this.#opts.onMessage;
-    const meta = { instanceId: entry.id, channelType: entry.server.channelType };
-    entry.inbound = entry.inbound.then(async () => {
-      if (onMessage) {
-        for (const message of messages) {
-          try {
-            await onMessage(message, meta);
-            this.#delivered++;
-          } catch (err) {
-            this.#handlerErrors++;
-            const reason = entry.server.redactReason(err);
-            entry.log.warn({ reason }, 'onMessage failed');
-            publish(this, 'message:failed', () => ({ ...meta, reason }));
-          }
-        }
-      }
-      if (cursor !== undefined) {
-        entry.cursor = cursor;
-        // Cluster mode: the next owner resumes after it.
-        this.#node?.commitCursor(entry.id, cursor);
-      }
-      if (n !== undefined) {
-        try {
-          port.postMessage({ t: 'inbound_ack', i: entry.iid, upTo: n } satisfies InboundAck);
-        } catch {
-          // the worker is gone; its successor starts from entry.cursor
-        }
-      }
-    });
-  }
 }
