@@ -23,8 +23,7 @@ import { InstanceServer, type InstanceStatusInfo } from '../instance/server.js';
 import { InstanceHandle } from '../instance/handle.js';
 import type { InstanceStatus } from '../instance/state-machine.js';
 import { backoffDelay, IntensityWindow, resolveBackoff } from '../supervisor/backoff.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
-import { isNormalExit, type ChildExit, type ChildSpec, type Shutdown } from '../supervisor/types.js';
+import { isNormalExit, type ChildExit, type ChildSpec } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
 import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } from '../events.js';
 import { parseConfig } from '../validate.js';
@@ -39,6 +38,7 @@ import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
 import { noticeSchema } from './protocol.js';
 import type { RuntimeChild, RuntimeChildOptions } from './child.js';
+import { runtimeChildSpec, type RuntimeAccess } from './child-spec.js';
 import {
   builtinUrl,
   resolveChannel,
@@ -297,78 +297,16 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
    * `runtime stopped`, and a `transient` spec (the default) is not restarted.
    */
   static childSpec(options: RuntimeOptions = {}, child: RuntimeChildOptions = {}): ChildSpec<RuntimeChild> {
-    const instances = [...(child.instances ?? [])];
-    return {
-      id: child.id ?? 'runtime',
-      type: 'supervisor',
-      restart: child.restart ?? 'transient',
-      shutdown: child.shutdown ?? 30_000,
-      start: async (ctx) => {
-        const rt = await Runtime.start({ logger: ctx.logger, ...options });
-        try {
-          for (const instance of instances) await rt.startInstance(instance);
-        } catch (err) {
-          await rt.stop();
-          throw err;
-        }
-        let resolveExited!: (exit: ChildExit) => void;
-        let ended = false;
-        const exited = new Promise<ChildExit>((resolve) => (resolveExited = resolve));
-        const end = (exit: ChildExit): void => {
-          if (ended) return;
-          ended = true;
-          resolveExited(exit);
-        };
-        const failed = (err: unknown): ChildExit => ({
-          class: 'crash',
-          reason: `runtime stop failed: ${err instanceof Error ? err.message : String(err)}`,
-          ...(err instanceof Error ? { error: err } : {}),
-        });
-        const stop = Runtime.prototype.stop;
-        let bySupervisor = false;
-        // `rt.stop()` called by anything but the supervisor ends the child too: a normal exit.
-        Object.defineProperty(rt, 'stop', {
-          configurable: true,
-          writable: true,
-          value: (): Promise<void> => {
-            const stopping = stop.call(rt);
-            if (!bySupervisor) stopping.then(() => end({ class: 'normal', reason: 'runtime stopped' }), (err: unknown) => end(failed(err)));
-            return stopping;
-          },
-        });
-        let trees: Supervisor[] | undefined;
-        let killing: Promise<void> | undefined;
-        const kill = (why: string): Promise<void> => {
-          killing ??= (async () => {
-            ctx.logger.warn({ reason: why }, 'runtime shutdown forced: terminating every instance worker');
-            await Promise.all((trees ?? []).map((t) => t.shutdown('brutal_kill')));
-            end({ class: 'shutdown', reason: why });
-          })();
-          return killing;
-        };
-        const running: RuntimeChild = {
-          runtime: rt,
-          exited,
-          shutdown: (budget: Shutdown): Promise<ChildExit> => {
-            if (ended) return exited;
-            if (trees === undefined && rt.#stopping === undefined) {
-              // The instance trees as they are now: stop() detaches them from their entries.
-              trees = [...rt.#groups].flatMap((g) => (g.supervisor ? [g.supervisor] : []));
-              bySupervisor = true;
-              stop.call(rt).then(() => end({ class: 'shutdown', reason: 'shutdown' }), (err: unknown) => end({ ...failed(err), class: 'shutdown' }));
-            }
-            if (budget === 'brutal_kill') void kill('brutal_kill');
-            else if (typeof budget === 'number') {
-              const timer = setTimeout(() => void kill('shutdown budget expired'), budget);
-              void exited.finally(() => clearTimeout(timer));
-            }
-            return exited;
-          },
-        };
-        return running;
-      },
-    };
+    return runtimeChildSpec(options, child, Runtime.#childAccess);
   }
+
+  /** What {@link runtimeChildSpec} needs of the class, private state included. */
+  static readonly #childAccess: RuntimeAccess = {
+    start: (options) => Runtime.start(options),
+    stop: Runtime.prototype.stop,
+    stopping: (rt) => rt.#stopping !== undefined,
+    trees: (rt) => [...rt.#groups].flatMap((g) => (g.supervisor ? [g.supervisor] : [])),
+  };
 
   /**
    * Starts an instance: registers its {@link InstanceServer}, spawns its worker under a per-instance
