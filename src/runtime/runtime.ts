@@ -3,12 +3,10 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { MessagePort, ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { z } from 'zod';
+import type { z } from 'zod';
 import {
   AbortedError,
   AlreadyStartedError,
-  NotOwnerError,
-  UnavailableError,
   ChannelInvalidError,
   InstanceNotFoundError,
   InvalidConfigError,
@@ -27,17 +25,15 @@ import { isNormalExit, type ChildExit, type ChildSpec } from '../supervisor/type
 import { defaultLogger, publish } from '../telemetry.js';
 import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } from '../events.js';
 import { parseConfig } from '../validate.js';
-import { findNonJson } from '../manager/json.js';
 import type { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
 import type { InstanceBoot, InstanceWorkerApi, LifecycleBody, StartResult } from '../wire/protocol.js';
-import type { IdempotencyKey } from './outbound/idempotency.js';
-import { enqueueManyOptionsSchema, enqueueOptionsSchema } from './outbound/schemas.js';
 import type { EnqueueManyOptions, EnqueueOptions, SendOutcome } from './outbound/types.js';
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
 import { noticeSchema } from './protocol.js';
 import type { RuntimeChild, RuntimeChildOptions } from './child.js';
+import { ClusterMode } from './cluster-mode.js';
 import { runtimeChildSpec, type RuntimeAccess } from './child-spec.js';
 import {
   builtinUrl,
@@ -72,9 +68,7 @@ export type {
 } from './options.js';
 import { WorkerGroup, type GroupHooks } from './worker-group.js';
 import { StandbyPool, type StandbyStats } from './standby.js';
-import { resolveCluster, safeRedisUrl, type ClusterDeclaration, type ClusterOptions, type ClusterView, type ResolvedCluster } from '../cluster/options.js';
-import type { ClusterNode, DeclaredSpec } from '../cluster/node.js';
-import type { DurableSends } from '../cluster/durable.js';
+import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
 import { DataPlane, INBOUND_WINDOW, type RuntimeCounters } from './data-plane.js';
 import { exitKind, instanceHealth, RECONNECT_EXHAUSTED, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
 
@@ -89,8 +83,6 @@ export interface SendOptions extends EnqueueOptions {
    */
   ack?: 'delivered' | 'accepted';
 }
-
-const durableSendSchema = enqueueOptionsSchema.extend({ ack: z.enum(['delivered', 'accepted']).optional() });
 
 /** Typed `on` / `once` / `off` (declaration merging: types only, the class stays a plain `EventEmitter`). */
 // eslint-disable-next-line @typescript-eslint/no-unused-vars -- merging needs the class's own type parameters
@@ -129,11 +121,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   readonly #counters: RuntimeCounters = { malformed: 0, delivered: 0, handlerErrors: 0 };
   /** The send pump, acks and inbound delivery of every instance. */
   readonly #data: DataPlane;
-  /** Cluster mode: this node (undefined in local mode). */
-  #node: ClusterNode | undefined;
-  /** Cluster mode with `durability: 'redis'`: sends through Redis streams. */
-  #durable: DurableSends | undefined;
-  #clusterOpts: ResolvedCluster | undefined;
+  /** Cluster mode: this node, its options and durable sends (undefined in local mode). */
+  #cluster: ClusterMode | undefined;
   /** Worker groups with a thread running or starting (or about to). */
   readonly #groups = new Set<WorkerGroup<Entry>>();
   #lastGroup = 0;
@@ -185,7 +174,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       deliveryForwarded: this.#deliveryForwarded,
       counters: this.#counters,
       toError: (e, reason, recover) => this.#toError(e, reason, recover),
-      commitCursor: (id, cursor) => this.#node?.commitCursor(id, cursor),
+      commitCursor: (id, cursor) => this.#cluster?.node.commitCursor(id, cursor),
     });
     if (opts.standby.workers > 0) {
       this.#standby = new StandbyPool({
@@ -221,67 +210,28 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     // never restarts an escalated instance tree itself (error, then recoverAfterMs). So no root
     // Supervisor serialises one instance's start or stop behind another's.
     const rt = new Runtime<RuntimeMode>(opts, root);
-    if (opts.cluster) await rt.#joinCluster(resolveCluster(opts.cluster));
+    if (opts.cluster) {
+      rt.#cluster = await ClusterMode.join(resolveCluster(opts.cluster), {
+        opts,
+        log: rt.#log,
+        emitter: rt,
+        entries: rt.#entries,
+        running: () => rt.#state === 'running',
+        startLocal: (o, w, fencingToken, cursor) => rt.#startLocal(o, w, fencingToken, cursor),
+        stopEntry: (entry, reason, fast) => rt.#stopEntry(entry, reason, fast),
+      });
+    }
     return rt;
   }
 
   /** Cluster mode: connects to Redis (ioredis loads here) and starts this node's ticks. */
-  async #joinCluster(c: ResolvedCluster): Promise<void> {
-    const [{ LeaseStore }, { ClusterNode }] = await Promise.all([import('../cluster/store.js'), import('../cluster/node.js')]);
-    const store = new LeaseStore(c.redis as never, { namespace: c.namespace, nodeId: c.nodeId, leaseMs: c.leaseMs });
-    try {
-      await store.connect();
-    } catch (err) {
-      await store.close();
-      throw new UnavailableError(`cluster: Redis at ${safeRedisUrl(c.redis)} cannot be reached (${err instanceof Error ? err.message : String(err)})`, { cause: err });
-    }
-    this.#clusterOpts = c;
-    this.#node = new ClusterNode(
-      store,
-      {
-        runLocal: (spec, token) => this.#runDeclared(spec, token),
-        stopLocal: (id, reason, fast) => this.#stopDeclared(id, reason, fast),
-      },
-      { nodeId: c.nodeId, leaseMs: c.leaseMs, safetyMs: c.safetyMs, log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
-    );
-    if (c.durability === 'redis') {
-      const { DurableSends } = await import('../cluster/durable.js');
-      const durable = new DurableSends(
-        { redis: c.redis, nodeId: c.nodeId, namespace: c.namespace, defaultCapacity: this.#opts.queueCapacity, deliveredKeyTtlMs: c.deliveredKeyTtlMs, readBlockMs: Math.max(50, Math.min(5000, Math.floor(c.safetyMs / 2))), log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
-        {
-          deliver: (id, message, key, redelivery) => this.#deliverDurable(id, message, key, redelivery),
-          holds: (id) => this.#entries.has(id) && this.#node?.runs(id) === true,
-        },
-      );
-      try {
-        await durable.start();
-      } catch (err) {
-        await durable.close().catch(() => undefined);
-        await store.close();
-        throw new UnavailableError(`cluster: Redis at ${safeRedisUrl(c.redis)} cannot be reached (${err instanceof Error ? err.message : String(err)})`, { cause: err });
-      }
-      this.#durable = durable;
-    }
-    this.#node.start();
-  }
-
-  /** Cluster mode, durable sends: hands an entry of an instance's stream to its local queue. */
-  #deliverDurable(id: string, message: unknown, key: IdempotencyKey | undefined, redelivery: boolean): Promise<unknown> {
-    const entry = this.#entries.get(id);
-    if (entry === undefined || entry.state === 'stopping') return Promise.reject(new InstanceNotFoundError(id));
-    if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
-    return redelivery ? entry.queue.enqueueRedelivery(message, key) : entry.queue.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
-  }
-
   /**
    * Cluster mode: this node's view of the cluster (undefined in local mode). Events on the
    * runtime (and `diagnostics_channel` `threadvisor:cluster:<event>`): `cluster:acquired`,
    * `cluster:released`, `cluster:lost`, `cluster:node_up`, `cluster:node_down`, `cluster:degraded`.
    */
   get cluster(): ClusterView | undefined {
-    const node = this.#node;
-    if (!node) return undefined;
-    return { nodeId: node.nodeId, nodes: () => node.nodes(), owner: (id) => node.owner(id), local: () => node.local() };
+    return this.#cluster?.view();
   }
 
   /**
@@ -324,7 +274,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     if (this.#state !== 'running') throw new StoppedError('runtime');
     const w = parseConfig('startInstance wait options', waitSchema, wait);
     const o = parseConfig('instance options', startInstanceSchema, options);
-    if (this.#node) return (await this.#declare(o)) as StartedInstance<M>;
+    if (this.#cluster) return (await this.#cluster.declare(o)) as StartedInstance<M>;
     return (await this.#startLocal(o, w, undefined, undefined)) as StartedInstance<M>;
   }
 
@@ -333,90 +283,22 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
    * it after this node's next tick. Credentials are refused here: they never go to Redis; each
    * node resolves them with `cluster.credentials`.
    */
-  async #declare(o: z.output<typeof startInstanceSchema>): Promise<ClusterDeclaration> {
-    const node = this.#node as ClusterNode;
-    const problems: { path: string; message: string }[] = [];
-    if (o.id === undefined) problems.push({ path: 'id', message: 'required in cluster mode (the declaration is idempotent by id)' });
-    if (o.credentials !== undefined) problems.push({ path: 'credentials', message: 'not in a cluster declaration: each node resolves them with cluster.credentials' });
-    const bad = findNonCloneable(o.settings, 'settings');
-    if (bad) problems.push({ path: bad.path, message: bad.problem });
-    if (problems.length > 0) throw new InvalidConfigError('instance options', problems);
-    if (o.restart) parseConfig('instance options.restart', restartSchema, { ...this.#opts.restart, ...o.restart });
-    const channel = resolveChannel(o.channel);
-    const settings = o.settings ?? {};
-    const known = knownSettingsSchema(channel);
-    const schema = known ? known.schema : await channelSettingsSchema(channel, this.#opts.readyTimeoutMs);
-    if (schema) checkSettings(schema, settings, 'instance options');
-    let json: string;
-    try {
-      json = JSON.stringify(settings);
-    } catch {
-      throw new InvalidConfigError('instance options', [{ path: 'settings', message: 'must be JSON in cluster mode (it is stored in Redis)' }]);
-    }
-    const spec: DeclaredSpec = {
-      id: o.id as string,
-      name: o.name,
-      channelType: o.channelType,
-      channel,
-      settings: JSON.parse(json) as Record<string, unknown>,
-      ...(o.resourceLimits ? { resourceLimits: o.resourceLimits as Record<string, number> } : {}),
-      ...(o.restart ? { restart: o.restart } : {}),
-      ...(o.queueCapacity !== undefined ? { queueCapacity: o.queueCapacity } : {}),
-      ...(o.isolation ? { isolation: o.isolation } : {}),
-    };
-    await node.declare(spec);
-    await node.settled();
-    const owner = node.runs(spec.id) ? node.nodeId : await node.owner(spec.id).catch(() => null);
-    return { id: spec.id, owner };
-  }
-
-  /** Cluster mode: runs an instance this node acquired, its credentials resolved here. */
-  async #runDeclared(spec: DeclaredSpec, token: number): Promise<void> {
-    if (this.#state !== 'running') return;
-    const c = this.#clusterOpts as ResolvedCluster;
-    const credentials = c.credentials ? await c.credentials({ id: spec.id, name: spec.name, channelType: spec.channelType, ...(spec.settings ? { settings: spec.settings } : {}) }) : {};
-    const cursor = await (this.#node as ClusterNode).cursor(spec.id).catch(() => undefined);
-    if (this.#state !== 'running' || !this.#node?.runs(spec.id)) return;
-    const o = parseConfig('declared instance', startInstanceSchema, {
-      id: spec.id,
-      name: spec.name,
-      channelType: spec.channelType,
-      channel: spec.channel,
-      credentials,
-      settings: spec.settings ?? {},
-      ...(spec.resourceLimits ? { resourceLimits: spec.resourceLimits } : {}),
-      ...(spec.restart ? { restart: spec.restart } : {}),
-      ...(spec.queueCapacity !== undefined ? { queueCapacity: spec.queueCapacity } : {}),
-      ...(spec.isolation ? { isolation: spec.isolation } : {}),
-    });
-    const old = this.#entries.get(spec.id);
-    if (old) await this.#stopEntry(old, 'replaced by a new lease', false);
-    await this.#startLocal(o, {}, token, cursor);
-    void this.#durable?.adopt(spec.id);
-  }
-
   /**
    * Cluster mode: stops the local copy of `id`. `fast` (fencing): nothing queued is delivered,
    * queued sends reject with `stopped`, and a worker still running after half of `safetyMs` is
    * terminated.
    */
-  async #stopDeclared(id: string, reason: string, fast: boolean): Promise<void> {
-    const entry = this.#entries.get(id);
-    if (!entry) return;
-    await this.#stopEntry(entry, reason, fast);
-  }
-
-  /** Stops an instance and removes it (see {@link Runtime.stopInstance}); `fast` as {@link Runtime.#stopDeclared}. */
+  /** Stops an instance and removes it (see {@link Runtime.stopInstance}); `fast`: the fencing stop of cluster mode (see `ClusterMode`). */
   async #stopEntry(entry: Entry, reason: string, fast: boolean): Promise<void> {
     if (this.#entries.get(entry.id) !== entry || entry.state === 'stopping') return;
-    this.#durable?.drop(entry.id);
+    this.#cluster?.durable?.drop(entry.id);
     entry.state = 'stopping';
     this.#clearRecover(entry);
     this.#entries.delete(entry.id);
     if (fast) {
       entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
       const group = entry.group;
-      const budget = Math.max(1, Math.floor((this.#clusterOpts?.safetyMs ?? this.#opts.shutdownMs) / 2));
+      const budget = Math.max(1, Math.floor((this.#cluster?.options.safetyMs ?? this.#opts.shutdownMs) / 2));
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), budget)));
       const done = await Promise.race([this.#op(entry, () => this.#stopTree(entry)).catch(() => undefined), late]);
@@ -617,7 +499,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     // Not async: the queue's own promise goes back as it is (an async wrapper would add a promise
     // and two microtask turns to every send).
     if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
-    if (this.#durable) return this.#sendDurable(id, message, options);
+    if (this.#cluster?.durable) return this.#cluster.sendDurable(id, message, options);
     if (options?.ack !== undefined) {
       if (options.ack === 'accepted') return Promise.reject(new InvalidConfigError('send options', [{ path: 'ack', message: "'accepted' needs cluster mode with durability 'redis'" }]));
       const { ack: _ack, ...rest } = options;
@@ -645,7 +527,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
    */
   sendMany(id: string, messages: readonly unknown[], options?: EnqueueManyOptions): Promise<SendOutcome[]> {
     if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
-    if (this.#durable) return this.#sendManyDurable(id, messages, options);
+    if (this.#cluster?.durable) return this.#cluster.sendManyDurable(id, messages, options);
     const entry = this.#entries.get(id);
     if (entry === undefined) return this.#notHere(id);
     if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
@@ -662,38 +544,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   }
 
   /** Cluster mode, durable sends: validates, then appends to the instance's stream. */
-  async #sendDurable(id: string, message: unknown, options: SendOptions | undefined): Promise<unknown> {
-    const o = options === undefined ? {} : parseConfig('send options', durableSendSchema, options);
-    return (this.#durable as DurableSends).send(id, message, o);
-  }
-
-  /** Cluster mode, durable sends: one append per message, in order (auto-pipelined), settled together. */
-  async #sendManyDurable(id: string, messages: readonly unknown[], options: EnqueueManyOptions | undefined): Promise<SendOutcome[]> {
-    if (!Array.isArray(messages)) throw new InvalidConfigError('messages of a batch send', [{ path: '', message: 'expected an array of messages' }]);
-    const o = options === undefined ? {} : parseConfig('batch send options', enqueueManyOptionsSchema, options);
-    const durable = this.#durable as DurableSends;
-    for (let i = 0; i < messages.length; i++) {
-      const m: unknown = messages[i];
-      if (m === undefined) throw new InvalidMessageError(`instance ${id}`, 'the message is undefined', { path: `$[${i}]` });
-      const bad = findNonJson(m);
-      if (bad !== undefined) throw new InvalidMessageError(`instance ${id}`, `${bad.problem} (durable sends are stored as JSON)`, { path: `$[${i}]${bad.path.slice(1)}` });
-    }
-    return Promise.all(
-      messages.map((m) =>
-        durable.send(id, m, { ...(o.signal ? { signal: o.signal } : {}), ...(o.waitForCapacity ? { waitForCapacity: true } : {}) }).then(
-          (receipt): SendOutcome => ({ ok: true, receipt }),
-          (error: unknown): SendOutcome => ({ ok: false, error: error instanceof Error ? error : new Error(String(error)) }),
-        ),
-      ),
-    );
-  }
-
   /** Why a send for an instance not running here is refused: `not_found`, or in cluster mode `not_owner` (naming the owner). */
   async #notHere(id: string): Promise<never> {
-    const node = this.#node;
-    if (!node) throw new InstanceNotFoundError(id);
-    const owner = await node.owner(id).catch(() => null);
-    throw new NotOwnerError(id, owner);
+    const cluster = this.#cluster;
+    if (!cluster) throw new InstanceNotFoundError(id);
+    return cluster.notHere(id);
   }
 
   /**
@@ -770,9 +625,9 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** Stops an instance (its worker disconnects within `shutdownMs`) and removes it. Emits `instance:stopped` once. */
   async stopInstance(id: string): Promise<void> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
-    if (this.#node) {
+    if (this.#cluster) {
       // Cluster mode: the declaration goes, and with it the copy on whichever node runs it.
-      const removed = await this.#node.undeclare(id);
+      const removed = await this.#cluster.node.undeclare(id);
       const local = this.#entries.get(id);
       if (local) await this.#stopEntry(local, 'stopped', false);
       if (!removed && !local) throw new InstanceNotFoundError(id);
@@ -797,8 +652,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#stopping ??= (async () => {
       this.#state = 'stopping';
       // Cluster mode: nothing more is acquired; the leases are released once the copies stopped.
-      await this.#node?.halt();
-      this.#durable?.halt();
+      await this.#cluster?.halt();
       const entries = [...this.#entries.values()];
       this.#entries.clear();
       // Everything stops: a shared worker stops once, with all its instances, not one by one.
@@ -816,8 +670,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
         }),
       );
       await this.#standby?.close();
-      await this.#durable?.close();
-      await this.#node?.close(true);
+      await this.#cluster?.close();
       await this.#pool?.destroy();
       this.#pool = undefined;
       this.#state = 'stopped';
@@ -1099,7 +952,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       inboundWindow: INBOUND_WINDOW,
       ...(entry.cursor === undefined ? {} : { cursor: entry.cursor }),
       ...(entry.fencingToken === undefined ? {} : { fencingToken: entry.fencingToken }),
-      ...(this.#node ? { fence: this.#node.fenceBuffer } : {}),
+      ...(this.#cluster ? { fence: this.#cluster.node.fenceBuffer } : {}),
     };
   }
 
