@@ -16,7 +16,7 @@ import {
   StoppedError,
   TimeoutError,
 } from '../errors.js';
-import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instance/record.js';
+import { collectSecrets, parseInstance, scrubWith } from '../instance/record.js';
 import { InstanceServer, type InstanceStatusInfo } from '../instance/server.js';
 import { InstanceHandle } from '../instance/handle.js';
 import type { InstanceStatus } from '../instance/state-machine.js';
@@ -27,13 +27,13 @@ import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } f
 import { parseConfig } from '../validate.js';
 import type { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
-import type { InstanceBoot, InstanceWorkerApi, LifecycleBody, StartResult } from '../wire/protocol.js';
+import type { InstanceBoot, InstanceWorkerApi, StartResult } from '../wire/protocol.js';
 import type { EnqueueManyOptions, EnqueueOptions, SendOutcome } from './outbound/types.js';
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
-import { noticeSchema } from './protocol.js';
 import type { RuntimeChild, RuntimeChildOptions } from './child.js';
 import { ClusterMode } from './cluster-mode.js';
+import { Notices } from './notices.js';
 import { runtimeChildSpec, type RuntimeAccess } from './child-spec.js';
 import {
   builtinUrl,
@@ -70,7 +70,7 @@ import { WorkerGroup, type GroupHooks } from './worker-group.js';
 import { StandbyPool, type StandbyStats } from './standby.js';
 import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
 import { DataPlane, INBOUND_WINDOW, type RuntimeCounters } from './data-plane.js';
-import { exitKind, instanceHealth, RECONNECT_EXHAUSTED, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
+import { exitKind, instanceHealth, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
 
 export type { InstanceHealth, RuntimeStats } from './entry.js';
 
@@ -121,6 +121,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   readonly #counters: RuntimeCounters = { malformed: 0, delivered: 0, handlerErrors: 0 };
   /** The send pump, acks and inbound delivery of every instance. */
   readonly #data: DataPlane;
+  /** Routes what the workers post on their data ports. */
+  readonly #notices: Notices;
   /** Cluster mode: this node, its options and durable sends (undefined in local mode). */
   #cluster: ClusterMode | undefined;
   /** Worker groups with a thread running or starting (or about to). */
@@ -154,7 +156,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       e.server.notifyRestartMarker('fatal', reason, { kind: 'intensity_exceeded' });
       this.#toError(e, reason, true);
     },
-    message: (e, host, port, raw) => this.#onMessage(e, host, port, raw),
+    message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
     split: (group, members, exit) => this.#split(group, members, exit),
     released: (e) => this.#release(e),
     stray: () => {
@@ -175,6 +177,13 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       counters: this.#counters,
       toError: (e, reason, recover) => this.#toError(e, reason, recover),
       commitCursor: (id, cursor) => this.#cluster?.node.commitCursor(id, cursor),
+    });
+    this.#notices = new Notices({
+      data: this.#data,
+      counters: this.#counters,
+      toError: (e, reason, recover) => this.#toError(e, reason, recover),
+      restartInPlace: (e, kind, reason, exit) => this.#restartInPlace(e, kind, reason, exit),
+      fatal: (e, reason) => this.#fatal(e, reason),
     });
     if (opts.standby.workers > 0) {
       this.#standby = new StandbyPool({
@@ -988,80 +997,4 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       server.notifyDisconnected(`worker ${exitKind(exit)}: ${server.redactReason(exit.reason) ?? ''}`);
     }
   }
-
-  /** A message on the data port about this instance. */
-  #onMessage(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, raw: object): void {
-    const m = raw as { t?: unknown };
-    if (m.t === 'acks') return this.#data.onAcks(entry, m);
-    const parsed = noticeSchema.safeParse(raw);
-    if (!parsed.success) {
-      this.#counters.malformed++;
-      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-      entry.log.warn({ issues, malformedMessages: this.#counters.malformed }, 'malformed notice from instance worker');
-      return;
-    }
-    try {
-      this.#onNotice(entry, host, port, parsed.data);
-    } catch (err) {
-      // Never let one worker's notice take the main thread down.
-      this.#counters.malformed++;
-      entry.log.warn({ reason: entry.server.redactReason(err) }, 'notice from instance worker could not be handled');
-    }
-  }
-
-  #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: LifecycleBody): void {
-    const { server } = entry;
-    if (n.t === 'inbound') return this.#data.deliver(entry, port, n.messages, n.n, n.cursor);
-    if (n.t === 'log') {
-      const obj = n.obj ? (scrubValue(n.obj, entry.secrets) as Record<string, unknown>) : {};
-      entry.log[n.level]({ ...obj, source: 'channel' }, server.redactReason(n.msg) ?? '');
-      return;
-    }
-    // Lifecycle notices from a worker that is no longer the instance's current one are stale.
-    if (entry.host !== host || entry.state !== 'running') return;
-    switch (n.t) {
-      case 'status':
-        if (n.status === 'connecting') server.notifyConnecting();
-        else if (n.status === 'connected') {
-          server.notifyConnected(n.meta ?? {});
-          this.#data.pump(entry);
-        }
-        else server.notifyDisconnected(n.reason ?? 'unknown');
-        return;
-      case 'reconnect':
-        if (n.phase === 'attempt') server.notifyReconnectAttempt(n.attempt, n.reason);
-        else server.notifyReconnect(n.phase, n.attempt, n.reason, n.delayMs, n.class);
-        // The instance spent its reconnect attempts: it starts over in a fresh worker, a restart
-        // its supervisor counts (and escalates past its intensity), as for a crash.
-        // In a shared worker it starts over in place; its worker-mates go on.
-        if (n.phase === 'exhausted') {
-          if (entry.group?.dedicated) void host.terminate(RECONNECT_EXHAUSTED);
-          else this.#restartInPlace(entry, RECONNECT_EXHAUSTED, RECONNECT_EXHAUSTED);
-        }
-        return;
-      case 'probe':
-        server.notifyProbe(n.outcome, n.latencyMs, n.reason, n.class);
-        if (n.outcome === 'failed') {
-          server.notifyFailure(n.reason ?? 'probe failed');
-          if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${n.reason ?? 'probe failed'}`, true);
-        } else if (n.outcome === 'ok') server.notifySuccess();
-        return;
-      case 'failure':
-        server.notifyFailure(n.reason);
-        if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${n.reason}`, true);
-        return;
-      case 'success':
-        server.notifySuccess();
-        return;
-      case 'fault':
-        // An error escaped one of its callbacks in a shared worker: it alone starts over.
-        this.#restartInPlace(entry, 'crash', n.reason, { class: 'crash', reason: n.reason });
-        return;
-      case 'fatal':
-        if (n.code === 'channel_invalid') entry.failure = new ChannelInvalidError(entry.id, server.redactReason(n.reason) ?? 'invalid channel');
-        this.#fatal(entry, n.reason);
-        return;
-    }
-  }
-
 }
