@@ -3,12 +3,10 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { MessagePort, ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { z } from 'zod';
+import type { z } from 'zod';
 import {
   AbortedError,
   AlreadyStartedError,
-  NotOwnerError,
-  UnavailableError,
   ChannelInvalidError,
   InstanceNotFoundError,
   InvalidConfigError,
@@ -17,32 +15,26 @@ import {
   StartFailureError,
   StoppedError,
   TimeoutError,
-  type ThreadvisorError,
 } from '../errors.js';
-import { collectSecrets, parseInstance, scrubValue, scrubWith } from '../instance/record.js';
-import { InstanceServer, type HealthSnapshot, type InstanceStatusInfo, type WorkerHealth } from '../instance/server.js';
+import { collectSecrets, parseInstance, scrubWith } from '../instance/record.js';
+import { InstanceServer, type InstanceStatusInfo } from '../instance/server.js';
 import { InstanceHandle } from '../instance/handle.js';
 import type { InstanceStatus } from '../instance/state-machine.js';
 import { backoffDelay, IntensityWindow, resolveBackoff } from '../supervisor/backoff.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
-import { isNormalExit, type ChildExit, type ChildSpec, type Shutdown } from '../supervisor/types.js';
+import { isNormalExit, type ChildExit, type ChildSpec } from '../supervisor/types.js';
 import { defaultLogger, publish } from '../telemetry.js';
 import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } from '../events.js';
 import { parseConfig } from '../validate.js';
-import { findNonJson } from '../manager/json.js';
 import type { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
-import type { AckResult, InboundAck, InstanceBoot, InstanceWorkerApi, LifecycleBody, SendBatch, StartResult } from '../wire/protocol.js';
-import { isAckRun, readAckRun } from '../wire/validate.js';
-import type { Batch } from './outbound/batch.js';
-import type { IdempotencyKey } from './outbound/idempotency.js';
-import { OutboundQueue } from './outbound/queue.js';
-import { enqueueManyOptionsSchema, enqueueOptionsSchema } from './outbound/schemas.js';
-import type { EnqueueManyOptions, EnqueueOptions, OutboundStats, PressureLevel, SendOutcome } from './outbound/types.js';
+import type { InstanceBoot, InstanceWorkerApi, StartResult } from '../wire/protocol.js';
+import type { EnqueueManyOptions, EnqueueOptions, SendOutcome } from './outbound/types.js';
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
-import { acksSchema, noticeSchema } from './protocol.js';
 import type { RuntimeChild, RuntimeChildOptions } from './child.js';
+import { ClusterMode } from './cluster-mode.js';
+import { Notices } from './notices.js';
+import { runtimeChildSpec, type RuntimeAccess } from './child-spec.js';
 import {
   builtinUrl,
   resolveChannel,
@@ -76,9 +68,11 @@ export type {
 } from './options.js';
 import { WorkerGroup, type GroupHooks } from './worker-group.js';
 import { StandbyPool, type StandbyStats } from './standby.js';
-import { resolveCluster, safeRedisUrl, type ClusterDeclaration, type ClusterOptions, type ClusterView, type ResolvedCluster } from '../cluster/options.js';
-import type { ClusterNode, DeclaredSpec } from '../cluster/node.js';
-import type { DurableSends } from '../cluster/durable.js';
+import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
+import { DataPlane, INBOUND_WINDOW, type RuntimeCounters } from './data-plane.js';
+import { exitKind, instanceHealth, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
+
+export type { InstanceHealth, RuntimeStats } from './entry.js';
 
 /** Options of `rt.send`: those of the queue, plus `ack` in cluster mode with durable sends. */
 export interface SendOptions extends EnqueueOptions {
@@ -88,100 +82,6 @@ export interface SendOptions extends EnqueueOptions {
    * with `{ accepted: true, entryId }`. Refused elsewhere.
    */
   ack?: 'delivered' | 'accepted';
-}
-
-const durableSendSchema = enqueueOptionsSchema.extend({ ack: z.enum(['delivered', 'accepted']).optional() });
-
-/** Inbound batches a worker may post before `onMessage` has handled the earlier ones. */
-const INBOUND_WINDOW = 8;
-/** At most this many sends per batch posted to a worker. */
-const MAX_BATCH = 256;
-
-/** Runtime-level counters, from {@link Runtime.stats}. */
-export interface RuntimeStats {
-  readonly instances: number;
-  /** Notices from workers that failed their schema (logged, counted, dropped). */
-  readonly malformedMessages: number;
-  /** Inbound messages delivered to `onMessage`. */
-  readonly inboundDelivered: number;
-  /** `onMessage` calls that threw or rejected. */
-  readonly handlerErrors: number;
-}
-
-interface Entry {
-  /** The instance's number on the wire (`i` on every data-port message about it). */
-  readonly iid: number;
-  readonly id: string;
-  readonly server: InstanceServer;
-  /** Credential values, for scrubbing what the worker sends back (log objects). */
-  readonly secrets: readonly string[];
-  /** Scrubs every form of the credential values out of text (no truncation); given to the queue. */
-  readonly redact: (text: string) => string;
-  /**
-   * The raw credentials, for the worker's boot only. Kept here, in the runtime's private entry,
-   * and nowhere in the `InstanceServer` handed to users; never put them in any output.
-   */
-  readonly credentials: Readonly<Record<string, unknown>>;
-  /** Serialises this instance's start, stop, restart and fatal stop (instances never wait on each other). */
-  ops: Promise<unknown>;
-  readonly channel: string;
-  readonly resourceLimits: ResourceLimits | undefined;
-  readonly restart: Resolved['restart'];
-  readonly log: Logger;
-  state: 'running' | 'restarting' | 'error' | 'stopping';
-  /** A worker of its own (asked for, or its own `resourceLimits`). */
-  readonly dedicated: boolean;
-  /** Put alone by a split of a shared worker that kept dying; stays alone until released. */
-  quarantined: boolean;
-  /** The worker group hosting it, while it runs. */
-  group: WorkerGroup<Entry> | undefined;
-  /** The worker hosting it now. */
-  host: WorkerHost<InstanceWorkerApi> | undefined;
-  recoverTimer: NodeJS.Timeout | undefined;
-  /** Its own restarts in a shared worker (the worker's deaths are the group's), for its restart intensity. */
-  readonly intensity: IntensityWindow;
-  /** The backoff pause before such a restart; `stopInstance` cuts it short. */
-  pause: { timer: NodeJS.Timeout; done: () => void } | undefined;
-  inbound: Promise<void>;
-  /** The outbound queue: authoritative, survives worker restarts (replaced only after a fatal error closed it). */
-  queue: OutboundQueue;
-  /** The current worker's data port, once it can take sends. */
-  dataPort: MessagePort | undefined;
-  /** Column encoding of the send batches posted to the current worker. */
-  columns: ColumnEncoder;
-  readonly capacity: number;
-  /** The last inbound cursor whose batch `onMessage` finished; handed to the next worker. */
-  cursor: unknown;
-  /** Cluster mode: the fencing token of this node's lease (given to the channel as `ctx.fencingToken`). */
-  readonly fencingToken: number | undefined;
-  /** Why the instance is in error after a fatal failure (sends reject with it). */
-  failure: ThreadvisorError | undefined;
-  /** The settings as given (the server's copy has credential values scrubbed out). */
-  readonly settings: Record<string, unknown>;
-  /** `startInstance` is still starting it: a channel that cannot load fails the call, not the instance. */
-  firstStart: boolean;
-  /** The read-only view handed out by `startInstance` and `whereis`. */
-  handle: InstanceHandle;
-}
-
-/** A health snapshot with the data plane's figures. */
-export type InstanceHealth = HealthSnapshot & {
-  /** Sends handed to the worker and not yet acknowledged. */
-  readonly inFlight: number;
-  /** Queue pressure level: `normal`, `warn` (≥ 70% full), `degraded` (≥ 85%), `shed` (≥ 95%). */
-  readonly pressure: PressureLevel;
-  /** The outbound queue's counters. */
-  readonly delivery: OutboundStats;
-  /** Cluster mode: the fencing token of this node's lease on the instance; null otherwise. */
-  readonly fencingToken: number | null;
-};
-
-
-/** Why the runtime ends a worker whose instance spent its reconnect attempts (the restart's kind too). */
-const RECONNECT_EXHAUSTED = 'reconnect_exhausted';
-
-function exitKind(exit: Pick<ChildExit, 'class' | 'reason'>): string {
-  return exit.class === 'exit' && exit.reason === RECONNECT_EXHAUSTED ? RECONNECT_EXHAUSTED : exit.class;
 }
 
 /** Typed `on` / `once` / `off` (declaration merging: types only, the class stays a plain `EventEmitter`). */
@@ -216,16 +116,15 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** `delivery:*` events someone listens to on the runtime; forwarded from every queue. */
   readonly #deliveryForwarded = new Set<string>();
   #pool: Piscina | undefined;
-  #malformed = 0;
   /** The last instance number given out on the wire. */
   #lastIid = 0;
-  #delivered = 0;
-  #handlerErrors = 0;
-  /** Cluster mode: this node (undefined in local mode). */
-  #node: ClusterNode | undefined;
-  /** Cluster mode with `durability: 'redis'`: sends through Redis streams. */
-  #durable: DurableSends | undefined;
-  #clusterOpts: ResolvedCluster | undefined;
+  readonly #counters: RuntimeCounters = { malformed: 0, delivered: 0, handlerErrors: 0 };
+  /** The send pump, acks and inbound delivery of every instance. */
+  readonly #data: DataPlane;
+  /** Routes what the workers post on their data ports. */
+  readonly #notices: Notices;
+  /** Cluster mode: this node, its options and durable sends (undefined in local mode). */
+  #cluster: ClusterMode | undefined;
   /** Worker groups with a thread running or starting (or about to). */
   readonly #groups = new Set<WorkerGroup<Entry>>();
   #lastGroup = 0;
@@ -257,12 +156,12 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       e.server.notifyRestartMarker('fatal', reason, { kind: 'intensity_exceeded' });
       this.#toError(e, reason, true);
     },
-    message: (e, host, port, raw) => this.#onMessage(e, host, port, raw),
+    message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
     split: (group, members, exit) => this.#split(group, members, exit),
     released: (e) => this.#release(e),
     stray: () => {
-      this.#malformed++;
-      this.#log.warn({ malformedMessages: this.#malformed }, 'message from instance worker names no instance, or another one');
+      this.#counters.malformed++;
+      this.#log.warn({ malformedMessages: this.#counters.malformed }, 'message from instance worker names no instance, or another one');
     },
   };
 
@@ -271,6 +170,21 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#opts = opts;
     this.#root = root;
     this.#log = root.child({ component: 'runtime' });
+    this.#data = new DataPlane({
+      opts,
+      emitter: this,
+      deliveryForwarded: this.#deliveryForwarded,
+      counters: this.#counters,
+      toError: (e, reason, recover) => this.#toError(e, reason, recover),
+      commitCursor: (id, cursor) => this.#cluster?.node.commitCursor(id, cursor),
+    });
+    this.#notices = new Notices({
+      data: this.#data,
+      counters: this.#counters,
+      toError: (e, reason, recover) => this.#toError(e, reason, recover),
+      restartInPlace: (e, kind, reason, exit) => this.#restartInPlace(e, kind, reason, exit),
+      fatal: (e, reason) => this.#fatal(e, reason),
+    });
     if (opts.standby.workers > 0) {
       this.#standby = new StandbyPool({
         workers: opts.standby.workers,
@@ -305,67 +219,28 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     // never restarts an escalated instance tree itself (error, then recoverAfterMs). So no root
     // Supervisor serialises one instance's start or stop behind another's.
     const rt = new Runtime<RuntimeMode>(opts, root);
-    if (opts.cluster) await rt.#joinCluster(resolveCluster(opts.cluster));
+    if (opts.cluster) {
+      rt.#cluster = await ClusterMode.join(resolveCluster(opts.cluster), {
+        opts,
+        log: rt.#log,
+        emitter: rt,
+        entries: rt.#entries,
+        running: () => rt.#state === 'running',
+        startLocal: (o, w, fencingToken, cursor) => rt.#startLocal(o, w, fencingToken, cursor),
+        stopEntry: (entry, reason, fast) => rt.#stopEntry(entry, reason, fast),
+      });
+    }
     return rt;
   }
 
   /** Cluster mode: connects to Redis (ioredis loads here) and starts this node's ticks. */
-  async #joinCluster(c: ResolvedCluster): Promise<void> {
-    const [{ LeaseStore }, { ClusterNode }] = await Promise.all([import('../cluster/store.js'), import('../cluster/node.js')]);
-    const store = new LeaseStore(c.redis as never, { namespace: c.namespace, nodeId: c.nodeId, leaseMs: c.leaseMs });
-    try {
-      await store.connect();
-    } catch (err) {
-      await store.close();
-      throw new UnavailableError(`cluster: Redis at ${safeRedisUrl(c.redis)} cannot be reached (${err instanceof Error ? err.message : String(err)})`, { cause: err });
-    }
-    this.#clusterOpts = c;
-    this.#node = new ClusterNode(
-      store,
-      {
-        runLocal: (spec, token) => this.#runDeclared(spec, token),
-        stopLocal: (id, reason, fast) => this.#stopDeclared(id, reason, fast),
-      },
-      { nodeId: c.nodeId, leaseMs: c.leaseMs, safetyMs: c.safetyMs, log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
-    );
-    if (c.durability === 'redis') {
-      const { DurableSends } = await import('../cluster/durable.js');
-      const durable = new DurableSends(
-        { redis: c.redis, nodeId: c.nodeId, namespace: c.namespace, defaultCapacity: this.#opts.queueCapacity, deliveredKeyTtlMs: c.deliveredKeyTtlMs, readBlockMs: Math.max(50, Math.min(5000, Math.floor(c.safetyMs / 2))), log: this.#log.child({ nodeId: c.nodeId }), emitter: this },
-        {
-          deliver: (id, message, key, redelivery) => this.#deliverDurable(id, message, key, redelivery),
-          holds: (id) => this.#entries.has(id) && this.#node?.runs(id) === true,
-        },
-      );
-      try {
-        await durable.start();
-      } catch (err) {
-        await durable.close().catch(() => undefined);
-        await store.close();
-        throw new UnavailableError(`cluster: Redis at ${safeRedisUrl(c.redis)} cannot be reached (${err instanceof Error ? err.message : String(err)})`, { cause: err });
-      }
-      this.#durable = durable;
-    }
-    this.#node.start();
-  }
-
-  /** Cluster mode, durable sends: hands an entry of an instance's stream to its local queue. */
-  #deliverDurable(id: string, message: unknown, key: IdempotencyKey | undefined, redelivery: boolean): Promise<unknown> {
-    const entry = this.#entries.get(id);
-    if (entry === undefined || entry.state === 'stopping') return Promise.reject(new InstanceNotFoundError(id));
-    if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
-    return redelivery ? entry.queue.enqueueRedelivery(message, key) : entry.queue.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
-  }
-
   /**
    * Cluster mode: this node's view of the cluster (undefined in local mode). Events on the
    * runtime (and `diagnostics_channel` `threadvisor:cluster:<event>`): `cluster:acquired`,
    * `cluster:released`, `cluster:lost`, `cluster:node_up`, `cluster:node_down`, `cluster:degraded`.
    */
   get cluster(): ClusterView | undefined {
-    const node = this.#node;
-    if (!node) return undefined;
-    return { nodeId: node.nodeId, nodes: () => node.nodes(), owner: (id) => node.owner(id), local: () => node.local() };
+    return this.#cluster?.view();
   }
 
   /**
@@ -381,78 +256,16 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
    * `runtime stopped`, and a `transient` spec (the default) is not restarted.
    */
   static childSpec(options: RuntimeOptions = {}, child: RuntimeChildOptions = {}): ChildSpec<RuntimeChild> {
-    const instances = [...(child.instances ?? [])];
-    return {
-      id: child.id ?? 'runtime',
-      type: 'supervisor',
-      restart: child.restart ?? 'transient',
-      shutdown: child.shutdown ?? 30_000,
-      start: async (ctx) => {
-        const rt = await Runtime.start({ logger: ctx.logger, ...options });
-        try {
-          for (const instance of instances) await rt.startInstance(instance);
-        } catch (err) {
-          await rt.stop();
-          throw err;
-        }
-        let resolveExited!: (exit: ChildExit) => void;
-        let ended = false;
-        const exited = new Promise<ChildExit>((resolve) => (resolveExited = resolve));
-        const end = (exit: ChildExit): void => {
-          if (ended) return;
-          ended = true;
-          resolveExited(exit);
-        };
-        const failed = (err: unknown): ChildExit => ({
-          class: 'crash',
-          reason: `runtime stop failed: ${err instanceof Error ? err.message : String(err)}`,
-          ...(err instanceof Error ? { error: err } : {}),
-        });
-        const stop = Runtime.prototype.stop;
-        let bySupervisor = false;
-        // `rt.stop()` called by anything but the supervisor ends the child too: a normal exit.
-        Object.defineProperty(rt, 'stop', {
-          configurable: true,
-          writable: true,
-          value: (): Promise<void> => {
-            const stopping = stop.call(rt);
-            if (!bySupervisor) stopping.then(() => end({ class: 'normal', reason: 'runtime stopped' }), (err: unknown) => end(failed(err)));
-            return stopping;
-          },
-        });
-        let trees: Supervisor[] | undefined;
-        let killing: Promise<void> | undefined;
-        const kill = (why: string): Promise<void> => {
-          killing ??= (async () => {
-            ctx.logger.warn({ reason: why }, 'runtime shutdown forced: terminating every instance worker');
-            await Promise.all((trees ?? []).map((t) => t.shutdown('brutal_kill')));
-            end({ class: 'shutdown', reason: why });
-          })();
-          return killing;
-        };
-        const running: RuntimeChild = {
-          runtime: rt,
-          exited,
-          shutdown: (budget: Shutdown): Promise<ChildExit> => {
-            if (ended) return exited;
-            if (trees === undefined && rt.#stopping === undefined) {
-              // The instance trees as they are now: stop() detaches them from their entries.
-              trees = [...rt.#groups].flatMap((g) => (g.supervisor ? [g.supervisor] : []));
-              bySupervisor = true;
-              stop.call(rt).then(() => end({ class: 'shutdown', reason: 'shutdown' }), (err: unknown) => end({ ...failed(err), class: 'shutdown' }));
-            }
-            if (budget === 'brutal_kill') void kill('brutal_kill');
-            else if (typeof budget === 'number') {
-              const timer = setTimeout(() => void kill('shutdown budget expired'), budget);
-              void exited.finally(() => clearTimeout(timer));
-            }
-            return exited;
-          },
-        };
-        return running;
-      },
-    };
+    return runtimeChildSpec(options, child, Runtime.#childAccess);
   }
+
+  /** What {@link runtimeChildSpec} needs of the class, private state included. */
+  static readonly #childAccess: RuntimeAccess = {
+    start: (options) => Runtime.start(options),
+    stop: Runtime.prototype.stop,
+    stopping: (rt) => rt.#stopping !== undefined,
+    trees: (rt) => [...rt.#groups].flatMap((g) => (g.supervisor ? [g.supervisor] : [])),
+  };
 
   /**
    * Starts an instance: registers its {@link InstanceServer}, spawns its worker under a per-instance
@@ -470,7 +283,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     if (this.#state !== 'running') throw new StoppedError('runtime');
     const w = parseConfig('startInstance wait options', waitSchema, wait);
     const o = parseConfig('instance options', startInstanceSchema, options);
-    if (this.#node) return (await this.#declare(o)) as StartedInstance<M>;
+    if (this.#cluster) return (await this.#cluster.declare(o)) as StartedInstance<M>;
     return (await this.#startLocal(o, w, undefined, undefined)) as StartedInstance<M>;
   }
 
@@ -479,101 +292,33 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
    * it after this node's next tick. Credentials are refused here: they never go to Redis; each
    * node resolves them with `cluster.credentials`.
    */
-  async #declare(o: z.output<typeof startInstanceSchema>): Promise<ClusterDeclaration> {
-    const node = this.#node as ClusterNode;
-    const problems: { path: string; message: string }[] = [];
-    if (o.id === undefined) problems.push({ path: 'id', message: 'required in cluster mode (the declaration is idempotent by id)' });
-    if (o.credentials !== undefined) problems.push({ path: 'credentials', message: 'not in a cluster declaration: each node resolves them with cluster.credentials' });
-    const bad = findNonCloneable(o.settings, 'settings');
-    if (bad) problems.push({ path: bad.path, message: bad.problem });
-    if (problems.length > 0) throw new InvalidConfigError('instance options', problems);
-    if (o.restart) parseConfig('instance options.restart', restartSchema, { ...this.#opts.restart, ...o.restart });
-    const channel = resolveChannel(o.channel);
-    const settings = o.settings ?? {};
-    const known = knownSettingsSchema(channel);
-    const schema = known ? known.schema : await channelSettingsSchema(channel, this.#opts.readyTimeoutMs);
-    if (schema) checkSettings(schema, settings, 'instance options');
-    let json: string;
-    try {
-      json = JSON.stringify(settings);
-    } catch {
-      throw new InvalidConfigError('instance options', [{ path: 'settings', message: 'must be JSON in cluster mode (it is stored in Redis)' }]);
-    }
-    const spec: DeclaredSpec = {
-      id: o.id as string,
-      name: o.name,
-      channelType: o.channelType,
-      channel,
-      settings: JSON.parse(json) as Record<string, unknown>,
-      ...(o.resourceLimits ? { resourceLimits: o.resourceLimits as Record<string, number> } : {}),
-      ...(o.restart ? { restart: o.restart } : {}),
-      ...(o.queueCapacity !== undefined ? { queueCapacity: o.queueCapacity } : {}),
-      ...(o.isolation ? { isolation: o.isolation } : {}),
-    };
-    await node.declare(spec);
-    await node.settled();
-    const owner = node.runs(spec.id) ? node.nodeId : await node.owner(spec.id).catch(() => null);
-    return { id: spec.id, owner };
-  }
-
-  /** Cluster mode: runs an instance this node acquired, its credentials resolved here. */
-  async #runDeclared(spec: DeclaredSpec, token: number): Promise<void> {
-    if (this.#state !== 'running') return;
-    const c = this.#clusterOpts as ResolvedCluster;
-    const credentials = c.credentials ? await c.credentials({ id: spec.id, name: spec.name, channelType: spec.channelType, ...(spec.settings ? { settings: spec.settings } : {}) }) : {};
-    const cursor = await (this.#node as ClusterNode).cursor(spec.id).catch(() => undefined);
-    if (this.#state !== 'running' || !this.#node?.runs(spec.id)) return;
-    const o = parseConfig('declared instance', startInstanceSchema, {
-      id: spec.id,
-      name: spec.name,
-      channelType: spec.channelType,
-      channel: spec.channel,
-      credentials,
-      settings: spec.settings ?? {},
-      ...(spec.resourceLimits ? { resourceLimits: spec.resourceLimits } : {}),
-      ...(spec.restart ? { restart: spec.restart } : {}),
-      ...(spec.queueCapacity !== undefined ? { queueCapacity: spec.queueCapacity } : {}),
-      ...(spec.isolation ? { isolation: spec.isolation } : {}),
-    });
-    const old = this.#entries.get(spec.id);
-    if (old) await this.#stopEntry(old, 'replaced by a new lease', false);
-    await this.#startLocal(o, {}, token, cursor);
-    void this.#durable?.adopt(spec.id);
-  }
-
   /**
    * Cluster mode: stops the local copy of `id`. `fast` (fencing): nothing queued is delivered,
    * queued sends reject with `stopped`, and a worker still running after half of `safetyMs` is
    * terminated.
    */
-  async #stopDeclared(id: string, reason: string, fast: boolean): Promise<void> {
-    const entry = this.#entries.get(id);
-    if (!entry) return;
-    await this.#stopEntry(entry, reason, fast);
-  }
-
-  /** Stops an instance and removes it (see {@link Runtime.stopInstance}); `fast` as {@link Runtime.#stopDeclared}. */
+  /** Stops an instance and removes it (see {@link Runtime.stopInstance}); `fast`: the fencing stop of cluster mode (see `ClusterMode`). */
   async #stopEntry(entry: Entry, reason: string, fast: boolean): Promise<void> {
     if (this.#entries.get(entry.id) !== entry || entry.state === 'stopping') return;
-    this.#durable?.drop(entry.id);
+    this.#cluster?.durable?.drop(entry.id);
     entry.state = 'stopping';
     this.#clearRecover(entry);
     this.#entries.delete(entry.id);
     if (fast) {
       entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
       const group = entry.group;
-      const budget = Math.max(1, Math.floor((this.#clusterOpts?.safetyMs ?? this.#opts.shutdownMs) / 2));
+      const budget = Math.max(1, Math.floor((this.#cluster?.options.safetyMs ?? this.#opts.shutdownMs) / 2));
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), budget)));
       const done = await Promise.race([this.#op(entry, () => this.#stopTree(entry)).catch(() => undefined), late]);
       clearTimeout(timer);
       if (done === 'late') await group?.supervisor?.shutdown('brutal_kill');
     } else {
-      await this.#drainOutbound(entry);
+      await this.#data.drainOutbound(entry);
       await this.#op(entry, () => this.#stopTree(entry));
       entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
     }
-    await this.#drainInbound(entry);
+    await this.#data.drainInbound(entry);
     entry.server.stop(reason);
   }
 
@@ -597,11 +342,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     // The queue and the server are built before the entry that ties them together.
     const ref: { entry?: Entry } = {};
     const pump = () => {
-      if (ref.entry) this.#pump(ref.entry);
+      if (ref.entry) this.#data.pump(ref.entry);
     };
     const secrets = collectSecrets(record.credentials);
     const redact = (text: string): string => scrubWith(text, secrets);
-    const queue = this.#newQueue(record.id, capacity, pump, redact);
+    const queue = this.#data.newQueue(record.id, capacity, pump, redact);
     const server = new InstanceServer(record, {
       logger: this.#root, // it adds its own component (instance): one component key per line
       maxConsecutiveFailures: this.#opts.maxConsecutiveFailures,
@@ -641,7 +386,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       firstStart: true,
       handle: undefined as unknown as InstanceHandle,
     };
-    entry.handle = new InstanceHandle(server, () => this.#health(entry));
+    entry.handle = new InstanceHandle(server, () => instanceHealth(entry));
     ref.entry = entry;
     this.#entries.set(record.id, entry);
     server.markStarted();
@@ -740,12 +485,12 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** The health snapshot of an instance, worker liveness included. Unknown id: `not_found`. */
   async health(id: string): Promise<InstanceHealth> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
-    return this.#health(this.#get(id));
+    return instanceHealth(this.#get(id));
   }
 
   /** Health snapshots of every instance. */
   async listHealth(): Promise<InstanceHealth[]> {
-    return [...this.#entries.values()].map((e) => this.#health(e));
+    return [...this.#entries.values()].map((e) => instanceHealth(e));
   }
 
   /**
@@ -763,7 +508,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     // Not async: the queue's own promise goes back as it is (an async wrapper would add a promise
     // and two microtask turns to every send).
     if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
-    if (this.#durable) return this.#sendDurable(id, message, options);
+    if (this.#cluster?.durable) return this.#cluster.sendDurable(id, message, options);
     if (options?.ack !== undefined) {
       if (options.ack === 'accepted') return Promise.reject(new InvalidConfigError('send options', [{ path: 'ack', message: "'accepted' needs cluster mode with durability 'redis'" }]));
       const { ack: _ack, ...rest } = options;
@@ -791,7 +536,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
    */
   sendMany(id: string, messages: readonly unknown[], options?: EnqueueManyOptions): Promise<SendOutcome[]> {
     if (this.#state !== 'running') return Promise.reject(new StoppedError('runtime'));
-    if (this.#durable) return this.#sendManyDurable(id, messages, options);
+    if (this.#cluster?.durable) return this.#cluster.sendManyDurable(id, messages, options);
     const entry = this.#entries.get(id);
     if (entry === undefined) return this.#notHere(id);
     if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
@@ -808,38 +553,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   }
 
   /** Cluster mode, durable sends: validates, then appends to the instance's stream. */
-  async #sendDurable(id: string, message: unknown, options: SendOptions | undefined): Promise<unknown> {
-    const o = options === undefined ? {} : parseConfig('send options', durableSendSchema, options);
-    return (this.#durable as DurableSends).send(id, message, o);
-  }
-
-  /** Cluster mode, durable sends: one append per message, in order (auto-pipelined), settled together. */
-  async #sendManyDurable(id: string, messages: readonly unknown[], options: EnqueueManyOptions | undefined): Promise<SendOutcome[]> {
-    if (!Array.isArray(messages)) throw new InvalidConfigError('messages of a batch send', [{ path: '', message: 'expected an array of messages' }]);
-    const o = options === undefined ? {} : parseConfig('batch send options', enqueueManyOptionsSchema, options);
-    const durable = this.#durable as DurableSends;
-    for (let i = 0; i < messages.length; i++) {
-      const m: unknown = messages[i];
-      if (m === undefined) throw new InvalidMessageError(`instance ${id}`, 'the message is undefined', { path: `$[${i}]` });
-      const bad = findNonJson(m);
-      if (bad !== undefined) throw new InvalidMessageError(`instance ${id}`, `${bad.problem} (durable sends are stored as JSON)`, { path: `$[${i}]${bad.path.slice(1)}` });
-    }
-    return Promise.all(
-      messages.map((m) =>
-        durable.send(id, m, { ...(o.signal ? { signal: o.signal } : {}), ...(o.waitForCapacity ? { waitForCapacity: true } : {}) }).then(
-          (receipt): SendOutcome => ({ ok: true, receipt }),
-          (error: unknown): SendOutcome => ({ ok: false, error: error instanceof Error ? error : new Error(String(error)) }),
-        ),
-      ),
-    );
-  }
-
   /** Why a send for an instance not running here is refused: `not_found`, or in cluster mode `not_owner` (naming the owner). */
   async #notHere(id: string): Promise<never> {
-    const node = this.#node;
-    if (!node) throw new InstanceNotFoundError(id);
-    const owner = await node.owner(id).catch(() => null);
-    throw new NotOwnerError(id, owner);
+    const cluster = this.#cluster;
+    if (!cluster) throw new InstanceNotFoundError(id);
+    return cluster.notHere(id);
   }
 
   /**
@@ -884,7 +602,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
 
   /** Runtime counters. */
   stats(): RuntimeStats {
-    return { instances: this.#entries.size, malformedMessages: this.#malformed, inboundDelivered: this.#delivered, handlerErrors: this.#handlerErrors };
+    return { instances: this.#entries.size, malformedMessages: this.#counters.malformed, inboundDelivered: this.#counters.delivered, handlerErrors: this.#counters.handlerErrors };
   }
 
   /**
@@ -899,7 +617,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       this.#clearRecover(entry);
       entry.state = 'restarting';
       await this.#stopTree(entry);
-      if (entry.queue.closed) entry.queue = this.#newQueue(entry.id, entry.capacity, () => this.#pump(entry), entry.redact);
+      if (entry.queue.closed) entry.queue = this.#data.newQueue(entry.id, entry.capacity, () => this.#data.pump(entry), entry.redact);
       entry.failure = undefined;
       entry.server.notifyRestartMarker('recoverable', 'restart requested', { kind: 'manual' });
       entry.server.notifyStarting('restart requested');
@@ -916,9 +634,9 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** Stops an instance (its worker disconnects within `shutdownMs`) and removes it. Emits `instance:stopped` once. */
   async stopInstance(id: string): Promise<void> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
-    if (this.#node) {
+    if (this.#cluster) {
       // Cluster mode: the declaration goes, and with it the copy on whichever node runs it.
-      const removed = await this.#node.undeclare(id);
+      const removed = await this.#cluster.node.undeclare(id);
       const local = this.#entries.get(id);
       if (local) await this.#stopEntry(local, 'stopped', false);
       if (!removed && !local) throw new InstanceNotFoundError(id);
@@ -928,10 +646,10 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     entry.state = 'stopping';
     this.#clearRecover(entry);
     this.#entries.delete(id);
-    await this.#drainOutbound(entry);
+    await this.#data.drainOutbound(entry);
     await this.#op(entry, () => this.#stopTree(entry));
     entry.queue.close(`instance ${id} stopped`);
-    await this.#drainInbound(entry);
+    await this.#data.drainInbound(entry);
     entry.server.stop('stopped');
   }
 
@@ -943,8 +661,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#stopping ??= (async () => {
       this.#state = 'stopping';
       // Cluster mode: nothing more is acquired; the leases are released once the copies stopped.
-      await this.#node?.halt();
-      this.#durable?.halt();
+      await this.#cluster?.halt();
       const entries = [...this.#entries.values()];
       this.#entries.clear();
       // Everything stops: a shared worker stops once, with all its instances, not one by one.
@@ -954,16 +671,15 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
         entries.map(async (e) => {
           e.state = 'stopping';
           this.#clearRecover(e);
-          await this.#drainOutbound(e);
+          await this.#data.drainOutbound(e);
           await this.#op(e, () => this.#stopTree(e)).catch((err: unknown) => e.log.warn({ reason: e.server.redactReason(err) }, 'stop failed'));
           e.queue.close('runtime stopped');
-          await this.#drainInbound(e);
+          await this.#data.drainInbound(e);
           e.server.stop('runtime stopped');
         }),
       );
       await this.#standby?.close();
-      await this.#durable?.close();
-      await this.#node?.close(true);
+      await this.#cluster?.close();
       await this.#pool?.destroy();
       this.#pool = undefined;
       this.#state = 'stopped';
@@ -980,143 +696,10 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     return run;
   }
 
-  /** A fresh outbound queue for an instance; `pump` is called when it has sends to hand out. */
-  #newQueue(instanceId: string, capacity: number, pump: () => void, redact: (text: string) => string): OutboundQueue {
-    const queue = new OutboundQueue({
-      instanceId,
-      capacity,
-      dedupeCacheSize: this.#opts.dedupeCacheSize,
-      retry: this.#opts.delivery,
-      onReady: pump,
-      redact,
-    });
-    queue.on('instance:pressure', (p: unknown) => this.emit('instance:pressure', p));
-    for (const event of this.#deliveryForwarded) queue.on(event, (p: unknown) => this.emit(event, p));
-    return queue;
-  }
-
-  /** Lets a live worker deliver what is queued, at most `shutdownMs`. */
-  async #drainOutbound(entry: Entry): Promise<void> {
-    if (!entry.dataPort || (entry.queue.depth === 0 && entry.queue.inFlight === 0)) return;
-    let timer: NodeJS.Timeout | undefined;
-    const budget = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, this.#opts.shutdownMs);
-    });
-    await Promise.race([entry.queue.drained(), budget]);
-    clearTimeout(timer);
-  }
-
-  /** Hands the worker as many queued sends as its credit window allows, in one batch. */
-  #pump(entry: Entry): void {
-    const port = entry.dataPort;
-    // Sends wait on the main thread until the channel is connected: depth and pressure then tell
-    // the truth, and a worker that dies while reconnecting holds nothing.
-    if (!port || entry.server.currentStatus !== 'connected') return;
-    const { queue } = entry;
-    // Everything the credit window admits goes at once, in batches of at most MAX_BATCH: a burst
-    // does not wait a round trip for its second batch.
-    for (;;) {
-      const room = this.#opts.sendWindow - queue.inFlight;
-      if (room <= 0) return;
-      const batch = queue.take(Math.min(room, MAX_BATCH));
-      if (batch.length === 0) return;
-      this.#post(entry, port, batch);
-    }
-  }
-
-  /** Posts one batch taken from the queue; a batch that cannot be cloned fails (fatal). */
-  #post(entry: Entry, port: MessagePort, batch: Batch): void {
-    const { queue } = entry;
-    const n = batch.length;
-    // Flat messages of one shape go in columns (see columns.ts); after a batch that does not fit,
-    // the next few go by structured clone at once.
-    const cols = entry.columns.encode(batch.messages);
-    const { seq, sparse } = batch;
-    const msg: SendBatch =
-      cols === undefined
-        ? { t: 'send', i: entry.iid, epoch: batch.epoch, seq, messages: batch.messages }
-        : { t: 'send', i: entry.iid, epoch: batch.epoch, seq, n, fields: cols.fields, columns: cols.columns };
-    // The per-message details go along only when they say something.
-    if (sparse.attempts !== undefined) msg.attempts = sparse.attempts;
-    if (sparse.keys !== undefined) msg.keys = sparse.keys.map((k) => (k === undefined ? null : String(k)));
-    if (sparse.redelivered !== undefined) msg.redelivered = sparse.redelivered;
-    try {
-      port.postMessage(msg);
-    } catch (err) {
-      // A message that cannot be cloned: those sends fail (fatal), the rest of the queue goes on.
-      const reason = entry.server.redactReason(err) ?? 'message could not be cloned';
-      queue.ack(batch.seqs.map((s) => ({ seq: s, ok: false as const, error: { class: 'fatal' as const, code: 'DataCloneError', reason } })));
-    }
-  }
-
-  #onAcks(entry: Entry, raw: object): void {
-    const { server } = entry;
-    // The hot path: a run of successes, checked by hand; anything else goes through zod.
-    // A worker never holds more than the credit window, so no honest ack names more sends than
-    // that: a longer array (a sparse one crosses the boundary almost free) is refused before any
-    // work per element.
-    if (isAckRun(raw)) {
-      const run = readAckRun(raw, this.#opts.sendWindow);
-      if (run === undefined) return this.#onMalformedAcks(entry);
-      if (run.receipts.length > 0) server.notifySuccess();
-      entry.queue.ackRun(run.seq, run.receipts);
-      this.#pump(entry);
-      return;
-    }
-    const list = (raw as { results?: unknown }).results;
-    if (Array.isArray(list) && list.length > this.#opts.sendWindow) return this.#onMalformedAcks(entry);
-    const parsed = acksSchema.safeParse(raw);
-    if (!parsed.success) return this.#onMalformedAcks(entry);
-    const results = parsed.data.results as AckResult[];
-    let ok = false;
-    for (const r of results) {
-      if (r.ok) ok = true;
-      else if ('error' in r) {
-        server.notifyFailure(r.error.reason);
-        if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${r.error.reason}`, true);
-      }
-    }
-    if (ok) server.notifySuccess();
-    entry.queue.ack(results);
-    this.#pump(entry);
-  }
-
-  #onMalformedAcks(entry: Entry): void {
-    this.#malformed++;
-    entry.log.warn({ malformedMessages: this.#malformed }, 'malformed acks from instance worker');
-  }
-
-  /** Waits for `onMessage` to finish what was delivered, at most `shutdownMs`. */
-  async #drainInbound(entry: Entry): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const budget = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, this.#opts.shutdownMs);
-    });
-    await Promise.race([entry.inbound, budget]);
-    clearTimeout(timer);
-  }
-
   #get(id: string): Entry {
     const e = this.#entries.get(id);
     if (!e) throw new InstanceNotFoundError(id);
     return e;
-  }
-
-  #health(e: Entry): InstanceHealth {
-    const h = e.host?.health();
-    let state: WorkerHealth['state'] = 'down';
-    if (h?.state === 'up') state = 'up';
-    else if (e.state === 'running' || e.state === 'restarting') state = 'restarting';
-    const worker: WorkerHealth = {
-      state,
-      lastHeartbeatAgeMs: h?.state === 'up' ? h.lastPongAgeMs : null,
-      elu: h?.elu ?? null,
-      heapUsed: h?.heapUsed ?? null,
-      threadId: h?.threadId ?? null,
-      instances: e.group?.size ?? 0,
-    };
-    const delivery = e.queue.stats();
-    return { ...e.server.healthSnapshot({ worker }), inFlight: delivery.inFlight, pressure: delivery.pressure, delivery, fencingToken: e.fencingToken ?? null };
   }
 
   #clearRecover(e: Entry): void {
@@ -1378,7 +961,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       inboundWindow: INBOUND_WINDOW,
       ...(entry.cursor === undefined ? {} : { cursor: entry.cursor }),
       ...(entry.fencingToken === undefined ? {} : { fencingToken: entry.fencingToken }),
-      ...(this.#node ? { fence: this.#node.fenceBuffer } : {}),
+      ...(this.#cluster ? { fence: this.#cluster.node.fenceBuffer } : {}),
     };
   }
 
@@ -1395,7 +978,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     }
     if (entry.state === 'running' && host.state === 'up' && entry.host === host) {
       entry.dataPort = port;
-      this.#pump(entry);
+      this.#data.pump(entry);
     }
   }
 
@@ -1413,117 +996,5 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') {
       server.notifyDisconnected(`worker ${exitKind(exit)}: ${server.redactReason(exit.reason) ?? ''}`);
     }
-  }
-
-  /** A message on the data port about this instance. */
-  #onMessage(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, raw: object): void {
-    const m = raw as { t?: unknown };
-    if (m.t === 'acks') return this.#onAcks(entry, m);
-    const parsed = noticeSchema.safeParse(raw);
-    if (!parsed.success) {
-      this.#malformed++;
-      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-      entry.log.warn({ issues, malformedMessages: this.#malformed }, 'malformed notice from instance worker');
-      return;
-    }
-    try {
-      this.#onNotice(entry, host, port, parsed.data);
-    } catch (err) {
-      // Never let one worker's notice take the main thread down.
-      this.#malformed++;
-      entry.log.warn({ reason: entry.server.redactReason(err) }, 'notice from instance worker could not be handled');
-    }
-  }
-
-  #onNotice(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, n: LifecycleBody): void {
-    const { server } = entry;
-    if (n.t === 'inbound') return this.#deliver(entry, port, n.messages, n.n, n.cursor);
-    if (n.t === 'log') {
-      const obj = n.obj ? (scrubValue(n.obj, entry.secrets) as Record<string, unknown>) : {};
-      entry.log[n.level]({ ...obj, source: 'channel' }, server.redactReason(n.msg) ?? '');
-      return;
-    }
-    // Lifecycle notices from a worker that is no longer the instance's current one are stale.
-    if (entry.host !== host || entry.state !== 'running') return;
-    switch (n.t) {
-      case 'status':
-        if (n.status === 'connecting') server.notifyConnecting();
-        else if (n.status === 'connected') {
-          server.notifyConnected(n.meta ?? {});
-          this.#pump(entry);
-        }
-        else server.notifyDisconnected(n.reason ?? 'unknown');
-        return;
-      case 'reconnect':
-        if (n.phase === 'attempt') server.notifyReconnectAttempt(n.attempt, n.reason);
-        else server.notifyReconnect(n.phase, n.attempt, n.reason, n.delayMs, n.class);
-        // The instance spent its reconnect attempts: it starts over in a fresh worker, a restart
-        // its supervisor counts (and escalates past its intensity), as for a crash.
-        // In a shared worker it starts over in place; its worker-mates go on.
-        if (n.phase === 'exhausted') {
-          if (entry.group?.dedicated) void host.terminate(RECONNECT_EXHAUSTED);
-          else this.#restartInPlace(entry, RECONNECT_EXHAUSTED, RECONNECT_EXHAUSTED);
-        }
-        return;
-      case 'probe':
-        server.notifyProbe(n.outcome, n.latencyMs, n.reason, n.class);
-        if (n.outcome === 'failed') {
-          server.notifyFailure(n.reason ?? 'probe failed');
-          if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${n.reason ?? 'probe failed'}`, true);
-        } else if (n.outcome === 'ok') server.notifySuccess();
-        return;
-      case 'failure':
-        server.notifyFailure(n.reason);
-        if (server.currentStatus === 'error') this.#toError(entry, `max consecutive failures: ${n.reason}`, true);
-        return;
-      case 'success':
-        server.notifySuccess();
-        return;
-      case 'fault':
-        // An error escaped one of its callbacks in a shared worker: it alone starts over.
-        this.#restartInPlace(entry, 'crash', n.reason, { class: 'crash', reason: n.reason });
-        return;
-      case 'fatal':
-        if (n.code === 'channel_invalid') entry.failure = new ChannelInvalidError(entry.id, server.redactReason(n.reason) ?? 'invalid channel');
-        this.#fatal(entry, n.reason);
-        return;
-    }
-  }
-
-  /**
-   * Hands an inbound batch to `onMessage`, in order per instance. Once the whole batch is handled
-   * its cursor becomes the instance's (the next worker resumes after it) and the worker gets
-   * its credit back.
-   */
-  #deliver(entry: Entry, port: MessagePort, messages: unknown[], n: number | undefined, cursor: unknown): void {
-    const onMessage = this.#opts.onMessage;
-    const meta = { instanceId: entry.id, channelType: entry.server.channelType };
-    entry.inbound = entry.inbound.then(async () => {
-      if (onMessage) {
-        for (const message of messages) {
-          try {
-            await onMessage(message, meta);
-            this.#delivered++;
-          } catch (err) {
-            this.#handlerErrors++;
-            const reason = entry.server.redactReason(err);
-            entry.log.warn({ reason }, 'onMessage failed');
-            publish(this, 'message:failed', () => ({ ...meta, reason }));
-          }
-        }
-      }
-      if (cursor !== undefined) {
-        entry.cursor = cursor;
-        // Cluster mode: the next owner resumes after it.
-        this.#node?.commitCursor(entry.id, cursor);
-      }
-      if (n !== undefined) {
-        try {
-          port.postMessage({ t: 'inbound_ack', i: entry.iid, upTo: n } satisfies InboundAck);
-        } catch {
-          // the worker is gone; its successor starts from entry.cursor
-        }
-      }
-    });
   }
 }
