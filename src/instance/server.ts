@@ -7,16 +7,10 @@
  * @packageDocumentation
  */
 import { EventEmitter } from 'node:events';
-import type { Logger } from 'pino';
-import { z } from 'zod';
 import { InvalidConfigError } from '../errors.js';
-import { defaultLogger, publishUnchecked } from '../telemetry.js';
-import { loggerSchema, parseOrThrow } from '../validate.js';
 import { classifyError, isFailureClass, type FailureClass } from '../wire/classify.js';
 import {
-  collectSecrets,
   instanceSchema,
-  parseInstance,
   redactInstance,
   renderReason,
   scrubValue,
@@ -24,164 +18,43 @@ import {
   type InstanceInput,
   type RedactedInstance,
 } from './record.js';
-import { transitionKind, type InstanceStatus, type TransitionKind } from './state-machine.js';
-import { MAX_TIMER_MS } from '../wire/timers.js';
-import type { EmitArgs, InstanceEventBase, InstanceHandleEvents } from '../events.js';
+import type { InstanceStatus } from './state-machine.js';
+import { createServerState, type ServerState } from './server-state.js';
+import { publishInstanceEvent } from './server-events.js';
+import { enterError, moveStatus } from './status-moves.js';
+import { countFailure, ignoredIfStopped } from './server-counters.js';
+import { buildHealthSnapshot, buildStatusInfo } from './health-snapshot.js';
+import type {
+  HealthExtra,
+  HealthSnapshot,
+  InstanceServerOptions,
+  InstanceStatusInfo,
+  ProbeOutcome,
+  ReconnectPhase,
+  RestartClass,
+  RestartDetails,
+} from './server-types.js';
 
 export { INSTANCE_EVENTS } from '../events.js';
 export type { InstanceEmitName, InstanceEventName } from '../events.js';
-
-/** Class of a restart marker (never `degraded`: a degraded failure does not restart anything). */
-export type RestartClass = 'recoverable' | 'fatal';
-
-/**
- * Why an instance restarts; open-ended, the listed kinds are the runtime's own. `group`: the
- * shared worker it was in died (the reason says how: `worker crash: …`, `worker hang: …`).
- */
-export type RestartKind =
-  | 'crash'
-  | 'exit'
-  | 'oom'
-  | 'hang'
-  | 'reconnect_exhausted'
-  | 'start_failure'
-  | 'intensity_exceeded'
-  | 'fatal'
-  | 'manual'
-  | 'group'
-  | (string & {});
-
-/** Optional details of a restart marker, copied into the `restart` event. */
-export interface RestartDetails {
-  /** How the worker died. */
-  readonly kind?: RestartKind;
-  /** The restart attempt number (from the supervisor). */
-  readonly attempt?: number;
-  /** The backoff delay before the restart, in ms. */
-  readonly delayMs?: number;
-}
-
-/** Phase of a reconnect loop, reported in the `reconnect` event. */
-export type ReconnectPhase = 'scheduled' | 'attempt' | 'failed' | 'exhausted';
-
-/** Outcome of a health probe. */
-export type ProbeOutcome = 'ok' | 'degraded' | 'failed';
-
-/** The last probe, as shown in health. */
-export interface ProbeRecord {
-  readonly outcome: ProbeOutcome;
-  /** When the probe result was recorded (ms epoch). */
-  readonly at: number;
-  readonly latencyMs: number;
-  /** The failure reason (credential-free), null for `ok` or when none was given. */
-  readonly reason: string | null;
-}
-
-/** State of the worker thread behind an instance, as reported by the runtime. */
-export type WorkerState = 'up' | 'down' | 'restarting';
-
-/** The `worker` section of a health snapshot, supplied by the runtime. */
-export interface WorkerHealth {
-  readonly state: WorkerState;
-  /** Age of the last heartbeat in ms, or null before the first. */
-  readonly lastHeartbeatAgeMs: number | null;
-  /** Event-loop utilisation of the worker (0..1), or null when unknown. */
-  readonly elu: number | null;
-  /** `heapUsed` of the worker in bytes, or null when unknown. */
-  readonly heapUsed: number | null;
-  /** The worker's thread id, or null while the instance has no worker. */
-  readonly threadId?: number | null;
-  /** How many instances share the worker (1 for a dedicated one, 0 while it has none). */
-  readonly instances?: number;
-}
-
-/** What the runtime adds to {@link InstanceServer.healthSnapshot}. */
-export interface HealthExtra {
-  /** The worker section; `null` in the snapshot when omitted. */
-  readonly worker?: WorkerHealth;
-}
-
-/** The status map of {@link InstanceServer.status} (no credentials). */
-export interface InstanceStatusInfo {
-  readonly status: InstanceStatus;
-  readonly instanceId: string;
-  readonly channelType: string;
-  readonly name: string;
-  readonly restartCount: number;
-  readonly reconnectAttempt: number;
-  readonly consecutiveFailures: number;
-  /** Start of the current connection (ms epoch); kept after a disconnect; null until connected. */
-  readonly connectedAt: number | null;
-  readonly lastError: string | null;
-  readonly lastRestartClass: RestartClass | null;
-  readonly lastRestartReason: string | null;
-  /** When the server was created (ms epoch); not reset by worker restarts. */
-  readonly startedAt: number;
-  /** Rejected status requests so far. */
-  readonly invalidTransitions: number;
-  /** Whether {@link InstanceServer.stop} was called. */
-  readonly stopped: boolean;
-  /** Notifications ignored because they arrived after stop. */
-  readonly ignoredAfterStop: number;
-}
-
-/** The health snapshot of {@link InstanceServer.healthSnapshot} (no credentials). */
-export interface HealthSnapshot {
-  readonly status: InstanceStatus;
-  readonly instanceId: string;
-  readonly channelType: string;
-  readonly name: string;
-  /** ms since the server was created. */
-  readonly uptimeMs: number;
-  readonly connectedAt: number | null;
-  readonly lastError: string | null;
-  readonly consecutiveFailures: number;
-  /** From the `queueDepth` option; 0 when absent or when it throws. */
-  readonly senderQueueDepth: number;
-  readonly reconnectAttempt: number;
-  readonly restartCount: number;
-  readonly lastRestartClass: RestartClass | null;
-  readonly lastRestartReason: string | null;
-  readonly lastProbe: ProbeRecord | null;
-  readonly invalidTransitions: number;
-  readonly stopped: boolean;
-  /** Alone in a worker of its own after its shared worker kept dying (see {@link InstanceServer.notifyQuarantined}). */
-  readonly quarantined: boolean;
-  /** The worker section from the runtime (scrubbed copy), or null. */
-  readonly worker: WorkerHealth | null;
-}
-
-/** Options of {@link InstanceServer}. */
-export interface InstanceServerOptions {
-  /** Consecutive failures that move the instance to `error`. Default 10 (as the original). */
-  maxConsecutiveFailures?: number;
-  /**
-   * A connection that has stayed up this long without a failure is stable: only then does the
-   * count of consecutive failures start over (a success, or a fresh start, resets it at once). A
-   * new connection alone does not: a channel whose every connection fails right away keeps
-   * counting until `maxConsecutiveFailures`. Default 5000 ms.
-   */
-  stableAfterMs?: number;
-  /** pino logger; a child bound to `instanceId` and `channelType` is used. Default: the library logger. */
-  logger?: Logger;
-  /** Reports the sender queue depth for health. */
-  queueDepth?: () => number;
-}
-
-const optionsSchema = z
-  .object({
-    maxConsecutiveFailures: z.number().int().min(1).default(10),
-    stableAfterMs: z.number().int().min(0).max(MAX_TIMER_MS).default(5000),
-    logger: loggerSchema.optional(),
-    queueDepth: z.custom<() => number>((v) => typeof v === 'function', 'expected a function').optional(),
-  })
-  .strict();
+export type {
+  HealthExtra,
+  HealthSnapshot,
+  InstanceServerOptions,
+  InstanceStatusInfo,
+  ProbeOutcome,
+  ProbeRecord,
+  ReconnectPhase,
+  RestartClass,
+  RestartDetails,
+  RestartKind,
+  WorkerHealth,
+  WorkerState,
+} from './server-types.js';
 
 const RESTART_CLASSES: readonly string[] = ['recoverable', 'fatal'];
 const RECONNECT_PHASES: readonly string[] = ['scheduled', 'attempt', 'failed', 'exhausted'];
 const PROBE_OUTCOMES: readonly string[] = ['ok', 'degraded', 'failed'];
-
-let sharedDefaultLogger: Logger | undefined;
 
 function badArgument(what: string, path: string, message: string): InvalidConfigError {
   return new InvalidConfigError(what, [{ path, message }]);
@@ -210,29 +83,7 @@ function badArgument(what: string, path: string, message: string): InvalidConfig
  * rejected or ignored after stop.
  */
 export class InstanceServer extends EventEmitter {
-  readonly #instance: Instance;
-  readonly #secrets: readonly string[];
-  readonly #log: Logger;
-  readonly #maxConsecutiveFailures: number;
-  readonly #queueDepth: (() => number) | undefined;
-  readonly #startedAt: number;
-  #status: InstanceStatus = 'starting';
-  #connectedAt: number | null = null;
-  #consecutiveFailures = 0;
-  readonly #stableAfterMs: number;
-  /** When the last failure was counted (ms epoch), or null. */
-  #lastFailureAt: number | null = null;
-  #lastError: string | null = null;
-  #lastRestartClass: RestartClass | null = null;
-  #lastRestartReason: string | null = null;
-  #reconnectAttempt = 0;
-  #restartCount = 0;
-  #quarantined = false;
-  #lastProbe: ProbeRecord | null = null;
-  #invalidTransitions = 0;
-  #ignoredAfterStop = 0;
-  #startedEmitted = false;
-  #stoppedEmitted = false;
+  readonly #state: ServerState;
 
   /** The zod schema of the Instance record (the original's `schema/0`). */
   static schema(): typeof instanceSchema {
@@ -246,110 +97,81 @@ export class InstanceServer extends EventEmitter {
    */
   constructor(instance: Instance | InstanceInput, options: InstanceServerOptions = {}) {
     super();
-    const parsed = parseInstance(instance);
-    const opts = parseOrThrow(optionsSchema, options, 'instance server options');
-    this.#instance = Object.freeze({
-      ...parsed,
-      credentials: Object.freeze({ ...parsed.credentials }),
-      settings: Object.freeze({ ...parsed.settings }),
-    });
-    this.#secrets = collectSecrets(parsed.credentials);
-    this.#maxConsecutiveFailures = opts.maxConsecutiveFailures;
-    this.#stableAfterMs = opts.stableAfterMs;
-    this.#queueDepth = opts.queueDepth;
-    const base = opts.logger ?? (sharedDefaultLogger ??= defaultLogger());
-    this.#log = base.child({ component: 'instance', instanceId: parsed.id, channelType: parsed.channelType });
-    this.#startedAt = Date.now();
+    this.#state = createServerState(this, instance, options);
   }
 
   // ---------------------------------------------------------------- fields (read-only views)
 
   /** The instance id. */
   get instanceId(): string {
-    return this.#instance.id;
+    return this.#state.instance.id;
   }
   /** The channel type. */
   get channelType(): string {
-    return this.#instance.channelType;
+    return this.#state.instance.channelType;
   }
   /** The instance name. */
   get name(): string {
-    return this.#instance.name;
+    return this.#state.instance.name;
   }
   /** The live status (the seed's `status` field; `status()` is the status map). */
   get currentStatus(): InstanceStatus {
-    return this.#status;
+    return this.#state.status;
   }
   /** Start of the current connection (ms epoch) or null. */
   get connectedAt(): number | null {
-    return this.#connectedAt;
+    return this.#state.connectedAt;
   }
   /** Consecutive failures since the last success / connect / fresh start. */
   get consecutiveFailures(): number {
-    return this.#consecutiveFailures;
+    return this.#state.consecutiveFailures;
   }
   /** The last failure reason (credential-free) or null. */
   get lastError(): string | null {
-    return this.#lastError;
+    return this.#state.lastError;
   }
   /** Class of the last restart marker or null. */
   get lastRestartClass(): RestartClass | null {
-    return this.#lastRestartClass;
+    return this.#state.lastRestartClass;
   }
   /** Reason of the last restart marker (credential-free) or null. */
   get lastRestartReason(): string | null {
-    return this.#lastRestartReason;
+    return this.#state.lastRestartReason;
   }
   /** The current reconnect attempt number; 0 when not reconnecting. */
   get reconnectAttempt(): number {
-    return this.#reconnectAttempt;
+    return this.#state.reconnectAttempt;
   }
   /** Restart markers received; monotonic, survives worker restarts. */
   get restartCount(): number {
-    return this.#restartCount;
+    return this.#state.restartCount;
   }
   /** When the server was created (ms epoch). */
   get startedAt(): number {
-    return this.#startedAt;
+    return this.#state.startedAt;
   }
   /** Whether `stopped` was emitted (it is, exactly once, by the first {@link InstanceServer.stop}). */
   get stoppedEmitted(): boolean {
-    return this.#stoppedEmitted;
+    return this.#state.stoppedEmitted;
   }
   /** Rejected status requests so far. */
   get invalidTransitions(): number {
-    return this.#invalidTransitions;
+    return this.#state.invalidTransitions;
   }
   /** Notifications ignored after stop. */
   get ignoredAfterStop(): number {
-    return this.#ignoredAfterStop;
+    return this.#state.ignoredAfterStop;
   }
   /** The configured failure threshold. */
   get maxConsecutiveFailures(): number {
-    return this.#maxConsecutiveFailures;
+    return this.#state.maxConsecutiveFailures;
   }
 
   // ---------------------------------------------------------------- queries
 
   /** The status map (the original's `status/1`, plus `invalidTransitions`, `stopped`, `ignoredAfterStop`). */
   status(): InstanceStatusInfo {
-    return {
-      status: this.#status,
-      instanceId: this.#instance.id,
-      channelType: this.#instance.channelType,
-      name: this.#instance.name,
-      restartCount: this.#restartCount,
-      reconnectAttempt: this.#reconnectAttempt,
-      consecutiveFailures: this.#consecutiveFailures,
-      connectedAt: this.#connectedAt,
-      lastError: this.#lastError,
-      lastRestartClass: this.#lastRestartClass,
-      lastRestartReason: this.#lastRestartReason,
-      startedAt: this.#startedAt,
-      invalidTransitions: this.#invalidTransitions,
-      stopped: this.#stoppedEmitted,
-      ignoredAfterStop: this.#ignoredAfterStop,
-    };
+    return buildStatusInfo(this.#state);
   }
 
   /**
@@ -357,7 +179,7 @@ export class InstanceServer extends EventEmitter {
    * status.
    */
   getInstance(): RedactedInstance {
-    return { ...redactInstance(this.#instance), status: this.#status };
+    return { ...redactInstance(this.#state.instance), status: this.#state.status };
   }
 
   /**
@@ -367,26 +189,7 @@ export class InstanceServer extends EventEmitter {
    * section supplied by the runtime (`null` when not given).
    */
   healthSnapshot(extra: HealthExtra = {}): HealthSnapshot {
-    return {
-      status: this.#status,
-      instanceId: this.#instance.id,
-      channelType: this.#instance.channelType,
-      name: this.#instance.name,
-      uptimeMs: Math.max(0, Date.now() - this.#startedAt),
-      connectedAt: this.#connectedAt,
-      lastError: this.#lastError,
-      consecutiveFailures: this.#consecutiveFailures,
-      senderQueueDepth: this.#senderQueueDepth(),
-      reconnectAttempt: this.#reconnectAttempt,
-      restartCount: this.#restartCount,
-      lastRestartClass: this.#lastRestartClass,
-      lastRestartReason: this.#lastRestartReason,
-      lastProbe: this.#lastProbe,
-      invalidTransitions: this.#invalidTransitions,
-      stopped: this.#stoppedEmitted,
-      quarantined: this.#quarantined,
-      worker: extra.worker ? (scrubValue({ ...extra.worker }, this.#secrets) as WorkerHealth) : null,
-    };
+    return buildHealthSnapshot(this.#state, extra);
   }
 
   /**
@@ -394,7 +197,7 @@ export class InstanceServer extends EventEmitter {
    * for null/undefined. For the runtime to scrub worker error messages before logging them.
    */
   redactReason(reason: unknown): string | null {
-    return renderReason(reason, this.#secrets);
+    return renderReason(reason, this.#state.secrets);
   }
 
   /** JSON form: the status map (never credentials). */
@@ -409,10 +212,10 @@ export class InstanceServer extends EventEmitter {
    * after stop do nothing and return false.
    */
   markStarted(): boolean {
-    if (this.#stoppedEmitted || this.#startedEmitted) return false;
-    this.#startedEmitted = true;
-    this.#log.debug('instance started');
-    this.#emit('started', () => ({ fresh: false, from: null, restartCount: this.#restartCount }));
+    if (this.#state.stoppedEmitted || this.#state.startedEmitted) return false;
+    this.#state.startedEmitted = true;
+    this.#state.log.debug('instance started');
+    publishInstanceEvent(this.#state, 'started', () => ({ fresh: false, from: null, restartCount: this.#state.restartCount }));
     return true;
   }
 
@@ -424,25 +227,25 @@ export class InstanceServer extends EventEmitter {
    * failure followed by another attempt).
    */
   notifyStarting(reason?: unknown): boolean {
-    if (this.#ignoredIfStopped('notifyStarting')) return false;
-    const from = this.#status;
-    this.#status = 'starting';
-    this.#connectedAt = null;
-    this.#consecutiveFailures = 0;
-    this.#reconnectAttempt = 0;
+    if (ignoredIfStopped(this.#state, 'notifyStarting')) return false;
+    const from = this.#state.status;
+    this.#state.status = 'starting';
+    this.#state.connectedAt = null;
+    this.#state.consecutiveFailures = 0;
+    this.#state.reconnectAttempt = 0;
     const why = this.redactReason(reason);
-    this.#log.info({ from, reason: why, restartCount: this.#restartCount }, 'instance fresh start');
-    this.#emit('started', () => ({ fresh: true, from, restartCount: this.#restartCount, reason: why }));
+    this.#state.log.info({ from, reason: why, restartCount: this.#state.restartCount }, 'instance fresh start');
+    publishInstanceEvent(this.#state, 'started', () => ({ fresh: true, from, restartCount: this.#state.restartCount, reason: why }));
     return true;
   }
 
   /** The channel is connecting: → `connecting`; emits `connecting` on a transition. */
   notifyConnecting(): boolean {
-    if (this.#ignoredIfStopped('notifyConnecting')) return false;
-    const from = this.#status;
-    const kind = this.#move('connecting', 'notifyConnecting');
+    if (ignoredIfStopped(this.#state, 'notifyConnecting')) return false;
+    const from = this.#state.status;
+    const kind = moveStatus(this.#state, 'connecting', 'notifyConnecting');
     if (kind === 'invalid') return false;
-    if (kind === 'transition') this.#emit('connecting', () => ({ from }));
+    if (kind === 'transition') publishInstanceEvent(this.#state, 'connecting', () => ({ from }));
     return true;
   }
 
@@ -455,18 +258,18 @@ export class InstanceServer extends EventEmitter {
    * healthy) keeps connectedAt, resets consecutiveFailures and emits nothing.
    */
   notifyConnected(meta: Readonly<Record<string, unknown>> = {}): boolean {
-    if (this.#ignoredIfStopped('notifyConnected')) return false;
-    const from = this.#status;
-    const kind = this.#move('connected', 'notifyConnected');
+    if (ignoredIfStopped(this.#state, 'notifyConnected')) return false;
+    const from = this.#state.status;
+    const kind = moveStatus(this.#state, 'connected', 'notifyConnected');
     if (kind === 'invalid') return false;
-    if (kind !== 'transition') this.#consecutiveFailures = 0;
-    this.#reconnectAttempt = 0;
-    this.#lastError = null;
+    if (kind !== 'transition') this.#state.consecutiveFailures = 0;
+    this.#state.reconnectAttempt = 0;
+    this.#state.lastError = null;
     if (kind === 'transition') {
       const connectedAt = Date.now();
-      this.#connectedAt = connectedAt;
-      this.#emit('connected', () => ({
-        ...(scrubValue(meta, this.#secrets) as Record<string, unknown>),
+      this.#state.connectedAt = connectedAt;
+      publishInstanceEvent(this.#state, 'connected', () => ({
+        ...(scrubValue(meta, this.#state.secrets) as Record<string, unknown>),
         from,
         connectedAt,
       }));
@@ -479,13 +282,13 @@ export class InstanceServer extends EventEmitter {
    * `disconnected` on a transition.
    */
   notifyDisconnected(reason: unknown = 'unknown'): boolean {
-    if (this.#ignoredIfStopped('notifyDisconnected')) return false;
-    const from = this.#status;
+    if (ignoredIfStopped(this.#state, 'notifyDisconnected')) return false;
+    const from = this.#state.status;
     const why = this.redactReason(reason);
-    const kind = this.#move('disconnected', 'notifyDisconnected', why);
+    const kind = moveStatus(this.#state, 'disconnected', 'notifyDisconnected', why);
     if (kind === 'invalid') return false;
-    this.#lastError = why;
-    if (kind === 'transition') this.#emit('disconnected', () => ({ from, reason: why }));
+    this.#state.lastError = why;
+    if (kind === 'transition') publishInstanceEvent(this.#state, 'disconnected', () => ({ from, reason: why }));
     return true;
   }
 
@@ -496,25 +299,19 @@ export class InstanceServer extends EventEmitter {
    * to `error` (emitting `error` with trigger `max_consecutive_failures`, once, on entry).
    */
   notifyFailure(reason: unknown): boolean {
-    if (this.#ignoredIfStopped('notifyFailure')) return false;
+    if (ignoredIfStopped(this.#state, 'notifyFailure')) return false;
     const why = this.redactReason(reason);
-    const now = Date.now();
-    if (this.#status === 'connected' && this.#connectedAt !== null && now - Math.max(this.#connectedAt, this.#lastFailureAt ?? 0) >= this.#stableAfterMs) {
-      this.#consecutiveFailures = 0;
-    }
-    this.#lastFailureAt = now;
-    this.#consecutiveFailures += 1;
-    this.#lastError = why;
-    if (this.#consecutiveFailures >= this.#maxConsecutiveFailures && this.#status !== 'error') {
-      this.#enterError(why, 'max_consecutive_failures', 'notifyFailure');
+    countFailure(this.#state, why);
+    if (this.#state.consecutiveFailures >= this.#state.maxConsecutiveFailures && this.#state.status !== 'error') {
+      enterError(this.#state, why, 'max_consecutive_failures', 'notifyFailure');
     }
     return true;
   }
 
   /** An operation succeeded: consecutiveFailures → 0. The status is unchanged (`error` stays). */
   notifySuccess(): boolean {
-    if (this.#ignoredIfStopped('notifySuccess')) return false;
-    this.#consecutiveFailures = 0;
+    if (ignoredIfStopped(this.#state, 'notifySuccess')) return false;
+    this.#state.consecutiveFailures = 0;
     return true;
   }
 
@@ -523,10 +320,10 @@ export class InstanceServer extends EventEmitter {
    * `class: 'fatal'` on entry; in `error` already it only updates lastError.
    */
   notifyError(reason: unknown): boolean {
-    if (this.#ignoredIfStopped('notifyError')) return false;
+    if (ignoredIfStopped(this.#state, 'notifyError')) return false;
     const why = this.redactReason(reason);
-    this.#lastError = why;
-    if (this.#status !== 'error') this.#enterError(why, 'fatal', 'notifyError');
+    this.#state.lastError = why;
+    if (this.#state.status !== 'error') enterError(this.#state, why, 'fatal', 'notifyError');
     return true;
   }
 
@@ -542,20 +339,20 @@ export class InstanceServer extends EventEmitter {
     if (!Number.isInteger(attempt) || attempt < 0) {
       throw badArgument('reconnect attempt', 'attempt', 'expected a non-negative integer');
     }
-    if (this.#ignoredIfStopped('notifyReconnectAttempt')) return false;
+    if (ignoredIfStopped(this.#state, 'notifyReconnectAttempt')) return false;
     const why = this.redactReason(reason);
     if (attempt === 0) {
-      this.#reconnectAttempt = 0;
-      if (why !== null) this.#lastError = why;
+      this.#state.reconnectAttempt = 0;
+      if (why !== null) this.#state.lastError = why;
       return true;
     }
-    const from = this.#status;
-    const kind = this.#move('connecting', 'notifyReconnectAttempt', why);
+    const from = this.#state.status;
+    const kind = moveStatus(this.#state, 'connecting', 'notifyReconnectAttempt', why);
     if (kind === 'invalid') return false;
-    this.#reconnectAttempt = attempt;
-    if (why !== null) this.#lastError = why;
-    if (kind === 'transition') this.#emit('connecting', () => ({ from }));
-    this.#emit('reconnect', () => ({ phase: 'attempt', attempt, reason: why, class: 'recoverable' }));
+    this.#state.reconnectAttempt = attempt;
+    if (why !== null) this.#state.lastError = why;
+    if (kind === 'transition') publishInstanceEvent(this.#state, 'connecting', () => ({ from }));
+    publishInstanceEvent(this.#state, 'reconnect', () => ({ phase: 'attempt', attempt, reason: why, class: 'recoverable' }));
     return true;
   }
 
@@ -580,13 +377,13 @@ export class InstanceServer extends EventEmitter {
     if (!Number.isInteger(attempt) || attempt < 0) {
       throw badArgument('reconnect attempt', 'attempt', 'expected a non-negative integer');
     }
-    if (this.#ignoredIfStopped('notifyReconnect')) return false;
+    if (ignoredIfStopped(this.#state, 'notifyReconnect')) return false;
     const why = this.redactReason(reason);
-    if (phase !== 'scheduled' && why !== null) this.#lastError = why;
+    if (phase !== 'scheduled' && why !== null) this.#state.lastError = why;
     const cls: FailureClass =
       phase === 'failed' ? (isFailureClass(failureClass) ? failureClass : classifyError(reason)) : 'recoverable';
-    if (phase === 'exhausted') this.#log.warn({ attempt, reason: why }, 'reconnect exhausted');
-    this.#emit('reconnect', () => ({
+    if (phase === 'exhausted') this.#state.log.warn({ attempt, reason: why }, 'reconnect exhausted');
+    publishInstanceEvent(this.#state, 'reconnect', () => ({
       phase,
       attempt,
       reason: why,
@@ -602,11 +399,11 @@ export class InstanceServer extends EventEmitter {
    * `quarantined`. No status change. A repeat of the current value does nothing.
    */
   notifyQuarantined(quarantined: boolean, reason?: unknown): boolean {
-    if (this.#ignoredIfStopped('notifyQuarantined') || this.#quarantined === quarantined) return false;
-    this.#quarantined = quarantined;
+    if (ignoredIfStopped(this.#state, 'notifyQuarantined') || this.#state.quarantined === quarantined) return false;
+    this.#state.quarantined = quarantined;
     const why = this.redactReason(reason);
-    this.#log[quarantined ? 'warn' : 'info']({ reason: why }, quarantined ? 'instance quarantined' : 'instance released from quarantine');
-    this.#emit('quarantined', () => ({ quarantined, reason: why }));
+    this.#state.log[quarantined ? 'warn' : 'info']({ reason: why }, quarantined ? 'instance quarantined' : 'instance released from quarantine');
+    publishInstanceEvent(this.#state, 'quarantined', () => ({ quarantined, reason: why }));
     return true;
   }
 
@@ -621,17 +418,17 @@ export class InstanceServer extends EventEmitter {
     if (!RESTART_CLASSES.includes(cls)) {
       throw badArgument('restart marker', 'class', `expected recoverable or fatal, got ${String(cls)}`);
     }
-    if (this.#ignoredIfStopped('notifyRestartMarker')) return false;
+    if (ignoredIfStopped(this.#state, 'notifyRestartMarker')) return false;
     const why = this.redactReason(reason);
-    this.#restartCount += 1;
-    this.#lastRestartClass = cls;
-    this.#lastRestartReason = why;
+    this.#state.restartCount += 1;
+    this.#state.lastRestartClass = cls;
+    this.#state.lastRestartReason = why;
     const extra: Record<string, unknown> = {};
     if (details.kind !== undefined) extra.kind = details.kind;
     if (details.attempt !== undefined) extra.attempt = details.attempt;
     if (details.delayMs !== undefined) extra.delayMs = details.delayMs;
-    this.#log.info({ class: cls, reason: why, restartCount: this.#restartCount, ...extra }, 'instance restart marker');
-    this.#emit('restart', () => ({ class: cls, reason: why, restartCount: this.#restartCount, ...extra }));
+    this.#state.log.info({ class: cls, reason: why, restartCount: this.#state.restartCount, ...extra }, 'instance restart marker');
+    publishInstanceEvent(this.#state, 'restart', () => ({ class: cls, reason: why, restartCount: this.#state.restartCount, ...extra }));
     return true;
   }
 
@@ -645,9 +442,9 @@ export class InstanceServer extends EventEmitter {
    */
   notifyProbe(outcome: ProbeOutcome, latencyMs: number, reason?: unknown, failureClass?: FailureClass): boolean {
     if (!PROBE_OUTCOMES.includes(outcome)) throw badArgument('probe', 'outcome', `unknown outcome ${String(outcome)}`);
-    if (this.#ignoredIfStopped('notifyProbe')) return false;
+    if (ignoredIfStopped(this.#state, 'notifyProbe')) return false;
     const why = outcome === 'ok' ? null : this.redactReason(reason);
-    this.#lastProbe = { outcome, at: Date.now(), latencyMs, reason: why };
+    this.#state.lastProbe = { outcome, at: Date.now(), latencyMs, reason: why };
     const cls: FailureClass | undefined =
       outcome === 'ok'
         ? undefined
@@ -656,7 +453,7 @@ export class InstanceServer extends EventEmitter {
           : outcome === 'degraded'
             ? 'degraded'
             : classifyError(reason);
-    this.#emit('probe', () => ({ outcome, latencyMs, reason: why, ...(cls ? { class: cls } : {}) }));
+    publishInstanceEvent(this.#state, 'probe', () => ({ outcome, latencyMs, reason: why, ...(cls ? { class: cls } : {}) }));
     return true;
   }
 
@@ -666,68 +463,12 @@ export class InstanceServer extends EventEmitter {
    * notifications are ignored and counted; queries keep working.
    */
   stop(reason?: unknown): boolean {
-    if (this.#stoppedEmitted) return false;
-    this.#stoppedEmitted = true;
+    if (this.#state.stoppedEmitted) return false;
+    this.#state.stoppedEmitted = true;
     const why = this.redactReason(reason);
-    const uptimeMs = Math.max(0, Date.now() - this.#startedAt);
-    this.#log.debug({ reason: why }, 'instance stopped');
-    this.#emit('stopped', () => ({ status: this.#status, reason: why, restartCount: this.#restartCount, uptimeMs }));
+    const uptimeMs = Math.max(0, Date.now() - this.#state.startedAt);
+    this.#state.log.debug({ reason: why }, 'instance stopped');
+    publishInstanceEvent(this.#state, 'stopped', () => ({ status: this.#state.status, reason: why, restartCount: this.#state.restartCount, uptimeMs }));
     return true;
-  }
-
-  // ---------------------------------------------------------------- internals
-
-  #emit(...args: EmitArgs<InstanceHandleEvents, 'instance', keyof InstanceEventBase>): void {
-    const [event, build] = args;
-    const i = this.#instance;
-    publishUnchecked(this, `instance:${event}`, () => ({ ...build(), instanceId: i.id, channelType: i.channelType, name: i.name }));
-  }
-
-  #ignoredIfStopped(via: string): boolean {
-    if (!this.#stoppedEmitted) return false;
-    this.#ignoredAfterStop += 1;
-    this.#log.debug({ via }, 'notification after stop ignored');
-    return true;
-  }
-
-  /** Applies a status request; on `invalid` counts, logs and emits, and leaves the state alone. */
-  #move(to: InstanceStatus, via: string, reason: string | null = null): TransitionKind {
-    const from = this.#status;
-    const kind = transitionKind(from, to);
-    if (kind === 'invalid') {
-      this.#invalidTransitions += 1;
-      this.#log.warn({ from, to, via, reason }, 'invalid instance status transition rejected');
-      this.#emit('invalid_transition', () => ({ from, to, via, reason }));
-      return kind;
-    }
-    if (kind === 'transition') {
-      this.#status = to;
-      this.#log.debug({ from, to, via }, 'instance status transition');
-    }
-    return kind;
-  }
-
-  #enterError(why: string | null, trigger: 'fatal' | 'max_consecutive_failures', via: string): void {
-    const from = this.#status;
-    this.#move('error', via, why);
-    this.#log.warn({ from, reason: why, trigger, consecutiveFailures: this.#consecutiveFailures }, 'instance entered error');
-    this.#emit('error', () => ({
-      from,
-      reason: why,
-      consecutiveFailures: this.#consecutiveFailures,
-      trigger,
-      ...(trigger === 'fatal' ? { class: 'fatal' } : {}),
-    }));
-  }
-
-  #senderQueueDepth(): number {
-    if (!this.#queueDepth) return 0;
-    try {
-      const n = this.#queueDepth();
-      return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? n : 0;
-    } catch (err) {
-      this.#log.debug({ err: this.redactReason(err) }, 'queueDepth threw; reporting 0');
-      return 0;
-    }
   }
 }
