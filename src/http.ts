@@ -31,6 +31,7 @@ import { z } from 'zod';
 import { defineChannel, type ChannelContext, type ChannelFactory, type ChannelHandlers, type ChannelInstance, type SendInfo, type SettingsSchema } from './channel.js';
 import { ChannelError } from './errors.js';
 import { parseConfig } from './validate.js';
+import { MAX_TIMER_MS } from './wire/timers.js';
 
 /** An HTTP method of a call. */
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -144,9 +145,9 @@ const optionsSchema = z
       idempotencyHeader: z.string().regex(/^[\w-]+$/, 'expected a header name').optional(),
     }),
     settingsSchema: z.custom<SettingsSchema>((v) => typeof v === 'object' && v !== null && typeof (v as SettingsSchema).safeParse === 'function', 'expected an object with safeParse').optional(),
-    timeoutMs: z.number().int().min(1).max(2 ** 31 - 1).default(10_000),
+    timeoutMs: z.number().int().min(1).max(MAX_TIMER_MS).default(10_000),
     connections: z.number().int().min(1).max(1024).default(4),
-    keepAliveTimeoutMs: z.number().int().min(1).max(2 ** 31 - 1).default(30_000),
+    keepAliveTimeoutMs: z.number().int().min(1).max(MAX_TIMER_MS).default(30_000),
   })
   .refine((o) => o.poll === undefined || o.connections >= 2, { message: 'must be at least 2 with poll (the long-poll holds one socket)', path: ['connections'] });
 

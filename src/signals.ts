@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { InvalidConfigError } from './errors.js';
 import type { Runtime, RuntimeMode } from './runtime/runtime.js';
 import { parseConfig } from './validate.js';
+import { MAX_TIMER_MS } from './wire/timers.js';
 
 /** Options of {@link stopOnSignals}. */
 export interface StopOnSignalsOptions {
@@ -45,8 +46,6 @@ export interface StopOnSignalsOptions {
   beforeStop?: (signal: NodeJS.Signals) => void | Promise<void>;
 }
 
-/** Timers cannot wait longer than this (2^31 - 1 ms). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Signals no process can handle. */
 const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP']);
 
