@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { CorruptCheckpointError, RevisionConflictError } from './errors.js';
 import { checkpointSchema } from './manager/file-storage.js';
 import { CHECKPOINT_VERSION, describeKey, makeCheckpoint, type Checkpoint, type CheckpointData, type CheckpointKey, type Storage, type WriteOptions } from './manager/storage.js';
-import { parseConfig } from './validate.js';
+import { describeIssues, parseConfig } from './validate.js';
 
 const sha256 = (data: string): string => createHash('sha256').update(data).digest('hex');
 
@@ -110,7 +110,7 @@ export class RedisStorage implements Storage {
       throw new CorruptCheckpointError(where, 'unreadable payload', { cause: err });
     }
     const parsed = checkpointSchema.safeParse({ ...(raw as object), revision: Number(rev) });
-    if (!parsed.success) throw new CorruptCheckpointError(where, `bad shape: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'} ${i.message}`).join('; ')}`);
+    if (!parsed.success) throw new CorruptCheckpointError(where, `bad shape: ${describeIssues(parsed.error.issues)}`);
     const cp = parsed.data as Checkpoint;
     if (cp.manager !== key.manager || cp.key !== key.key) throw new CorruptCheckpointError(where, `holds ${cp.manager}/${cp.key}`);
     if (cp.version > CHECKPOINT_VERSION) throw new CorruptCheckpointError(where, `unsupported checkpoint version ${cp.version}`);

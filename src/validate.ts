@@ -8,15 +8,6 @@ export const loggerSchema = z.custom<Logger>(
   'expected a pino logger',
 );
 
-/**
- * Parses `input` with `schema`; on failure throws {@link InvalidConfigError} naming `what` and
- * listing every bad field path (the same flattening as {@link parseConfig}, which it is with its
- * arguments in another order).
- */
-export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
-  return parseConfig(what, schema, input);
-}
-
 /** One bad field: its dotted path and what is wrong with it. */
 export interface ConfigIssue {
   path: string;
@@ -56,7 +47,21 @@ export function flattenIssues(issues: ReadonlyArray<z.core.$ZodIssue>, prefix = 
   return out;
 }
 
-/** Parses `value` with `schema`, throwing {@link InvalidConfigError} that lists every bad path. */
+/**
+ * The issues of a failed parse as one line, `path: message; ...` (`(root)` for the value itself):
+ * for logs and error reasons about data that is not an option (a worker's message, a checkpoint).
+ */
+export function describeIssues(issues: ReadonlyArray<z.core.$ZodIssue>): string {
+  return flattenIssues(issues)
+    .map((i) => `${i.path || '(root)'}: ${i.message}`)
+    .join('; ');
+}
+
+/**
+ * The one validation helper of the project: parses `value` with `schema` and throws
+ * {@link InvalidConfigError} naming `what` and listing every bad field path (see
+ * {@link flattenIssues}). Every option and argument check goes through it.
+ */
 export function parseConfig<S extends z.ZodType>(what: string, schema: S, value: unknown): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;

@@ -19,7 +19,7 @@
 import { Buffer } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { parseOrThrow } from '../validate.js';
+import { parseConfig } from '../validate.js';
 import { INSTANCE_STATUSES } from './state-machine.js';
 
 /** The marker that replaces a secret in any output. Same as the pino censor of the library. */
@@ -76,7 +76,7 @@ export type RedactedInstance = Omit<Instance, 'credentials'> & {
  * @throws {@link InvalidConfigError} listing every bad field path (e.g. `name`, `credentials`).
  */
 export function parseInstance(input: unknown): Instance {
-  return parseOrThrow(instanceSchema, input, 'instance');
+  return parseConfig('instance', instanceSchema, input);
 }
 
 /**

@@ -9,7 +9,7 @@ import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { defaultLogger } from '../telemetry.js';
-import { loggerSchema, parseOrThrow } from '../validate.js';
+import { loggerSchema, parseConfig } from '../validate.js';
 import { MAX_TIMER_MS } from '../wire/timers.js';
 import { collectSecrets, parseInstance, type Instance, type InstanceInput } from './record.js';
 import type { InstanceStatus } from './state-machine.js';
@@ -67,7 +67,7 @@ export function createServerState(
   options: InstanceServerOptions,
 ): ServerState {
   const parsed = parseInstance(instance);
-  const opts = parseOrThrow(optionsSchema, options, 'instance server options');
+  const opts = parseConfig('instance server options', optionsSchema, options);
   const frozen: Instance = Object.freeze({
     ...parsed,
     credentials: Object.freeze({ ...parsed.credentials }),

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { CorruptCheckpointError } from '../errors.js';
-import { parseOrThrow } from '../validate.js';
+import { describeIssues, parseConfig } from '../validate.js';
 import {
   CHECKPOINT_VERSION,
   checkRevision,
@@ -103,7 +103,7 @@ export class FileStorage implements Storage {
   readonly #dirsMade = new Set<string>();
 
   constructor(options: FileStorageOptions) {
-    const o = parseOrThrow(optionsSchema, options, 'FileStorage options');
+    const o = parseConfig('FileStorage options', optionsSchema, options);
     this.dir = o.dir;
     this.#fsync = o.fsync;
     this.#maxIo = o.maxConcurrentIo;
@@ -272,7 +272,7 @@ function decode(bytes: Buffer, key: CheckpointKey, file: string): Checkpoint {
     throw new CorruptCheckpointError(where, 'unreadable payload', { cause: err });
   }
   const parsed = checkpointSchema.safeParse(raw);
-  if (!parsed.success) throw new CorruptCheckpointError(where, `bad shape: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'} ${i.message}`).join('; ')}`);
+  if (!parsed.success) throw new CorruptCheckpointError(where, `bad shape: ${describeIssues(parsed.error.issues)}`);
   const cp = parsed.data as Checkpoint;
   if (cp.manager !== key.manager || cp.key !== key.key) throw new CorruptCheckpointError(where, `holds ${cp.manager}/${cp.key}`);
   if (cp.version > CHECKPOINT_VERSION) throw new CorruptCheckpointError(where, `unsupported checkpoint version ${cp.version}`);

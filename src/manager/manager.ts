@@ -11,7 +11,7 @@ import { resolveCluster } from '../cluster/options.js';
 import { RemoteRef } from './remote-ref.js';
 import { backoffDelay } from '../supervisor/backoff.js';
 import type { ChildExit, ChildSpec, RestartType, Shutdown } from '../supervisor/types.js';
-import { parseOrThrow } from '../validate.js';
+import { parseConfig } from '../validate.js';
 import type { Checkpoint } from './storage.js';
 import type {
   AgentClass,
@@ -122,7 +122,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
    * `InvalidConfigError` (`invalid_config`) listing every bad field path.
    */
   static async start<C extends AgentClass>(options: InstanceManagerOptions<C>): Promise<InstanceManager<C>> {
-    const opts = parseOrThrow(optionsSchema, options, 'instance manager options');
+    const opts = parseConfig('instance manager options', optionsSchema, options);
     const manager = new InstanceManager<C>(opts);
     if (opts.cluster) await joinCluster(manager.#m, resolveCluster(opts.cluster));
     return manager;
@@ -191,7 +191,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
 
   async #getSlow(key: string, options: GetOptions | undefined): Promise<AgentRef<InstanceType<C>>> {
     checkKey(key);
-    const opts = options === undefined ? {} : parseOrThrow(getOptionsSchema, options, 'get options');
+    const opts = options === undefined ? {} : parseConfig('get options', getOptionsSchema, options);
     let slot: Slot;
     try {
       slot = await acquire(this.#m, key, opts.initialState, false);
@@ -210,7 +210,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
    */
   async attach(key: string, options?: AttachOptions<InstanceType<C>>): Promise<Lease<InstanceType<C>>> {
     checkKey(key);
-    const opts = options === undefined ? {} : parseOrThrow(attachOptionsSchema, options, 'attach options');
+    const opts = options === undefined ? {} : parseConfig('attach options', attachOptionsSchema, options);
     const signal = opts.signal;
     if (signal?.aborted) throw signal.reason;
     const slot = await acquire(this.#m, key, opts.initialState, true);
@@ -247,7 +247,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
    */
   async stop(key: string, options?: StopOptions): Promise<void> {
     checkKey(key);
-    const opts = parseOrThrow(stopOptionsSchema, options ?? {}, 'stop options');
+    const opts = parseConfig('stop options', stopOptionsSchema, options ?? {});
     const p = partitionOf(this.#m, key);
     let seen = false;
     for (;;) {
@@ -362,7 +362,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
     if (this.#m.state === 'closed') return Promise.resolve();
     let opts: { discardUnsaved: boolean };
     try {
-      opts = parseOrThrow(stopOptionsSchema, options ?? {}, 'close options');
+      opts = parseConfig('close options', stopOptionsSchema, options ?? {});
     } catch (err) {
       return Promise.reject(err);
     }

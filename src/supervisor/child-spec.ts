@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 import { z } from 'zod';
-import { parseOrThrow } from '../validate.js';
+import { parseConfig } from '../validate.js';
 import { MAX_TIMER_MS } from '../wire/timers.js';
 import type { ChildSpec, ChildType, RestartType, RunningChild, Shutdown } from './types.js';
 
@@ -44,7 +44,7 @@ export interface ResolvedSpec {
  */
 export function resolveSpec(input: unknown): ResolvedSpec {
   const id = typeof input === 'object' && input !== null ? (input as { id?: unknown }).id : undefined;
-  const s = parseOrThrow(childSpecSchema, input, typeof id === 'string' && id !== '' ? `child spec ${id}` : 'child spec');
+  const s = parseConfig(typeof id === 'string' && id !== '' ? `child spec ${id}` : 'child spec', childSpecSchema, input);
   return {
     id: s.id,
     start: s.start,

@@ -16,7 +16,7 @@ import {
 } from '../errors.js';
 import { publish } from '../telemetry.js';
 import type { EmitterEvent, EmitterListener, SupervisorEvents } from '../events.js';
-import { parseOrThrow } from '../validate.js';
+import { parseConfig } from '../validate.js';
 import { resolveSpec, type AnyChildSpec } from './child-spec.js';
 import { killAll, startEntry, terminate, terminateAll } from './child-lifecycle.js';
 import { onChildExit } from './restarts.js';
@@ -89,7 +89,7 @@ export class Supervisor extends EventEmitter implements RunningChild {
    * call rejects with {@link StartFailureError} (OTP: the supervisor fails to initialise).
    */
   static async start(options: SupervisorOptions = {}): Promise<Supervisor> {
-    const opts = parseOrThrow(optionsSchema, options, 'supervisor options');
+    const opts = parseConfig('supervisor options', optionsSchema, options);
     const specs = opts.children.map(resolveSpec);
     const ids = new Set<string>();
     for (const s of specs) {

@@ -24,7 +24,7 @@ import { classifyExit, noExitFacts, provisionalExit, scrubbedError, type ExitFac
 import { HeartbeatMonitor } from './heartbeat.js';
 import type { AnyMethod, CallArgs, CallResult, MethodName, WorkerHealth, WorkerHostOptions, WorkerHostStats, WorkerState } from './host-types.js';
 import { HostTimers } from './host-timers.js';
-import { flattenIssues, parseConfig, shutdownSchema, workerHeartbeatMessageSchema, workerHostOptionsSchema } from './schemas.js';
+import { describeIssues, flattenIssues, parseConfig, shutdownSchema, workerHeartbeatMessageSchema, workerHostOptionsSchema } from './schemas.js';
 import { defaultChildId, hostLogger, spawnWorker, type ParsedOptions } from './spawn-worker.js';
 
 export type { CallArgs, CallResult, HeartbeatOptions, MethodName, WorkerHealth, WorkerHostOptions, WorkerHostStats, WorkerState } from './host-types.js';
@@ -316,8 +316,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   #onHeartbeatMessage(message: unknown): void {
     const parsed = workerHeartbeatMessageSchema.safeParse(message);
     if (!parsed.success) {
-      const issues = flattenIssues(parsed.error.issues);
-      this.#onMalformed('heartbeat', issues.map((i) => `${i.path || '(root)'}: ${i.message}`).join('; '));
+      this.#onMalformed('heartbeat', describeIssues(parsed.error.issues));
       return;
     }
     const msg = parsed.data;

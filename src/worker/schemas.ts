@@ -87,4 +87,4 @@ type _PongAgrees = z.infer<typeof workerHeartbeatMessageSchema> extends WorkerHe
 const _pongAgrees: _PongAgrees = true;
 void _pongAgrees;
 
-export { flattenIssues, parseConfig, type ConfigIssue } from '../validate.js';
+export { describeIssues, flattenIssues, parseConfig, type ConfigIssue } from '../validate.js';

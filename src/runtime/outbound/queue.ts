@@ -51,7 +51,7 @@
  * @packageDocumentation
  */
 import { EventEmitter } from 'node:events';
-import { parseOrThrow } from '../../validate.js';
+import { parseConfig } from '../../validate.js';
 import type { AckResult } from '../../wire/protocol.js';
 import { abortWaiter, enqueue, enqueueMany, enqueueRedelivery } from './admission.js';
 import type { Batch } from './batch.js';
@@ -108,7 +108,7 @@ export class OutboundQueue<M = unknown, R = unknown> extends EventEmitter {
   /** @throws {InvalidConfigError} listing every bad option path. */
   constructor(options: OutboundQueueOptions) {
     super();
-    const o = parseOrThrow(outboundQueueOptionsSchema, options, 'outbound queue options');
+    const o = parseConfig('outbound queue options', outboundQueueOptionsSchema, options);
     this.instanceId = o.instanceId;
     this.capacity = o.capacity;
     this.onReady = o.onReady;
