@@ -22,7 +22,7 @@ import { InstanceHandle } from '../instance/handle.js';
 import type { InstanceStatus } from '../instance/state-machine.js';
 import { backoffDelay, IntensityWindow, resolveBackoff } from '../supervisor/backoff.js';
 import { isNormalExit, type ChildExit, type ChildSpec } from '../supervisor/types.js';
-import { defaultLogger, publish } from '../telemetry.js';
+import { defaultLogger } from '../telemetry.js';
 import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } from '../events.js';
 import { parseConfig } from '../validate.js';
 import type { WorkerHost } from '../worker/host.js';
@@ -66,7 +66,8 @@ export type {
   StartWaitOptions,
   WhenStatusOptions,
 } from './options.js';
-import { WorkerGroup, type GroupHooks } from './worker-group.js';
+import type { WorkerGroup } from './worker-group.js';
+import { Placement } from './placement.js';
 import { StandbyPool, type StandbyStats } from './standby.js';
 import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
 import { DataPlane, INBOUND_WINDOW, type RuntimeCounters } from './data-plane.js';
@@ -125,45 +126,10 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   readonly #notices: Notices;
   /** Cluster mode: this node, its options and durable sends (undefined in local mode). */
   #cluster: ClusterMode | undefined;
-  /** Worker groups with a thread running or starting (or about to). */
-  readonly #groups = new Set<WorkerGroup<Entry>>();
-  #lastGroup = 0;
   /** Warm standby workers (`standby.workers` > 0). */
   readonly #standby: StandbyPool | undefined;
-  /** What the groups tell the runtime about their members' workers. */
-  readonly #hooks: GroupHooks<Entry> = {
-    boot: (e) => this.#boot(e),
-    hosting: (e, host) => {
-      // Before the start call: the worker's first notices may overtake its answer.
-      if (e.state === 'running') e.host = host;
-    },
-    hosted: (e, host, port, result) => this.#onHosted(e, host, port, result),
-    detached: (e, host, port, exit) => this.#onDetached(e, host, port, exit),
-    restarting: (e, info) => {
-      if (e.state !== 'running') return;
-      // A shared worker's death is the group's: the reason says how it ended.
-      const how = exitKind({ class: info.exit, reason: info.reason });
-      const [kind, reason] = e.group?.dedicated ? [how, info.reason] : ['group', `worker ${how}: ${info.reason}`];
-      e.server.notifyRestartMarker('recoverable', reason, { kind, attempt: info.attempt, delayMs: info.delayMs });
-    },
-    starting: (e) => {
-      if (e.state === 'running') e.server.notifyStarting(e.server.lastRestartReason ?? 'worker restart');
-    },
-    escalated: (e, reason) => {
-      e.group = undefined;
-      e.host = undefined;
-      if (e.state !== 'running') return;
-      e.server.notifyRestartMarker('fatal', reason, { kind: 'intensity_exceeded' });
-      this.#toError(e, reason, true);
-    },
-    message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
-    split: (group, members, exit) => this.#split(group, members, exit),
-    released: (e) => this.#release(e),
-    stray: () => {
-      this.#counters.malformed++;
-      this.#log.warn({ malformedMessages: this.#counters.malformed }, 'message from instance worker names no instance, or another one');
-    },
-  };
+  /** Where instances run: the worker groups. */
+  readonly #placement: Placement;
 
   private constructor(opts: Resolved, root: Logger) {
     super();
@@ -198,6 +164,22 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       });
       this.#standby.start();
     }
+    this.#placement = new Placement({
+      opts,
+      log: this.#log,
+      emitter: this,
+      counters: this.#counters,
+      standby: this.#standby,
+      redactAll: (text) => this.#redactAll(text),
+      boot: (e) => this.#boot(e),
+      onHosted: (e, host, port, result) => this.#onHosted(e, host, port, result),
+      onDetached: (e, host, port, exit) => this.#onDetached(e, host, port, exit),
+      message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
+      toError: (e, reason, recover) => this.#toError(e, reason, recover),
+      op: (e, fn) => this.#op(e, fn),
+      startTree: (e, into) => this.#startTree(e, into),
+      stopTree: (e) => this.#stopTree(e),
+    });
     // Delivery events are on the hot path: a queue builds them only once someone listens here.
     super.on('newListener', (event: string | symbol) => {
       if (typeof event !== 'string' || !event.startsWith('delivery:') || this.#deliveryForwarded.has(event)) return;
@@ -264,7 +246,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     start: (options) => Runtime.start(options),
     stop: Runtime.prototype.stop,
     stopping: (rt) => rt.#stopping !== undefined,
-    trees: (rt) => [...rt.#groups].flatMap((g) => (g.supervisor ? [g.supervisor] : [])),
+    trees: (rt) => rt.#placement.trees(),
   };
 
   /**
@@ -665,7 +647,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       const entries = [...this.#entries.values()];
       this.#entries.clear();
       // Everything stops: a shared worker stops once, with all its instances, not one by one.
-      for (const g of this.#groups) g.close();
+      this.#placement.closeAll();
       // Instances are independent: they stop in parallel, each within its own budget.
       await Promise.all(
         entries.map(async (e) => {
@@ -712,112 +694,6 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     }
   }
 
-  /** The group a starting instance goes to: a dedicated one, or the least-loaded shared one with room. */
-  #place(entry: Entry): WorkerGroup<Entry> {
-    for (const g of this.#groups) if (g.state === 'stopped') this.#groups.delete(g);
-    if (entry.dedicated || entry.quarantined) return this.#newGroup(entry, false);
-    let best: WorkerGroup<Entry> | undefined;
-    for (const g of this.#groups) if (!g.dedicated && g.hasRoom && (best === undefined || g.size < best.size)) best = g;
-    return best ?? this.#newGroup(undefined, false);
-  }
-
-  /**
-   * A new worker group: dedicated to `own` (its restart policy, its `resourceLimits`), or shared
-   * (the runtime's). `suspect`: made by a split (see {@link PlacementOptions.quarantine}).
-   */
-  #newGroup(own: Entry | undefined, suspect: boolean): WorkerGroup<Entry> {
-    const o = this.#opts;
-    const id = ++this.#lastGroup;
-    const restart = own ? own.restart : o.restart;
-    const group = new WorkerGroup<Entry>(
-      {
-        id,
-        dedicated: own !== undefined,
-        capacity: own ? 1 : o.placement.instancesPerWorker,
-        name: own ? `threadvisor:${own.id}` : `threadvisor:group-${id}`,
-        filename: builtinUrl('instance-worker.bundle.js'),
-        logger: own ? own.log : this.#log.child({ group: id }),
-        heartbeat: o.heartbeat,
-        readyTimeoutMs: o.readyTimeoutMs,
-        shutdownMs: o.shutdownMs,
-        resourceLimits: own ? own.resourceLimits : o.resourceLimits,
-        // A shared worker's deaths count toward no instance's restart intensity: it restarts
-        // (with backoff) as long as it has instances, or is split (quarantine).
-        restart: { maxRestarts: own ? restart.maxRestarts : Number.MAX_SAFE_INTEGER, periodMs: restart.periodMs, backoff: restart.backoff },
-        redact: own ? (text) => own.server.redactReason(text) ?? '' : (text) => this.#redactAll(text),
-        quarantine: o.placement.quarantine,
-        suspect,
-        standby: this.#standby,
-      },
-      this.#hooks,
-    );
-    this.#groups.add(group);
-    return group;
-  }
-
-  /**
-   * A shared worker died once too often: its instances go, in two halves, to two fresh suspect
-   * workers (a half of one: a dedicated worker, the instance quarantined). Bisection: the culprit
-   * is alone after at most ⌈log2(instancesPerWorker)⌉ more deaths.
-   */
-  #split(from: WorkerGroup<Entry>, members: Entry[], exit: ChildExit): void {
-    this.#groups.delete(from);
-    const reason = `worker ${exitKind(exit)}: ${this.#redactAll(exit.reason)}`;
-    for (const e of members) {
-      e.group = undefined;
-      e.host = undefined;
-    }
-    const live = members.filter((e) => e.state === 'running').sort((a, b) => a.iid - b.iid);
-    const half = Math.ceil(live.length / 2);
-    const parts = [live.slice(0, half), live.slice(half)].filter((p) => p.length > 0);
-    this.#log.warn({ group: from.id, into: parts.map((p) => p.length), reason }, 'shared worker keeps dying: splitting it');
-    publish(this, 'worker:split', () => ({ group: from.id, deaths: from.deaths, into: parts.map((p) => p.map((e) => e.id)), reason }));
-    for (const part of parts) {
-      const alone = part.length === 1 ? part[0] : undefined;
-      const group = alone ? this.#newGroup(alone, true) : this.#newGroup(undefined, true);
-      for (const e of part) {
-        if (e === alone) {
-          e.quarantined = true;
-          e.server.notifyQuarantined(true, `its shared worker kept dying (${reason})`);
-        }
-        e.server.notifyRestartMarker('recoverable', reason, { kind: 'group', attempt: from.deaths, delayMs: 0 });
-        void this.#op(e, async () => {
-          if (e.state !== 'running' || e.group !== undefined) return;
-          e.server.notifyStarting(reason);
-          try {
-            await this.#startTree(e, group);
-          } catch (err) {
-            if (e.state === 'running') this.#toError(e, `restart failed: ${e.server.redactReason(err) ?? 'unknown'}`, true);
-          }
-        });
-      }
-    }
-  }
-
-  /** A quarantined instance stayed up for `quarantine.periodMs`: it is released, back to a shared worker. */
-  #release(entry: Entry): void {
-    if (!entry.quarantined || entry.state !== 'running') return;
-    entry.quarantined = false;
-    const quiet = `no worker death in ${this.#opts.placement.quarantine.periodMs} ms`;
-    entry.server.notifyQuarantined(false, quiet);
-    if (entry.dedicated) return; // it asked for a worker of its own anyway
-    const group = entry.group;
-    void this.#op(entry, async () => {
-      if (entry.state !== 'running' || entry.group !== group || entry.quarantined) return;
-      const reason = 'released from quarantine: moved back to a shared worker';
-      const { server } = entry;
-      if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(reason);
-      await this.#stopTree(entry);
-      if (entry.state !== 'running') return;
-      server.notifyStarting(reason);
-      try {
-        await this.#startTree(entry);
-      } catch (err) {
-        if (entry.state === 'running') this.#toError(entry, `restart failed: ${server.redactReason(err) ?? 'unknown'}`, true);
-      }
-    });
-  }
-
   /** Scrubs every instance's credentials out of a text about a shared worker. */
   #redactAll(text: string): string {
     let out = text;
@@ -827,7 +703,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
 
   /** Places the instance in a worker (or `into` one) and starts it there (rejects as `startInstance` documents). */
   async #startTree(entry: Entry, into?: WorkerGroup<Entry>): Promise<void> {
-    const group = into ?? this.#place(entry);
+    const group = into ?? this.#placement.place(entry);
     entry.group = group;
     let result: StartResult;
     try {
