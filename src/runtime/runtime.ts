@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import type { MessagePort, ResourceLimits } from 'node:worker_threads';
+import type { ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import {
@@ -20,14 +20,12 @@ import { collectSecrets, parseInstance, scrubWith } from '../instance/record.js'
 import { InstanceServer, type InstanceStatusInfo } from '../instance/server.js';
 import { InstanceHandle } from '../instance/handle.js';
 import type { InstanceStatus } from '../instance/state-machine.js';
-import { backoffDelay, IntensityWindow, resolveBackoff } from '../supervisor/backoff.js';
-import { isNormalExit, type ChildExit, type ChildSpec } from '../supervisor/types.js';
-import { defaultLogger, publish } from '../telemetry.js';
+import { IntensityWindow } from '../supervisor/backoff.js';
+import type { ChildSpec } from '../supervisor/types.js';
+import { defaultLogger } from '../telemetry.js';
 import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } from '../events.js';
 import { parseConfig } from '../validate.js';
-import type { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
-import type { InstanceBoot, InstanceWorkerApi, StartResult } from '../wire/protocol.js';
 import type { EnqueueManyOptions, EnqueueOptions, SendOutcome } from './outbound/types.js';
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
@@ -66,11 +64,12 @@ export type {
   StartWaitOptions,
   WhenStatusOptions,
 } from './options.js';
-import { WorkerGroup, type GroupHooks } from './worker-group.js';
+import { Placement } from './placement.js';
+import { InstanceLifecycle } from './lifecycle.js';
 import { StandbyPool, type StandbyStats } from './standby.js';
 import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
-import { DataPlane, INBOUND_WINDOW, type RuntimeCounters } from './data-plane.js';
-import { exitKind, instanceHealth, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
+import { DataPlane, type RuntimeCounters } from './data-plane.js';
+import { instanceHealth, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
 
 export type { InstanceHealth, RuntimeStats } from './entry.js';
 
@@ -125,45 +124,12 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   readonly #notices: Notices;
   /** Cluster mode: this node, its options and durable sends (undefined in local mode). */
   #cluster: ClusterMode | undefined;
-  /** Worker groups with a thread running or starting (or about to). */
-  readonly #groups = new Set<WorkerGroup<Entry>>();
-  #lastGroup = 0;
   /** Warm standby workers (`standby.workers` > 0). */
   readonly #standby: StandbyPool | undefined;
-  /** What the groups tell the runtime about their members' workers. */
-  readonly #hooks: GroupHooks<Entry> = {
-    boot: (e) => this.#boot(e),
-    hosting: (e, host) => {
-      // Before the start call: the worker's first notices may overtake its answer.
-      if (e.state === 'running') e.host = host;
-    },
-    hosted: (e, host, port, result) => this.#onHosted(e, host, port, result),
-    detached: (e, host, port, exit) => this.#onDetached(e, host, port, exit),
-    restarting: (e, info) => {
-      if (e.state !== 'running') return;
-      // A shared worker's death is the group's: the reason says how it ended.
-      const how = exitKind({ class: info.exit, reason: info.reason });
-      const [kind, reason] = e.group?.dedicated ? [how, info.reason] : ['group', `worker ${how}: ${info.reason}`];
-      e.server.notifyRestartMarker('recoverable', reason, { kind, attempt: info.attempt, delayMs: info.delayMs });
-    },
-    starting: (e) => {
-      if (e.state === 'running') e.server.notifyStarting(e.server.lastRestartReason ?? 'worker restart');
-    },
-    escalated: (e, reason) => {
-      e.group = undefined;
-      e.host = undefined;
-      if (e.state !== 'running') return;
-      e.server.notifyRestartMarker('fatal', reason, { kind: 'intensity_exceeded' });
-      this.#toError(e, reason, true);
-    },
-    message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
-    split: (group, members, exit) => this.#split(group, members, exit),
-    released: (e) => this.#release(e),
-    stray: () => {
-      this.#counters.malformed++;
-      this.#log.warn({ malformedMessages: this.#counters.malformed }, 'message from instance worker names no instance, or another one');
-    },
-  };
+  /** Where instances run: the worker groups. */
+  readonly #placement: Placement;
+  /** Decides each instance's state transitions; serialises its operations. */
+  readonly #lifecycle: InstanceLifecycle;
 
   private constructor(opts: Resolved, root: Logger) {
     super();
@@ -175,15 +141,23 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       emitter: this,
       deliveryForwarded: this.#deliveryForwarded,
       counters: this.#counters,
-      toError: (e, reason, recover) => this.#toError(e, reason, recover),
+      toError: (e, reason, recover) => this.#lifecycle.toError(e, reason, recover),
       commitCursor: (id, cursor) => this.#cluster?.node.commitCursor(id, cursor),
+    });
+    this.#lifecycle = new InstanceLifecycle({
+      opts,
+      entries: this.#entries,
+      data: this.#data,
+      running: () => this.#state === 'running',
+      place: (e) => this.#placement.place(e),
+      fence: () => this.#cluster?.node.fenceBuffer,
     });
     this.#notices = new Notices({
       data: this.#data,
       counters: this.#counters,
-      toError: (e, reason, recover) => this.#toError(e, reason, recover),
-      restartInPlace: (e, kind, reason, exit) => this.#restartInPlace(e, kind, reason, exit),
-      fatal: (e, reason) => this.#fatal(e, reason),
+      toError: (e, reason, recover) => this.#lifecycle.toError(e, reason, recover),
+      restartInPlace: (e, kind, reason, exit) => this.#lifecycle.restartInPlace(e, kind, reason, exit),
+      fatal: (e, reason) => this.#lifecycle.fatal(e, reason),
     });
     if (opts.standby.workers > 0) {
       this.#standby = new StandbyPool({
@@ -198,6 +172,22 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       });
       this.#standby.start();
     }
+    this.#placement = new Placement({
+      opts,
+      log: this.#log,
+      emitter: this,
+      counters: this.#counters,
+      standby: this.#standby,
+      redactAll: (text) => this.#redactAll(text),
+      boot: (e) => this.#lifecycle.boot(e),
+      onHosted: (e, host, port, result) => this.#lifecycle.onHosted(e, host, port, result),
+      onDetached: (e, host, port, exit) => this.#lifecycle.onDetached(e, host, port, exit),
+      message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
+      toError: (e, reason, recover) => this.#lifecycle.toError(e, reason, recover),
+      op: (e, fn) => this.#lifecycle.op(e, fn),
+      startTree: (e, into) => this.#lifecycle.startTree(e, into),
+      stopTree: (e) => this.#lifecycle.stopTree(e),
+    });
     // Delivery events are on the hot path: a queue builds them only once someone listens here.
     super.on('newListener', (event: string | symbol) => {
       if (typeof event !== 'string' || !event.startsWith('delivery:') || this.#deliveryForwarded.has(event)) return;
@@ -264,7 +254,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     start: (options) => Runtime.start(options),
     stop: Runtime.prototype.stop,
     stopping: (rt) => rt.#stopping !== undefined,
-    trees: (rt) => [...rt.#groups].flatMap((g) => (g.supervisor ? [g.supervisor] : [])),
+    trees: (rt) => rt.#placement.trees(),
   };
 
   /**
@@ -301,8 +291,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   async #stopEntry(entry: Entry, reason: string, fast: boolean): Promise<void> {
     if (this.#entries.get(entry.id) !== entry || entry.state === 'stopping') return;
     this.#cluster?.durable?.drop(entry.id);
-    entry.state = 'stopping';
-    this.#clearRecover(entry);
+    this.#lifecycle.stopping(entry);
     this.#entries.delete(entry.id);
     if (fast) {
       entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
@@ -310,12 +299,12 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       const budget = Math.max(1, Math.floor((this.#cluster?.options.safetyMs ?? this.#opts.shutdownMs) / 2));
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), budget)));
-      const done = await Promise.race([this.#op(entry, () => this.#stopTree(entry)).catch(() => undefined), late]);
+      const done = await Promise.race([this.#lifecycle.op(entry, () => this.#lifecycle.stopTree(entry)).catch(() => undefined), late]);
       clearTimeout(timer);
       if (done === 'late') await group?.supervisor?.shutdown('brutal_kill');
     } else {
       await this.#data.drainOutbound(entry);
-      await this.#op(entry, () => this.#stopTree(entry));
+      await this.#lifecycle.op(entry, () => this.#lifecycle.stopTree(entry));
       entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
     }
     await this.#data.drainInbound(entry);
@@ -391,12 +380,12 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#entries.set(record.id, entry);
     server.markStarted();
     try {
-      await this.#op(entry, async () => {
+      await this.#lifecycle.op(entry, async () => {
         if (known === undefined) {
           const schema = await channelSettingsSchema(channel, this.#opts.readyTimeoutMs);
           if (schema) checkSettings(schema, settings, 'instance options');
         }
-        return this.#startTree(entry);
+        return this.#lifecycle.startTree(entry);
       });
     } catch (err) {
       if (this.#entries.get(record.id) === entry) this.#entries.delete(record.id);
@@ -612,23 +601,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   async restartInstance(id: string): Promise<void> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
     const entry = this.#get(id);
-    await this.#op(entry, async () => {
-      if (entry.state === 'stopping') throw new StoppedError(`instance ${id}`);
-      this.#clearRecover(entry);
-      entry.state = 'restarting';
-      await this.#stopTree(entry);
-      if (entry.queue.closed) entry.queue = this.#data.newQueue(entry.id, entry.capacity, () => this.#data.pump(entry), entry.redact);
-      entry.failure = undefined;
-      entry.server.notifyRestartMarker('recoverable', 'restart requested', { kind: 'manual' });
-      entry.server.notifyStarting('restart requested');
-      entry.state = 'running';
-      try {
-        await this.#startTree(entry);
-      } catch (err) {
-        this.#toError(entry, `restart failed: ${entry.server.redactReason(err) ?? 'unknown'}`, true);
-        throw err;
-      }
-    });
+    await this.#lifecycle.restart(entry);
   }
 
   /** Stops an instance (its worker disconnects within `shutdownMs`) and removes it. Emits `instance:stopped` once. */
@@ -643,11 +616,10 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       return;
     }
     const entry = this.#get(id);
-    entry.state = 'stopping';
-    this.#clearRecover(entry);
+    this.#lifecycle.stopping(entry);
     this.#entries.delete(id);
     await this.#data.drainOutbound(entry);
-    await this.#op(entry, () => this.#stopTree(entry));
+    await this.#lifecycle.op(entry, () => this.#lifecycle.stopTree(entry));
     entry.queue.close(`instance ${id} stopped`);
     await this.#data.drainInbound(entry);
     entry.server.stop('stopped');
@@ -665,14 +637,13 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       const entries = [...this.#entries.values()];
       this.#entries.clear();
       // Everything stops: a shared worker stops once, with all its instances, not one by one.
-      for (const g of this.#groups) g.close();
+      this.#placement.closeAll();
       // Instances are independent: they stop in parallel, each within its own budget.
       await Promise.all(
         entries.map(async (e) => {
-          e.state = 'stopping';
-          this.#clearRecover(e);
+          this.#lifecycle.stopping(e);
           await this.#data.drainOutbound(e);
-          await this.#op(e, () => this.#stopTree(e)).catch((err: unknown) => e.log.warn({ reason: e.server.redactReason(err) }, 'stop failed'));
+          await this.#lifecycle.op(e, () => this.#lifecycle.stopTree(e)).catch((err: unknown) => e.log.warn({ reason: e.server.redactReason(err) }, 'stop failed'));
           e.queue.close('runtime stopped');
           await this.#data.drainInbound(e);
           e.server.stop('runtime stopped');
@@ -689,133 +660,10 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
 
   // --- internals -------------------------------------------------------------------------
 
-  /** Runs `fn` after this instance's previous operation settled. */
-  #op<T>(entry: Entry, fn: () => Promise<T>): Promise<T> {
-    const run = entry.ops.then(fn, fn);
-    entry.ops = run.catch(() => undefined);
-    return run;
-  }
-
   #get(id: string): Entry {
     const e = this.#entries.get(id);
     if (!e) throw new InstanceNotFoundError(id);
     return e;
-  }
-
-  #clearRecover(e: Entry): void {
-    if (e.recoverTimer) clearTimeout(e.recoverTimer);
-    e.recoverTimer = undefined;
-    if (e.pause) {
-      clearTimeout(e.pause.timer);
-      e.pause.done();
-      e.pause = undefined;
-    }
-  }
-
-  /** The group a starting instance goes to: a dedicated one, or the least-loaded shared one with room. */
-  #place(entry: Entry): WorkerGroup<Entry> {
-    for (const g of this.#groups) if (g.state === 'stopped') this.#groups.delete(g);
-    if (entry.dedicated || entry.quarantined) return this.#newGroup(entry, false);
-    let best: WorkerGroup<Entry> | undefined;
-    for (const g of this.#groups) if (!g.dedicated && g.hasRoom && (best === undefined || g.size < best.size)) best = g;
-    return best ?? this.#newGroup(undefined, false);
-  }
-
-  /**
-   * A new worker group: dedicated to `own` (its restart policy, its `resourceLimits`), or shared
-   * (the runtime's). `suspect`: made by a split (see {@link PlacementOptions.quarantine}).
-   */
-  #newGroup(own: Entry | undefined, suspect: boolean): WorkerGroup<Entry> {
-    const o = this.#opts;
-    const id = ++this.#lastGroup;
-    const restart = own ? own.restart : o.restart;
-    const group = new WorkerGroup<Entry>(
-      {
-        id,
-        dedicated: own !== undefined,
-        capacity: own ? 1 : o.placement.instancesPerWorker,
-        name: own ? `threadvisor:${own.id}` : `threadvisor:group-${id}`,
-        filename: builtinUrl('instance-worker.bundle.js'),
-        logger: own ? own.log : this.#log.child({ group: id }),
-        heartbeat: o.heartbeat,
-        readyTimeoutMs: o.readyTimeoutMs,
-        shutdownMs: o.shutdownMs,
-        resourceLimits: own ? own.resourceLimits : o.resourceLimits,
-        // A shared worker's deaths count toward no instance's restart intensity: it restarts
-        // (with backoff) as long as it has instances, or is split (quarantine).
-        restart: { maxRestarts: own ? restart.maxRestarts : Number.MAX_SAFE_INTEGER, periodMs: restart.periodMs, backoff: restart.backoff },
-        redact: own ? (text) => own.server.redactReason(text) ?? '' : (text) => this.#redactAll(text),
-        quarantine: o.placement.quarantine,
-        suspect,
-        standby: this.#standby,
-      },
-      this.#hooks,
-    );
-    this.#groups.add(group);
-    return group;
-  }
-
-  /**
-   * A shared worker died once too often: its instances go, in two halves, to two fresh suspect
-   * workers (a half of one: a dedicated worker, the instance quarantined). Bisection: the culprit
-   * is alone after at most ⌈log2(instancesPerWorker)⌉ more deaths.
-   */
-  #split(from: WorkerGroup<Entry>, members: Entry[], exit: ChildExit): void {
-    this.#groups.delete(from);
-    const reason = `worker ${exitKind(exit)}: ${this.#redactAll(exit.reason)}`;
-    for (const e of members) {
-      e.group = undefined;
-      e.host = undefined;
-    }
-    const live = members.filter((e) => e.state === 'running').sort((a, b) => a.iid - b.iid);
-    const half = Math.ceil(live.length / 2);
-    const parts = [live.slice(0, half), live.slice(half)].filter((p) => p.length > 0);
-    this.#log.warn({ group: from.id, into: parts.map((p) => p.length), reason }, 'shared worker keeps dying: splitting it');
-    publish(this, 'worker:split', () => ({ group: from.id, deaths: from.deaths, into: parts.map((p) => p.map((e) => e.id)), reason }));
-    for (const part of parts) {
-      const alone = part.length === 1 ? part[0] : undefined;
-      const group = alone ? this.#newGroup(alone, true) : this.#newGroup(undefined, true);
-      for (const e of part) {
-        if (e === alone) {
-          e.quarantined = true;
-          e.server.notifyQuarantined(true, `its shared worker kept dying (${reason})`);
-        }
-        e.server.notifyRestartMarker('recoverable', reason, { kind: 'group', attempt: from.deaths, delayMs: 0 });
-        void this.#op(e, async () => {
-          if (e.state !== 'running' || e.group !== undefined) return;
-          e.server.notifyStarting(reason);
-          try {
-            await this.#startTree(e, group);
-          } catch (err) {
-            if (e.state === 'running') this.#toError(e, `restart failed: ${e.server.redactReason(err) ?? 'unknown'}`, true);
-          }
-        });
-      }
-    }
-  }
-
-  /** A quarantined instance stayed up for `quarantine.periodMs`: it is released, back to a shared worker. */
-  #release(entry: Entry): void {
-    if (!entry.quarantined || entry.state !== 'running') return;
-    entry.quarantined = false;
-    const quiet = `no worker death in ${this.#opts.placement.quarantine.periodMs} ms`;
-    entry.server.notifyQuarantined(false, quiet);
-    if (entry.dedicated) return; // it asked for a worker of its own anyway
-    const group = entry.group;
-    void this.#op(entry, async () => {
-      if (entry.state !== 'running' || entry.group !== group || entry.quarantined) return;
-      const reason = 'released from quarantine: moved back to a shared worker';
-      const { server } = entry;
-      if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(reason);
-      await this.#stopTree(entry);
-      if (entry.state !== 'running') return;
-      server.notifyStarting(reason);
-      try {
-        await this.#startTree(entry);
-      } catch (err) {
-        if (entry.state === 'running') this.#toError(entry, `restart failed: ${server.redactReason(err) ?? 'unknown'}`, true);
-      }
-    });
   }
 
   /** Scrubs every instance's credentials out of a text about a shared worker. */
@@ -823,178 +671,5 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     let out = text;
     for (const e of this.#entries.values()) out = e.redact(out);
     return out;
-  }
-
-  /** Places the instance in a worker (or `into` one) and starts it there (rejects as `startInstance` documents). */
-  async #startTree(entry: Entry, into?: WorkerGroup<Entry>): Promise<void> {
-    const group = into ?? this.#place(entry);
-    entry.group = group;
-    let result: StartResult;
-    try {
-      result = await group.add(entry);
-    } catch (err) {
-      if (entry.group === group) entry.group = undefined;
-      if (entry.state === 'error') return; // a fatal error while it was starting: it stays, in error
-      throw err;
-    }
-    if (!result.ok) {
-      if (entry.group === group) entry.group = undefined;
-      // On its first start, startInstance fails; later, #onHosted put it in error.
-      if (entry.firstStart && entry.failure) throw entry.failure;
-      return;
-    }
-    if (entry.state === 'running') return;
-    // Stopped while it was starting.
-    await this.#stopTree(entry);
-    if (entry.state !== 'error') throw new StoppedError(`instance ${entry.id}`);
-  }
-
-  /** Takes the instance out of its worker (a shared worker goes on; a dedicated one stops). */
-  async #stopTree(entry: Entry, exit?: ChildExit): Promise<void> {
-    const group = entry.group;
-    entry.group = undefined;
-    entry.host = undefined;
-    if (group) await group.remove(entry, exit);
-  }
-
-  /**
-   * An instance's own failure in a shared worker (its reconnect attempts spent, or an error that
-   * escaped its callbacks: `exit` then charges its in-flight sends with a crash): it starts over in
-   * place, after its backoff, counted toward its restart intensity; its worker-mates go on.
-   */
-  #restartInPlace(entry: Entry, kind: string, reason: string, exit?: ChildExit): void {
-    const group = entry.group;
-    if (entry.state !== 'running' || group === undefined) return;
-    const { server } = entry;
-    if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(`${kind}: ${server.redactReason(reason) ?? ''}`);
-    if (entry.intensity.record()) {
-      const why = `restart intensity exceeded: more than ${entry.intensity.maxRestarts} restarts in ${entry.intensity.periodMs} ms (last: ${kind})`;
-      entry.server.notifyRestartMarker('fatal', why, { kind: 'intensity_exceeded' });
-      this.#toError(entry, why, true);
-      return;
-    }
-    const attempt = entry.intensity.count();
-    const delayMs = Math.round(backoffDelay(resolveBackoff(entry.restart.backoff), attempt - 1));
-    entry.server.notifyRestartMarker('recoverable', reason, { kind, attempt, delayMs });
-    void this.#op(entry, async () => {
-      if (entry.state !== 'running' || entry.group !== group) return;
-      await this.#stopTree(entry, exit);
-      await new Promise<void>((resolve) => {
-        entry.pause = { timer: setTimeout(resolve, delayMs), done: resolve };
-      });
-      entry.pause = undefined;
-      if (entry.state !== 'running') return;
-      entry.server.notifyStarting(reason);
-      try {
-        await this.#startTree(entry);
-      } catch (err) {
-        if (entry.state === 'running') this.#toError(entry, `restart failed: ${entry.server.redactReason(err) ?? 'unknown'}`, true);
-      }
-    });
-  }
-
-  #scheduleRecover(entry: Entry): void {
-    const after = entry.restart.recoverAfterMs;
-    if (!Number.isFinite(after) || this.#state !== 'running') return;
-    entry.recoverTimer = setTimeout(() => {
-      entry.recoverTimer = undefined;
-      void this.#op(entry, async () => {
-        if (entry.state !== 'error' || this.#state !== 'running' || this.#entries.get(entry.id) !== entry) return;
-        entry.server.notifyStarting(`recovering after ${after} ms in error`);
-        entry.state = 'running';
-        try {
-          await this.#startTree(entry);
-        } catch (err) {
-          if (entry.state === 'running') this.#toError(entry, entry.server.redactReason(err) ?? 'recovery failed', true);
-        }
-      });
-    }, after);
-    entry.recoverTimer.unref();
-  }
-
-  /** Fatal: the instance goes to `error` and its worker is stopped; no restart loop. */
-  #fatal(entry: Entry, reason: string): void {
-    if (entry.state !== 'running') return;
-    entry.server.notifyRestartMarker('fatal', reason, { kind: 'fatal' });
-    this.#toError(entry, reason, false);
-  }
-
-  /**
-   * The instance goes to `error`: its tree is stopped (in its own queue) and, when `recover`,
-   * a fresh start is scheduled after `recoverAfterMs`.
-   */
-  #toError(entry: Entry, reason: string, recover: boolean): void {
-    if (entry.state === 'stopping' || entry.state === 'error') return;
-    entry.state = 'error';
-    entry.server.notifyError(reason);
-    if (entry.group) {
-      void this.#op(entry, () => this.#stopTree(entry)).catch((err: unknown) =>
-        entry.log.warn({ reason: entry.server.redactReason(err) }, 'stopping a failed instance'),
-      );
-    }
-    if (recover) this.#scheduleRecover(entry);
-    if (!entry.recoverTimer) {
-      // No recovery is scheduled: what is queued would wait for a restartInstance that may never
-      // come, so those sends settle now.
-      entry.queue.requeueInFlight('instance failed', { crashed: false });
-      entry.queue.close(`instance ${entry.id} failed: ${entry.server.redactReason(reason) ?? 'error'}`);
-    }
-  }
-
-  /** The boot of an instance, built when a worker is about to host it (with the current cursor). */
-  #boot(entry: Entry): Omit<InstanceBoot, 'data'> {
-    const o = this.#opts;
-    return {
-      iid: entry.iid,
-      instance: {
-        id: entry.id,
-        name: entry.server.name,
-        channelType: entry.server.channelType,
-        settings: entry.settings,
-        credentials: entry.credentials,
-      },
-      channel: entry.channel,
-      reconnect: o.reconnect,
-      probe: { intervalMs: o.probe.intervalMs },
-      timeouts: { ...o.timeouts, probeMs: o.probe.timeoutMs },
-      pollIdleMs: o.pollIdleMs,
-      inboundWindow: INBOUND_WINDOW,
-      ...(entry.cursor === undefined ? {} : { cursor: entry.cursor }),
-      ...(entry.fencingToken === undefined ? {} : { fencingToken: entry.fencingToken }),
-      ...(this.#cluster ? { fence: this.#cluster.node.fenceBuffer } : {}),
-    };
-  }
-
-  /** What the worker answered to hosting the instance (on its first start and after each worker restart). */
-  #onHosted(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, started: StartResult): void {
-    if (!started.ok) {
-      // The channel module cannot be loaded or is invalid: retrying cannot help.
-      const reason = entry.server.redactReason(started.reason) ?? 'invalid channel';
-      entry.failure = new ChannelInvalidError(entry.id, reason);
-      if (entry.host === host) entry.host = undefined;
-      // The first start fails startInstance (the instance is removed); later: error, no restart loop.
-      if (!entry.firstStart) this.#fatal(entry, reason);
-      return;
-    }
-    if (entry.state === 'running' && host.state === 'up' && entry.host === host) {
-      entry.dataPort = port;
-      this.#data.pump(entry);
-    }
-  }
-
-  /** The instance's worker is gone, or the instance left it. */
-  #onDetached(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, exit: ChildExit): void {
-    if (entry.host === host) entry.host = undefined;
-    if (entry.dataPort === port) {
-      entry.dataPort = undefined;
-      // Everything this worker did not acknowledge goes back to the head of the queue, in
-      // order, for the next worker. A planned stop charges no message with a crash.
-      entry.queue.requeueInFlight(`worker ${exitKind(exit)}: ${exit.reason}`, { crashed: exit.class !== 'shutdown' });
-    }
-    const { server } = entry;
-    if (isNormalExit(exit) || entry.state !== 'running' || entry.group === undefined) return;
-    if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') {
-      server.notifyDisconnected(`worker ${exitKind(exit)}: ${server.redactReason(exit.reason) ?? ''}`);
-    }
   }
 }
