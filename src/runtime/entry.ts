@@ -6,11 +6,11 @@ import type { MessagePort, ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ThreadvisorError } from '../errors.js';
 import type { HealthSnapshot, InstanceServer, WorkerHealth } from '../instance/server.js';
-import type { InstanceHandle } from '../instance/handle.js';
-import type { IntensityWindow } from '../supervisor/backoff.js';
+import { InstanceHandle } from '../instance/handle.js';
+import { IntensityWindow } from '../supervisor/backoff.js';
 import type { ChildExit } from '../supervisor/types.js';
 import type { WorkerHost } from '../worker/host.js';
-import type { ColumnEncoder } from '../wire/columns.js';
+import { ColumnEncoder } from '../wire/columns.js';
 import type { InstanceWorkerApi } from '../wire/protocol.js';
 import type { OutboundQueue } from './outbound/queue.js';
 import type { OutboundStats, PressureLevel } from './outbound/types.js';
@@ -120,4 +120,33 @@ export function instanceHealth(e: Entry): InstanceHealth {
   };
   const delivery = e.queue.stats();
   return { ...e.server.healthSnapshot({ worker }), inFlight: delivery.inFlight, pressure: delivery.pressure, delivery, fencingToken: e.fencingToken ?? null };
+}
+
+/** What a new entry is made of; everything else starts empty (no worker, no group, running). */
+export type EntryParts = Pick<
+  Entry,
+  'id' | 'iid' | 'server' | 'secrets' | 'redact' | 'credentials' | 'channel' | 'resourceLimits' | 'restart' | 'log' | 'dedicated' | 'capacity' | 'cursor' | 'fencingToken' | 'settings' | 'queue'
+>;
+
+/** A new instance record, and its read-only handle. */
+export function newEntry(parts: EntryParts): Entry {
+  const entry: Entry = {
+    ...parts,
+    ops: Promise.resolve(),
+    state: 'running',
+    quarantined: false,
+    group: undefined,
+    host: undefined,
+    recoverTimer: undefined,
+    intensity: new IntensityWindow(parts.restart.maxRestarts, parts.restart.periodMs),
+    pause: undefined,
+    inbound: Promise.resolve(),
+    failure: undefined,
+    dataPort: undefined,
+    columns: new ColumnEncoder(),
+    firstStart: true,
+    handle: undefined as unknown as InstanceHandle,
+  };
+  entry.handle = new InstanceHandle(parts.server, () => instanceHealth(entry));
+  return entry;
 }

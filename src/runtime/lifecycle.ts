@@ -85,6 +85,23 @@ export class InstanceLifecycle {
     this.clearRecover(entry);
   }
 
+  /**
+   * The graceful stop of an instance already marked {@link InstanceLifecycle.stopping} and
+   * removed: what is queued gets `shutdownMs` to be delivered, the worker stops (the channel's
+   * `disconnect`), the queue closes (what is left rejects with `stopped: queueReason`), `onMessage`
+   * gets `shutdownMs` to finish, and the server emits `instance:stopped` once with `reason`. A
+   * failed worker stop rejects (and stops nothing more), or with `onStopError` is reported and
+   * the rest goes on.
+   */
+  async stopGracefully(entry: Entry, queueReason: string, reason: string, onStopError?: (err: unknown) => void): Promise<void> {
+    await this.#ctx.data.drainOutbound(entry);
+    const stopped = this.op(entry, () => this.stopTree(entry));
+    await (onStopError ? stopped.catch(onStopError) : stopped);
+    entry.queue.close(queueReason);
+    await this.#ctx.data.drainInbound(entry);
+    entry.server.stop(reason);
+  }
+
   /** Places the instance in a worker (or `into` one) and starts it there (rejects as `startInstance` documents). */
   async startTree(entry: Entry, into?: WorkerGroup<Entry>): Promise<void> {
     const group = into ?? this.#ctx.place(entry);

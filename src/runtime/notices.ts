@@ -12,6 +12,7 @@ import type { InstanceWorkerApi, LifecycleBody } from '../wire/protocol.js';
 import type { DataPlane, RuntimeCounters } from './data-plane.js';
 import { RECONNECT_EXHAUSTED, type Entry } from './entry.js';
 import { noticeSchema } from './protocol.js';
+import { describeIssues } from '../validate.js';
 
 /** What notice routing needs of its runtime. */
 export interface NoticeContext {
@@ -43,7 +44,7 @@ export class Notices {
     const parsed = noticeSchema.safeParse(raw);
     if (!parsed.success) {
       this.#counters.malformed++;
-      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+      const issues = describeIssues(parsed.error.issues);
       entry.log.warn({ issues, malformedMessages: this.#counters.malformed }, 'malformed notice from instance worker');
       return;
     }

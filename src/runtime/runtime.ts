@@ -18,14 +18,12 @@ import {
 } from '../errors.js';
 import { collectSecrets, parseInstance, scrubWith } from '../instance/record.js';
 import { InstanceServer, type InstanceStatusInfo } from '../instance/server.js';
-import { InstanceHandle } from '../instance/handle.js';
+import type { InstanceHandle } from '../instance/handle.js';
 import type { InstanceStatus } from '../instance/state-machine.js';
-import { IntensityWindow } from '../supervisor/backoff.js';
 import type { ChildSpec } from '../supervisor/types.js';
 import { defaultLogger } from '../telemetry.js';
 import { EVENTS, type EmitterEvent, type EmitterListener, type RuntimeEvents } from '../events.js';
 import { parseConfig } from '../validate.js';
-import { ColumnEncoder } from '../wire/columns.js';
 import type { EnqueueManyOptions, EnqueueOptions, SendOutcome } from './outbound/types.js';
 import { findNonCloneable } from './cloneable.js';
 import { channelSettingsSchema, checkSettings, knownSettingsSchema } from './channel-settings.js';
@@ -67,9 +65,10 @@ export type {
 import { Placement } from './placement.js';
 import { InstanceLifecycle } from './lifecycle.js';
 import { StandbyPool, type StandbyStats } from './standby.js';
+import { whenStatus } from './when-status.js';
 import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
 import { DataPlane, type RuntimeCounters } from './data-plane.js';
-import { instanceHealth, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
+import { instanceHealth, newEntry, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
 
 export type { InstanceHealth, RuntimeStats } from './entry.js';
 
@@ -223,7 +222,6 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     return rt;
   }
 
-  /** Cluster mode: connects to Redis (ioredis loads here) and starts this node's ticks. */
   /**
    * Cluster mode: this node's view of the cluster (undefined in local mode). Events on the
    * runtime (and `diagnostics_channel` `threadvisor:cluster:<event>`): `cluster:acquired`,
@@ -277,16 +275,6 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     return (await this.#startLocal(o, w, undefined, undefined)) as StartedInstance<M>;
   }
 
-  /**
-   * Cluster mode: declares the instance cluster-wide (idempotent by id), then answers who runs
-   * it after this node's next tick. Credentials are refused here: they never go to Redis; each
-   * node resolves them with `cluster.credentials`.
-   */
-  /**
-   * Cluster mode: stops the local copy of `id`. `fast` (fencing): nothing queued is delivered,
-   * queued sends reject with `stopped`, and a worker still running after half of `safetyMs` is
-   * terminated.
-   */
   /** Stops an instance and removes it (see {@link Runtime.stopInstance}); `fast`: the fencing stop of cluster mode (see `ClusterMode`). */
   async #stopEntry(entry: Entry, reason: string, fast: boolean): Promise<void> {
     if (this.#entries.get(entry.id) !== entry || entry.state === 'stopping') return;
@@ -302,13 +290,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       const done = await Promise.race([this.#lifecycle.op(entry, () => this.#lifecycle.stopTree(entry)).catch(() => undefined), late]);
       clearTimeout(timer);
       if (done === 'late') await group?.supervisor?.shutdown('brutal_kill');
+      await this.#data.drainInbound(entry);
+      entry.server.stop(reason);
     } else {
-      await this.#data.drainOutbound(entry);
-      await this.#lifecycle.op(entry, () => this.#lifecycle.stopTree(entry));
-      entry.queue.close(`instance ${entry.id} stopped: ${reason}`);
+      await this.#lifecycle.stopGracefully(entry, `instance ${entry.id} stopped: ${reason}`, reason);
     }
-    await this.#data.drainInbound(entry);
-    entry.server.stop(reason);
   }
 
   /** Starts an instance in this process (validated options; in cluster mode with its fencing token and committed cursor). */
@@ -343,39 +329,24 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       queueDepth: () => ref.entry?.queue.depth ?? queue.depth,
     });
     for (const name of EVENTS.instance) server.on(name, (payload: unknown) => this.emit(name, payload));
-    const entry: Entry = {
+    const entry = newEntry({
       id: record.id,
+      iid: ++this.#lastIid,
       server,
       secrets,
       redact,
       credentials: Object.freeze({ ...record.credentials }),
-      iid: ++this.#lastIid,
-      ops: Promise.resolve(),
       channel,
       resourceLimits: (o.resourceLimits ?? this.#opts.resourceLimits) as ResourceLimits | undefined,
       restart,
       log: this.#log.child({ instanceId: record.id, channelType: record.channelType }),
-      state: 'running',
       dedicated: o.isolation === 'dedicated' || o.resourceLimits !== undefined || this.#opts.placement.instancesPerWorker === 1,
-      quarantined: false,
-      group: undefined,
-      host: undefined,
-      recoverTimer: undefined,
-      intensity: new IntensityWindow(restart.maxRestarts, restart.periodMs),
-      pause: undefined,
-      inbound: Promise.resolve(),
       capacity,
       cursor,
       fencingToken,
-      failure: undefined,
       settings: record.settings,
       queue,
-      dataPort: undefined,
-      columns: new ColumnEncoder(),
-      firstStart: true,
-      handle: undefined as unknown as InstanceHandle,
-    };
-    entry.handle = new InstanceHandle(server, () => instanceHealth(entry));
+    });
     ref.entry = entry;
     this.#entries.set(record.id, entry);
     server.markStarted();
@@ -397,7 +368,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     }
     if (w.waitFor === 'connected') {
       try {
-        await this.#whenStatus(entry, ['connected'], w.timeoutMs, w.signal);
+        await whenStatus(entry, this.#entries, ['connected'], w.timeoutMs, w.signal);
       } catch (err) {
         if (this.#entries.get(record.id) === entry) await this.stopInstance(record.id).catch(() => undefined);
         if (err instanceof AbortedError || err instanceof StoppedError) throw err;
@@ -418,51 +389,10 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     try {
       const wanted = parseConfig('whenStatus status', statusesSchema, status);
       const o = parseConfig('whenStatus options', waitSchema.omit({ waitFor: true }), opts);
-      return this.#whenStatus(this.#get(id), typeof wanted === 'string' ? [wanted] : wanted, o.timeoutMs, o.signal);
+      return whenStatus(this.#get(id), this.#entries, typeof wanted === 'string' ? [wanted] : wanted, o.timeoutMs, o.signal);
     } catch (err) {
       return Promise.reject(err as Error);
     }
-  }
-
-  #whenStatus(entry: Entry, wanted: readonly InstanceStatus[], timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<InstanceStatus> {
-    const { server } = entry;
-    const what = `instance ${entry.id} status ${wanted.join(' | ')}`;
-    return new Promise<InstanceStatus>((resolve, reject) => {
-      const events = ['started', 'connecting', 'connected', 'disconnected', 'error', 'stopped'].map((e) => `instance:${e}`);
-      let timer: NodeJS.Timeout | undefined;
-      const done = (): void => {
-        for (const e of events) server.off(e, check);
-        signal?.removeEventListener('abort', onAbort);
-        if (timer) clearTimeout(timer);
-      };
-      const onAbort = (): void => {
-        done();
-        reject(new AbortedError(what, { cause: signal?.reason }));
-      };
-      const check = (): void => {
-        const now = server.currentStatus;
-        if (wanted.includes(now)) {
-          done();
-          resolve(now);
-        } else if (server.stoppedEmitted || this.#entries.get(entry.id) !== entry) {
-          done();
-          reject(new StoppedError(`instance ${entry.id}`));
-        } else if (now === 'error') {
-          done();
-          reject(entry.failure ?? new NotRunningError(`instance ${entry.id}`));
-        }
-      };
-      if (signal?.aborted) return onAbort();
-      for (const e of events) server.on(e, check);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          done();
-          reject(new TimeoutError(what, timeoutMs));
-        }, timeoutMs);
-      }
-      check();
-    });
   }
 
   /** The status map of an instance. Unknown id: {@link NotFoundError} (`not_found`). */
@@ -541,7 +471,6 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     return entry.queue.enqueueMany(messages, options);
   }
 
-  /** Cluster mode, durable sends: validates, then appends to the instance's stream. */
   /** Why a send for an instance not running here is refused: `not_found`, or in cluster mode `not_owner` (naming the owner). */
   async #notHere(id: string): Promise<never> {
     const cluster = this.#cluster;
@@ -618,11 +547,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     const entry = this.#get(id);
     this.#lifecycle.stopping(entry);
     this.#entries.delete(id);
-    await this.#data.drainOutbound(entry);
-    await this.#lifecycle.op(entry, () => this.#lifecycle.stopTree(entry));
-    entry.queue.close(`instance ${id} stopped`);
-    await this.#data.drainInbound(entry);
-    entry.server.stop('stopped');
+    await this.#lifecycle.stopGracefully(entry, `instance ${id} stopped`, 'stopped');
   }
 
   /**
@@ -642,11 +567,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       await Promise.all(
         entries.map(async (e) => {
           this.#lifecycle.stopping(e);
-          await this.#data.drainOutbound(e);
-          await this.#lifecycle.op(e, () => this.#lifecycle.stopTree(e)).catch((err: unknown) => e.log.warn({ reason: e.server.redactReason(err) }, 'stop failed'));
-          e.queue.close('runtime stopped');
-          await this.#data.drainInbound(e);
-          e.server.stop('runtime stopped');
+          await this.#lifecycle.stopGracefully(e, 'runtime stopped', 'runtime stopped', (err) => e.log.warn({ reason: e.server.redactReason(err) }, 'stop failed'));
         }),
       );
       await this.#standby?.close();
