@@ -225,7 +225,7 @@ async function main(): Promise<number> {
     logger,
     heartbeat: HEARTBEAT,
     restart: { maxRestarts: 5, periodMs: 30_000, backoff: { initialDelayMs: 100, maxDelayMs: 2000, jitter: 0.2 } },
-    reconnect: { maxAttempts: 6, baseMs: 200, maxMs: 2000 },
+    reconnect: { maxAttempts: 6, initialDelayMs: 200, maxDelayMs: 2000 },
     // Enough attempts for the provider burst: its 6 failing sends are retried, not given up.
     delivery: { maxAttempts: 8, initialDelayMs: 50, maxDelayMs: 1000 },
     // A safety net for every worker (a heap blow-up without a limit takes the whole process).

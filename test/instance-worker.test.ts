@@ -319,7 +319,7 @@ describe('reconnect', () => {
   it(
     'a stop during the reconnect wait ends at once, without further notices',
     async () => {
-      const h = await startInstanceWorker({ settings: { connectFailures: 100 }, reconnect: { baseMs: 60_000, maxMs: 60_000 } });
+      const h = await startInstanceWorker({ settings: { connectFailures: 100 }, reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
       await h.waitForNotice('reconnect', (n) => n.phase === 'scheduled');
       const count = h.notices.length;
       const exit = await h.host.shutdown(5000);

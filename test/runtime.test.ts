@@ -86,6 +86,14 @@ describe('Runtime', { timeout: 60_000 }, () => {
     await expect(Runtime.start({ heartbeat: { intervalMs: -1 } } as never)).rejects.toMatchObject({ code: 'invalid_config' });
     // A budget past Node's largest timer (2^31 - 1 ms) would fire after 1 ms: refused.
     await expect(Runtime.start({ timeouts: { sendMs: 3e9 } })).rejects.toMatchObject({ code: 'invalid_config', issues: [expect.objectContaining({ path: 'timeouts.sendMs' })] });
+    // One backoff shape: reconnect takes initialDelayMs / maxDelayMs; baseMs / maxMs are their old names, not both.
+    await expect(Runtime.start({ reconnect: { initialDelayMs: 10, baseMs: 10 } })).rejects.toMatchObject({ code: 'invalid_config', issues: [expect.objectContaining({ path: 'reconnect.baseMs' })] });
+    await expect(Runtime.start({ reconnect: { maxDelayMs: 10, maxMs: 10 } })).rejects.toMatchObject({ code: 'invalid_config', issues: [expect.objectContaining({ path: 'reconnect.maxMs' })] });
+    await expect(Runtime.start({ reconnect: { initialDelayMs: 100, maxMs: 10 } })).rejects.toMatchObject({ code: 'invalid_config', issues: [expect.objectContaining({ path: 'reconnect.maxDelayMs' })] });
+    for (const reconnect of [{ initialDelayMs: 5, maxDelayMs: 50 }, { baseMs: 5, maxMs: 50 }]) {
+      const other = await Runtime.start({ logger: silent, reconnect });
+      await other.stop();
+    }
     const b = await rt.startInstance({ name: 'b', channelType: 'loopback', channel: 'loopback' });
     expect(b.instanceId).not.toBe('a');
     expect(rt.countInstances()).toBe(2);

@@ -103,17 +103,25 @@ export const runtimeOptionsSchema = z
   .object({
     logger: loggerSchema.optional(),
     restart: restartSchema.default({ maxRestarts: 5, periodMs: 30_000, backoff: { initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 }, recoverAfterMs: 60_000 }),
+    // One backoff shape (initialDelayMs, maxDelayMs, jitter); `baseMs` / `maxMs` are the old names.
     reconnect: z
       .object({
         maxAttempts: z.number().int().min(0).default(5),
-        baseMs: ms.default(250),
-        maxMs: ms.default(5000),
+        initialDelayMs: ms.optional(),
+        maxDelayMs: ms.optional(),
+        baseMs: ms.optional(),
+        maxMs: ms.optional(),
         jitter: z.number().min(0).max(1).default(0.2),
         resetAfterMs: ms.default(5000),
       })
       .strict()
-      .refine((r) => r.maxMs >= r.baseMs, { message: 'maxMs must be >= baseMs', path: ['maxMs'] })
-      .default({ maxAttempts: 5, baseMs: 250, maxMs: 5000, jitter: 0.2, resetAfterMs: 5000 }),
+      .superRefine((r, ctx) => {
+        if (r.baseMs !== undefined && r.initialDelayMs !== undefined) ctx.addIssue({ code: 'custom', path: ['baseMs'], message: 'the old name of initialDelayMs: give one of them' });
+        if (r.maxMs !== undefined && r.maxDelayMs !== undefined) ctx.addIssue({ code: 'custom', path: ['maxMs'], message: 'the old name of maxDelayMs: give one of them' });
+      })
+      .transform(({ baseMs, maxMs, initialDelayMs, maxDelayMs, ...r }) => ({ ...r, initialDelayMs: initialDelayMs ?? baseMs ?? 250, maxDelayMs: maxDelayMs ?? maxMs ?? 5000 }))
+      .refine((r) => r.maxDelayMs >= r.initialDelayMs, { message: 'maxDelayMs must be >= initialDelayMs', path: ['maxDelayMs'] })
+      .default({ maxAttempts: 5, initialDelayMs: 250, maxDelayMs: 5000, jitter: 0.2, resetAfterMs: 5000 }),
     heartbeat: z
       .object({ intervalMs: ms.default(1000), maxMissed: z.number().int().min(1).default(3) })
       .strict()
@@ -220,9 +228,17 @@ export interface RuntimeOptions {
   restart?: RestartPolicy;
   /** The worker's reconnect loop after a recoverable connection failure. */
   reconnect?: {
+    /** Reconnect attempts after a recoverable connection failure before the instance restarts in a fresh worker. Default 5. */
     maxAttempts?: number;
+    /** Delay before the first reconnect attempt, ms (doubling after each). Default 250. */
+    initialDelayMs?: number;
+    /** Longest delay between attempts, ms. Default 5000. */
+    maxDelayMs?: number;
+    /** @deprecated The old name of `initialDelayMs` (accepted; not both). */
     baseMs?: number;
+    /** @deprecated The old name of `maxDelayMs` (accepted; not both). */
     maxMs?: number;
+    /** ± jitter ratio of each delay. Default 0.2. */
     jitter?: number;
     /**
      * A connection that stays up this long is stable: only then do reconnect attempts start over

@@ -26,9 +26,9 @@ export interface ReconnectPolicy {
   /** Attempts after the first failed connect before the worker gives up (and is restarted). */
   maxAttempts: number;
   /** Delay before the first reconnect attempt, ms. */
-  baseMs: number;
+  initialDelayMs: number;
   /** Upper bound of a reconnect delay, ms. */
-  maxMs: number;
+  maxDelayMs: number;
   /** ± jitter ratio. */
   jitter: number;
   /**

@@ -102,7 +102,7 @@ export function bootConfig(o: BootOverrides = {}): Omit<InstanceBoot, 'data'> {
       credentials: o.credentials ?? {},
     },
     channel: String(o.channel ?? loopbackUrl),
-    reconnect: { maxAttempts: 5, baseMs: 10, maxMs: 50, jitter: 0.2, resetAfterMs: 5000, ...o.reconnect },
+    reconnect: { maxAttempts: 5, initialDelayMs: 10, maxDelayMs: 50, jitter: 0.2, resetAfterMs: 5000, ...o.reconnect },
     probe: { intervalMs: o.probeIntervalMs ?? 0 },
     timeouts: { connectMs: 2000, disconnectMs: 1000, sendMs: 2000, pollMs: 2000, probeMs: 1000, ...o.timeouts },
     pollIdleMs: o.pollIdleMs ?? 5,

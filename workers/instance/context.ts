@@ -83,7 +83,7 @@ export class InstanceContext {
     this.#send = send;
     this.#fence = config.fence ? fenceView(config.fence) : undefined;
     const r = config.reconnect;
-    this.backoff = { initialDelayMs: r.baseMs, maxDelayMs: r.maxMs, jitter: r.jitter, random: Math.random };
+    this.backoff = { initialDelayMs: r.initialDelayMs, maxDelayMs: r.maxDelayMs, jitter: r.jitter, random: Math.random };
     this.instance = Object.freeze({
       id: config.instance.id,
       name: config.instance.name,
