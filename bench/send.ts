@@ -24,6 +24,9 @@
  *   it saturates near this rate, so its tail is informational only), with the main thread's GC
  *   pauses during the runtime's rounds; the same at a fixed 50 000 msgs/s (informational).
  *
+ * - the fair baseline (targets 1.0x, sendMany 1.3x): what a user would write by hand instead
+ *   (see {@link HandRolled} and bench/handrolled-worker.ts), in the same closed loop and burst.
+ *
  * Baselines and subjects run interleaved, round by round, so drift on a noisy machine hits both
  * alike.
  */
@@ -50,6 +53,7 @@ const P99_TARGET_MS = 5;
 const DEFAULT_CAPACITY = 1000;
 const MANY_BATCH = 250;
 const rawWorker = new URL('./raw-echo-worker.js', import.meta.url);
+const handRolledWorker = new URL('./handrolled-worker.js', import.meta.url);
 
 type Msg = { room: string; text: string; n: number };
 type Ack = { n: number; ok: true };
@@ -151,6 +155,93 @@ async function rawClosedPromises(w: Worker, msgs: readonly Msg[], outstanding = 
   const dt = performance.now() - t0;
   w.off('message', on);
   return msgs.length / (dt / 1000);
+}
+
+/**
+ * The code a user would write instead of threadvisor (see bench/handrolled-worker.ts): a promise
+ * per message resolved with its receipt, queued messages posted in batches of up to
+ * {@link BATCH} once per microtask turn, the worker awaiting an async send per message in order
+ * and answering each batch's receipts in one message.
+ */
+class HandRolled {
+  readonly #w: Worker;
+  readonly #batches = new Map<number, Array<(receipt: unknown) => void>>();
+  #queued: Msg[] = [];
+  #resolvers: Array<(receipt: unknown) => void> = [];
+  #scheduled = false;
+  #seq = 0;
+
+  constructor(w: Worker) {
+    this.#w = w;
+    w.on('message', (m: { seq: number; receipts: unknown[] }) => {
+      const rs = this.#batches.get(m.seq);
+      if (!rs) return;
+      this.#batches.delete(m.seq);
+      for (let i = 0; i < rs.length; i++) (rs[i] as (r: unknown) => void)(m.receipts[i]);
+    });
+  }
+
+  static async start(): Promise<HandRolled> {
+    const w = new Worker(handRolledWorker);
+    await new Promise((r) => w.once('message', r));
+    return new HandRolled(w);
+  }
+
+  send(m: Msg): Promise<unknown> {
+    return new Promise((resolve) => {
+      this.#queued.push(m);
+      this.#resolvers.push(resolve);
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        queueMicrotask(() => this.#flush());
+      }
+    });
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const q = this.#queued;
+    const rs = this.#resolvers;
+    this.#queued = [];
+    this.#resolvers = [];
+    for (let i = 0; i < q.length; i += BATCH) {
+      const seq = ++this.#seq;
+      this.#batches.set(seq, rs.slice(i, i + BATCH));
+      this.#w.postMessage({ seq, messages: q.slice(i, i + BATCH) });
+    }
+  }
+
+  terminate(): Promise<number> {
+    return this.#w.terminate();
+  }
+}
+
+/** The hand-rolled baseline in the subject's closed loop: `outstanding` sends in flight, the next sent as each settles; msgs/s. */
+async function handRolledClosed(h: HandRolled, msgs: readonly Msg[], outstanding = DEFAULT_CAPACITY): Promise<number> {
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let next = 0;
+    let settled = 0;
+    const done = (): void => {
+      if (++settled === msgs.length) resolve();
+      else if (next < msgs.length) void h.send(msgs[next++] as Msg).then(done);
+    };
+    while (next < outstanding && next < msgs.length) void h.send(msgs[next++] as Msg).then(done);
+  });
+  return msgs.length / ((performance.now() - t0) / 1000);
+}
+
+/** The hand-rolled baseline's burst: every message sent at once, all awaited; msgs/s. */
+async function handRolledBurst(h: HandRolled, msgs: readonly Msg[]): Promise<number> {
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let settled = 0;
+    const done = (): void => {
+      if (++settled === msgs.length) resolve();
+    };
+    for (const m of msgs) void h.send(m).then(done);
+  });
+  return msgs.length / ((performance.now() - t0) / 1000);
 }
 
 // ─────────────────────────────────────────────────────────── subject
@@ -458,10 +549,11 @@ async function startRuntime(): Promise<{ rt: Runtime; ids: string[]; burstId: st
 
 async function main(): Promise<void> {
   const w = await startRaw();
+  const hand = await HandRolled.start();
   const { rt, ids, burstId } = await startRuntime();
   const c0 = ids.slice(0, 1);
 
-  const tput: Record<string, number[]> = { rawSingle: [], rawBatched: [], rawClosedPromises: [], rt1: [], rt1Many: [], rt2Many: [], rt1Burst: [], rt1Wait: [] };
+  const tput: Record<string, number[]> = { handClosed: [], handBurst: [], rawSingle: [], rawBatched: [], rawClosedPromises: [], rt1: [], rt1Many: [], rt2Many: [], rt1Burst: [], rt1Wait: [] };
   for (const k of MULTI) tput[`rt${k}`] = [];
   const push = (k: string, v: number): void => void tput[k]?.push(Math.round(v));
 
@@ -470,6 +562,8 @@ async function main(): Promise<void> {
   await rawSingle(w, warm);
   await rawBatched(w, warm);
   await rawClosedPromises(w, warm);
+  await handRolledClosed(hand, warm);
+  await handRolledBurst(hand, warm);
   await rtClosed(rt, c0, warm);
   await rtClosed(rt, ids, warm);
   await rtClosedMany(rt, c0, warm);
@@ -494,6 +588,10 @@ async function main(): Promise<void> {
     await settle();
     push('rawClosedPromises', await rawClosedPromises(w, messages));
     await settle();
+    push('handClosed', await handRolledClosed(hand, messages));
+    await settle();
+    push('handBurst', await handRolledBurst(hand, burst));
+    await settle();
     push('rt1Burst', await rtBurst(rt, [burstId], burst));
     await settle();
     push('rt1Wait', await rtBurst(rt, c0, burst, true));
@@ -506,10 +604,15 @@ async function main(): Promise<void> {
   const moderate = await latencySet(rt, burstId, w, MODERATE_RATE, 1);
   await rt.stop();
   await w.terminate();
+  await hand.terminate();
 
   const rawB = med('rawBatched');
   const rawBName = `raw batched (${BATCH}) postMessage round trip`;
+  const handName = 'hand-rolled (promise per message, batches of 256, awaited async send per message, receipts per batch)';
   const rows = [
+    compare('send throughput at saturation, 1 instance (1000 outstanding)', 'msgs/s', med('rt1'), handName, med('handClosed'), { min: 1 }),
+    compare(`burst: ${BURST_N} sends at once, 1 instance`, 'msgs/s', med('rt1Burst'), `hand-rolled burst of ${BURST_N}`, med('handBurst'), { min: 1 }),
+    compare(`sendMany (batches of ${MANY_BATCH}) at saturation, 1 instance`, 'msgs/s', med('rt1Many'), handName, med('handClosed'), { min: 1.3 }),
     compare('send throughput at saturation, 1 instance', 'msgs/s', med('rt1'), rawBName, rawB, { min: 0.5 }),
     compare('send throughput at saturation, 1 instance', 'msgs/s', med('rt1'), 'raw single postMessage round trip', med('rawSingle'), { min: 0.5 }),
     ...MULTI.map((k) => compare(`send throughput at saturation, ${k} instances`, 'msgs/s', med(`rt${k}`), rawBName, rawB, { min: 0.5 })),
