@@ -7,8 +7,13 @@
  * without persistence loses the backlog on a restart (with AOF nothing is lost: see
  * durable-chaos.test.ts); and when the
  * owner process is killed (SIGKILL) with sends in flight, the next owner delivers every one of
- * them, the cut-short ones marked as redeliveries.
+ * them, the cut-short ones marked as redeliveries; an append whose answer a lost connection took
+ * is resent by the client and appends nothing twice.
  */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect as tcpConnect, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -36,12 +41,12 @@ let raw: Redis;
 const runtimes: Runtime<'cluster'>[] = [];
 const procs: NodeProc[] = [];
 
-async function start(nodeId: string, durability?: 'redis' | 'memory'): Promise<Runtime<'cluster'>> {
+async function start(nodeId: string, durability?: 'redis' | 'memory', url = redis.url): Promise<Runtime<'cluster'>> {
   const rt = await Runtime.start({
     logger: silent,
     shutdownMs: 500,
     heartbeat: { intervalMs: 250, maxMissed: 8 },
-    cluster: { redis: redis.url, nodeId, leaseMs: 1000, ...(durability ? { durability } : {}) },
+    cluster: { redis: url, nodeId, leaseMs: 1000, ...(durability ? { durability } : {}) },
   });
   runtimes.push(rt);
   return rt;
@@ -66,6 +71,49 @@ afterAll(async () => {
   raw.disconnect();
   await redis.stop();
 });
+
+/**
+ * A TCP proxy to the test's Redis that, once, swallows Redis's answer to the first client write
+ * containing `marker` and closes that connection: Redis ran the command, its client never heard.
+ */
+async function answerLosingProxy(marker: string): Promise<{ url: string; lost: () => boolean; close: () => Promise<void> }> {
+  const port = Number(new URL(redis.url).port);
+  let armed = true;
+  let lost = false;
+  const server: Server = createServer((client) => {
+    const upstream = tcpConnect(port, '127.0.0.1');
+    let dropNext = false;
+    client.on('data', (chunk: Buffer) => {
+      if (armed && chunk.includes(marker)) {
+        armed = false;
+        dropNext = true;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (!dropNext) return void client.write(chunk);
+      lost = true;
+      client.destroy();
+      upstream.destroy();
+    });
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    lost: () => lost,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.unref();
+      }),
+  };
+}
 
 describe('durable sends', { timeout: 60_000 }, () => {
   it('a send from any node is delivered by the owner and answered with its receipt', async () => {
@@ -212,5 +260,29 @@ describe('durable sends', { timeout: 60_000 }, () => {
     // The first one the new owner delivered was taken from the dead owner's pending entries.
     expect(bySender[0]?.redelivery).toBe(true);
     await eventually(async () => (await raw.xlen('{threadvisor}:q:f0')) === 0, 5_000);
+  });
+
+  it('an append whose answer a lost connection took is resent by the client and appends nothing twice', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'threadvisor-resend-'));
+    const proxy = await answerLosingProxy('lost-answer');
+    try {
+      const a = await start('a', undefined, proxy.url);
+      await a.startInstance({ id: 'r0', name: 'r0', channelType: 'ledger', channel: fixtureUrl('channels/ledger').href, settings: { dir } });
+      await waitFor(() => a.listInstances().some((s) => s.instanceId === 'r0' && s.status === 'connected'), 15_000);
+      expect(await a.send('r0', { s: 'before', q: 0 })).toEqual({ ok: true });
+      // Redis appends this one, its answer is lost with the connection, the client sends the call again.
+      expect(await a.send('r0', { s: 'lost-answer', q: 1 })).toEqual({ ok: true });
+      expect(proxy.lost()).toBe(true);
+      expect(await a.send('r0', { s: 'after', q: 2 })).toEqual({ ok: true });
+      await eventually(async () => (await raw.xlen('{threadvisor}:q:r0')) === 0, 5_000);
+      const lines = readdirSync(dir).flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter((l) => l !== ''));
+      expect(lines.map((l) => (JSON.parse(l) as { s: string }).s)).toEqual(['before', 'lost-answer', 'after']);
+      // The answer kept for the resend is gone once it reached the node.
+      await eventually(async () => (await raw.keys('{threadvisor}:ans:*')).length === 0, 5_000);
+    } finally {
+      await Promise.all(runtimes.splice(0).map((rt) => rt.stop()));
+      await proxy.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -14,12 +14,18 @@ import { BLOCK_MS, deliveredKey, fieldsOf, streamKey, type DurableState, type St
 import type { AcceptedSend } from './options.js';
 import { TurnBatches } from './redis-client.js';
 
-// Appends the sends of one turn to one stream. KEYS: specs, the stream, then the delivered keys
-// the sends name. ARGV: id, default capacity, count, then per send: message JSON, key JSON ('' for
-// none), node to answer ('' for none), correlation, delivered-key index into KEYS (0: none).
-// Returns per send {1, entryId} | {0} (not declared) | {2, receipt JSON} (key delivered) |
-// {3, capacity} (full).
+// Appends the sends of one turn to one stream. KEYS: specs, the stream, the call's answer key,
+// then the delivered keys the sends name. ARGV: id, default capacity, count, the answer key's TTL
+// (ms), then per send: message JSON, key JSON ('' for none), node to answer ('' for none),
+// correlation, delivered-key index into KEYS (0: none). Returns per send {1, entryId} | {0} (not
+// declared) | {2, receipt JSON} (key delivered) | {3, capacity} (full).
+//
+// The answer is kept under the answer key (one key per call, deleted once the answer arrived):
+// a call the client sends again after a lost connection (ioredis resends the commands a closed
+// connection left unanswered) gets the first answer back instead of appending its sends twice.
 const APPEND_MANY = `
+local prior = redis.call('GET', KEYS[3])
+if prior then return cjson.decode(prior) end
 local n = tonumber(ARGV[3])
 local out = {}
 local spec = redis.call('HGET', KEYS[1], ARGV[1])
@@ -32,7 +38,7 @@ local ok, decoded = pcall(cjson.decode, spec)
 if ok and type(decoded) == 'table' and type(decoded.queueCapacity) == 'number' then cap = decoded.queueCapacity end
 local len = redis.call('XLEN', KEYS[2])
 for i = 0, n - 1 do
-  local b = 4 + i * 5
+  local b = 5 + i * 5
   local dk = tonumber(ARGV[b + 4])
   local r = false
   if dk > 0 then r = redis.call('GET', KEYS[dk]) end
@@ -45,10 +51,16 @@ for i = 0, n - 1 do
     len = len + 1
   end
 end
+redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[4])
 return out
 `;
 /** Sends appended by one script call at most. */
 const APPEND_BATCH = 256;
+/**
+ * How long the answer of an append call is kept for a resend of the call (ms). It is deleted as
+ * soon as the answer arrives; the TTL only bounds what a node that died meanwhile leaves behind.
+ */
+const ANSWER_TTL_MS = 600_000;
 
 /** A send waiting to be appended (the sends of one turn to one instance go in one script). */
 interface Append {
@@ -102,6 +114,8 @@ export class DurableAppends {
   /** Correlations are `<epoch>.<n>`: a reply to an earlier process with this node id is ignored. */
   readonly #epoch = randomUUID().slice(0, 8);
   #seq = 0;
+  /** Append calls made: each has its own answer key. */
+  #calls = 0;
   #lastReply = '0-0';
   /** Sends of this turn, by instance id. */
   readonly #toAppend = new TurnBatches<Append>(APPEND_BATCH, (id, batch) => this.#appendBatch(id, batch));
@@ -204,9 +218,10 @@ export class DurableAppends {
   }
 
   #appendBatch(id: string, batch: Append[]): void {
-    const keys = [`${this.#s.prefix}specs`, streamKey(this.#s, id)];
+    const answerKey = `${this.#s.prefix}ans:${this.#s.o.nodeId}:${this.#epoch}.${++this.#calls}`;
+    const keys = [`${this.#s.prefix}specs`, streamKey(this.#s, id), answerKey];
     const index = new Map<string, number>();
-    const args: (string | number)[] = [id, this.#s.o.defaultCapacity, batch.length];
+    const args: (string | number)[] = [id, this.#s.o.defaultCapacity, batch.length, ANSWER_TTL_MS];
     for (const a of batch) {
       let dk = 0;
       if (a.keyJson !== '') {
@@ -221,7 +236,10 @@ export class DurableAppends {
       args.push(a.json, a.keyJson, a.node, a.corr, dk);
     }
     (this.#s.cmd as unknown as { tvAppendMany(...a: unknown[]): Promise<AppendResult[]> }).tvAppendMany(keys.length, ...keys, ...args).then(
-      (results) => batch.forEach((a, i) => a.resolve(results[i] ?? [0, undefined])),
+      (results) => {
+        this.#s.cmd.del(answerKey).catch(() => undefined);
+        batch.forEach((a, i) => a.resolve(results[i] ?? [0, undefined]));
+      },
       (err: unknown) => {
         for (const a of batch) a.reject(err);
       },

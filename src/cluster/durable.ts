@@ -16,6 +16,9 @@
  *   entries (`XAUTOCLAIM`) and delivers them, in stream order, marked as redeliveries, before any
  *   new one. An entry whose delivery was cut short here (the instance stopped or moved) stays
  *   pending for the next owner.
+ * - **Resent appends.** An append whose answer a lost connection took is resent by the client on
+ *   the next connection; its script finds the first call's answer kept in Redis and returns it, so
+ *   the sends are not appended twice.
  * - **Lost answers.** A read whose answer a lost connection took is not replayed; this node's
  *   pending entries are read again (those it does not hold already) before any new one. A sweep
  *   every few seconds claims pending entries of an owned stream that nobody here holds (left with
@@ -28,6 +31,8 @@
  *   empty), `n` (the node to answer, empty for `ack: 'accepted'`), `c` (the sender's correlation);
  * - `{ns}:r:<nodeId>` a node's reply stream: `c`, `o` (`ok` | `err`), `p` (receipt or error JSON);
  * - `{ns}:dk:<id>:<key>` the first receipt of a delivered idempotency key, for `deliveredKeyTtlMs`.
+ * - `{ns}:ans:<nodeId>:<call>` the answer of one append call until it reached the node (a call
+ *   resent after a lost connection answers with it instead of appending twice).
  *
  * This module imports ioredis: only cluster mode with durable sends loads it.
  *
