@@ -54,8 +54,12 @@ describe('Runtime', { timeout: 60_000 }, () => {
     const status = await rt.status(id);
     expect(status).toMatchObject({ status: 'connected', instanceId: id, name: 'bot', restartCount: 0, consecutiveFailures: 0, lastError: null });
     await waitFor(() => server.health().status === 'connected');
-    await new Promise((r) => setTimeout(r, 250)); // a heartbeat or two
-    const health = await rt.health(id);
+    // A heartbeat answered (liveness bound only: a loaded machine may take longer than one interval).
+    let health = await rt.health(id);
+    for (const deadline = Date.now() + 10_000; health.worker?.lastHeartbeatAgeMs == null && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 50));
+      health = await rt.health(id);
+    }
     expect(health).toMatchObject({ status: 'connected', instanceId: id, channelType: 'loopback', name: 'bot', restartCount: 0, senderQueueDepth: 0 });
     expect(health.connectedAt).toBeTypeOf('number');
     expect(health.uptimeMs).toBeGreaterThanOrEqual(0);

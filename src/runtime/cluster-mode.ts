@@ -6,7 +6,7 @@
 import type { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { InstanceNotFoundError, InvalidConfigError, InvalidMessageError, NotOwnerError, NotRunningError, UnavailableError } from '../errors.js';
+import { InstanceNotFoundError, InvalidConfigError, InvalidMessageError, NotOwnerError, UnavailableError, type ThreadvisorError } from '../errors.js';
 import { findNonJson } from '../manager/json.js';
 import { parseConfig } from '../validate.js';
 import { safeRedisUrl, type ClusterDeclaration, type ClusterView, type ResolvedCluster } from '../cluster/options.js';
@@ -35,6 +35,8 @@ export interface ClusterHost {
   readonly entries: ReadonlyMap<string, Entry>;
   /** Whether the runtime is still running (not stopping or stopped). */
   running(): boolean;
+  /** Why a send to this registered instance is refused now (see `InstanceLifecycle.refusal`). */
+  refusal(entry: Entry): ThreadvisorError | undefined;
   /** Starts an instance in this process, with its fencing token and committed cursor. */
   startLocal(o: z.output<typeof startInstanceSchema>, w: z.output<typeof waitSchema>, fencingToken: number | undefined, cursor: unknown): Promise<unknown>;
   /** Stops a local instance and removes it (`fast`: fencing, as when this node loses the lease). */
@@ -104,8 +106,9 @@ export class ClusterMode {
   /** Cluster mode, durable sends: hands an entry of an instance's stream to its local queue. */
   #deliverDurable(id: string, message: unknown, key: IdempotencyKey | undefined, redelivery: boolean): Promise<unknown> {
     const entry = this.#host.entries.get(id);
-    if (entry === undefined || entry.state === 'stopping') return Promise.reject(new InstanceNotFoundError(id));
-    if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
+    if (entry === undefined) return Promise.reject(new InstanceNotFoundError(id));
+    const refused = this.#host.refusal(entry);
+    if (refused) return Promise.reject(refused);
     return redelivery ? entry.queue.enqueueRedelivery(message, key) : entry.queue.enqueue(message, { idempotencyKey: key ?? null, waitForCapacity: true });
   }
 

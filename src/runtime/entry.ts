@@ -12,6 +12,7 @@ import type { ChildExit } from '../supervisor/types.js';
 import type { WorkerHost } from '../worker/host.js';
 import { ColumnEncoder } from '../wire/columns.js';
 import type { InstanceWorkerApi } from '../wire/protocol.js';
+import type { Phase } from './lifecycle.js';
 import type { OutboundQueue } from './outbound/queue.js';
 import type { OutboundStats, PressureLevel } from './outbound/types.js';
 import type { Resolved } from './options.js';
@@ -48,7 +49,6 @@ export interface Entry {
   readonly resourceLimits: ResourceLimits | undefined;
   readonly restart: Resolved['restart'];
   readonly log: Logger;
-  state: 'running' | 'restarting' | 'error' | 'stopping';
   /** A worker of its own (asked for, or its own `resourceLimits`). */
   readonly dedicated: boolean;
   /** Put alone by a split of a shared worker that kept dying; stays alone until released. */
@@ -104,12 +104,15 @@ export function exitKind(exit: Pick<ChildExit, 'class' | 'reason'>): string {
   return exit.class === 'exit' && exit.reason === RECONNECT_EXHAUSTED ? RECONNECT_EXHAUSTED : exit.class;
 }
 
-/** The health snapshot of an instance, worker liveness and the data plane's figures included. */
-export function instanceHealth(e: Entry): InstanceHealth {
+/**
+ * The health snapshot of an instance, worker liveness and the data plane's figures included;
+ * `phase` is the instance's lifecycle phase (from `InstanceLifecycle.phase`).
+ */
+export function instanceHealth(e: Entry, phase: Phase): InstanceHealth {
   const h = e.host?.health();
   let state: WorkerHealth['state'] = 'down';
   if (h?.state === 'up') state = 'up';
-  else if (e.state === 'running' || e.state === 'restarting') state = 'restarting';
+  else if (phase === 'running' || phase === 'restarting') state = 'restarting';
   const worker: WorkerHealth = {
     state,
     lastHeartbeatAgeMs: h?.state === 'up' ? h.lastPongAgeMs : null,
@@ -122,18 +125,17 @@ export function instanceHealth(e: Entry): InstanceHealth {
   return { ...e.server.healthSnapshot({ worker }), inFlight: delivery.inFlight, pressure: delivery.pressure, delivery, fencingToken: e.fencingToken ?? null };
 }
 
-/** What a new entry is made of; everything else starts empty (no worker, no group, running). */
+/** What a new entry is made of; everything else starts empty (no worker, no group). */
 export type EntryParts = Pick<
   Entry,
   'id' | 'iid' | 'server' | 'secrets' | 'redact' | 'credentials' | 'channel' | 'resourceLimits' | 'restart' | 'log' | 'dedicated' | 'capacity' | 'cursor' | 'fencingToken' | 'settings' | 'queue'
 >;
 
-/** A new instance record, and its read-only handle. */
-export function newEntry(parts: EntryParts): Entry {
+/** A new instance record, and its read-only handle (`phaseOf`: the lifecycle's phase of an instance). */
+export function newEntry(parts: EntryParts, phaseOf: (e: Entry) => Phase): Entry {
   const entry: Entry = {
     ...parts,
     ops: Promise.resolve(),
-    state: 'running',
     quarantined: false,
     group: undefined,
     host: undefined,
@@ -147,6 +149,6 @@ export function newEntry(parts: EntryParts): Entry {
     firstStart: true,
     handle: undefined as unknown as InstanceHandle,
   };
-  entry.handle = new InstanceHandle(parts.server, () => instanceHealth(entry));
+  entry.handle = new InstanceHandle(parts.server, () => instanceHealth(entry, phaseOf(entry)));
   return entry;
 }

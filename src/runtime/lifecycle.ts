@@ -3,9 +3,13 @@
  * error, recovery after `recoverAfterMs`, restart in place, fatal, stop of its worker tree),
  * each instance's operations serialised in its own queue. The instance's `InstanceServer` is
  * the view of it. One per runtime; it reaches the runtime through its context.
+ *
+ * An instance's {@link Phase} is kept here and nowhere else: `stopping` is read off the registry
+ * (an instance being stopped is no longer in it), `error` and `restarting` are set by the moves
+ * below; every other part of the runtime asks {@link InstanceLifecycle.phase}.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { ChannelInvalidError, StoppedError } from '../errors.js';
+import { ChannelInvalidError, NotRunningError, StoppedError, type ThreadvisorError } from '../errors.js';
 import { backoffDelay, resolveBackoff } from '../supervisor/backoff.js';
 import { isNormalExit, type ChildExit } from '../supervisor/types.js';
 import type { WorkerHost } from '../worker/host.js';
@@ -30,11 +34,47 @@ export interface LifecycleContext {
   fence(): SharedArrayBuffer | undefined;
 }
 
+/**
+ * Where an instance is in its lifecycle, as the runtime acts on it:
+ * - `running`: placed (or being placed) in a worker; its status moves with its channel;
+ * - `restarting`: `restartInstance` is taking it out of its worker to start it again;
+ * - `error`: failed; its worker is stopped, a recovery may be scheduled (`recoverAfterMs`);
+ * - `stopping`: removed from the runtime, being stopped.
+ */
+export type Phase = 'running' | 'restarting' | 'error' | 'stopping';
+
 export class InstanceLifecycle {
   readonly #ctx: LifecycleContext;
+  /** The phase of a registered instance that is not `running` (absent: `running`). */
+  readonly #phases = new WeakMap<Entry, 'restarting' | 'error'>();
 
   constructor(ctx: LifecycleContext) {
     this.#ctx = ctx;
+  }
+
+  /** Where the instance is in its lifecycle (see {@link Phase}). */
+  phase(entry: Entry): Phase {
+    if (this.#ctx.entries.get(entry.id) !== entry) return 'stopping';
+    return this.#phases.get(entry) ?? 'running';
+  }
+
+  /** Whether the instance is `running` (placed or being placed in a worker). */
+  running(entry: Entry): boolean {
+    return this.#phases.get(entry) === undefined && this.#ctx.entries.get(entry.id) === entry;
+  }
+
+  /**
+   * Why a send to this registered instance is refused now: it is in `error` with no recovery
+   * scheduled (the failure that put it there, or `not_running`); undefined when it takes sends.
+   */
+  refusal(entry: Entry): ThreadvisorError | undefined {
+    if (entry.recoverTimer || this.#phases.get(entry) !== 'error') return undefined;
+    return entry.failure ?? new NotRunningError(`instance ${entry.id} (in error)`);
+  }
+
+  #move(entry: Entry, to: 'running' | 'restarting' | 'error'): void {
+    if (to === 'running') this.#phases.delete(entry);
+    else this.#phases.set(entry, to);
   }
 
   /** Runs `fn` after this instance's previous operation settled. */
@@ -61,15 +101,15 @@ export class InstanceLifecycle {
    */
   restart(entry: Entry): Promise<void> {
     return this.op(entry, async () => {
-      if (entry.state === 'stopping') throw new StoppedError(`instance ${entry.id}`);
+      if (this.phase(entry) === 'stopping') throw new StoppedError(`instance ${entry.id}`);
       this.clearRecover(entry);
-      entry.state = 'restarting';
+      this.#move(entry, 'restarting');
       await this.stopTree(entry);
       if (entry.queue.closed) entry.queue = this.#ctx.data.newQueue(entry.id, entry.capacity, () => this.#ctx.data.pump(entry), entry.redact);
       entry.failure = undefined;
       entry.server.notifyRestartMarker('recoverable', 'restart requested', { kind: 'manual' });
       entry.server.notifyStarting('restart requested');
-      entry.state = 'running';
+      this.#move(entry, 'running');
       try {
         await this.startTree(entry);
       } catch (err) {
@@ -79,9 +119,11 @@ export class InstanceLifecycle {
     });
   }
 
-  /** The instance is being stopped (and removed): no recovery and no backoff pause goes on. */
+  /**
+   * The instance is being stopped: no recovery and no backoff pause goes on. The caller removes it
+   * from the registry, which makes its phase `stopping`.
+   */
   stopping(entry: Entry): void {
-    entry.state = 'stopping';
     this.clearRecover(entry);
   }
 
@@ -111,7 +153,7 @@ export class InstanceLifecycle {
       result = await group.add(entry);
     } catch (err) {
       if (entry.group === group) entry.group = undefined;
-      if (entry.state === 'error') return; // a fatal error while it was starting: it stays, in error
+      if (this.phase(entry) === 'error') return; // a fatal error while it was starting: it stays, in error
       throw err;
     }
     if (!result.ok) {
@@ -120,10 +162,10 @@ export class InstanceLifecycle {
       if (entry.firstStart && entry.failure) throw entry.failure;
       return;
     }
-    if (entry.state === 'running') return;
+    if (this.running(entry)) return;
     // Stopped while it was starting.
     await this.stopTree(entry);
-    if (entry.state !== 'error') throw new StoppedError(`instance ${entry.id}`);
+    if (this.phase(entry) !== 'error') throw new StoppedError(`instance ${entry.id}`);
   }
 
   /** Takes the instance out of its worker (a shared worker goes on; a dedicated one stops). */
@@ -141,7 +183,7 @@ export class InstanceLifecycle {
    */
   restartInPlace(entry: Entry, kind: string, reason: string, exit?: ChildExit): void {
     const group = entry.group;
-    if (entry.state !== 'running' || group === undefined) return;
+    if (!this.running(entry) || group === undefined) return;
     const { server } = entry;
     if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(`${kind}: ${server.redactReason(reason) ?? ''}`);
     if (entry.intensity.record()) {
@@ -154,18 +196,18 @@ export class InstanceLifecycle {
     const delayMs = Math.round(backoffDelay(resolveBackoff(entry.restart.backoff), attempt - 1));
     entry.server.notifyRestartMarker('recoverable', reason, { kind, attempt, delayMs });
     void this.op(entry, async () => {
-      if (entry.state !== 'running' || entry.group !== group) return;
+      if (!this.running(entry) || entry.group !== group) return;
       await this.stopTree(entry, exit);
       await new Promise<void>((resolve) => {
         entry.pause = { timer: setTimeout(resolve, delayMs), done: resolve };
       });
       entry.pause = undefined;
-      if (entry.state !== 'running') return;
+      if (!this.running(entry)) return;
       entry.server.notifyStarting(reason);
       try {
         await this.startTree(entry);
       } catch (err) {
-        if (entry.state === 'running') this.toError(entry, `restart failed: ${entry.server.redactReason(err) ?? 'unknown'}`, true);
+        if (this.running(entry)) this.toError(entry, `restart failed: ${entry.server.redactReason(err) ?? 'unknown'}`, true);
       }
     });
   }
@@ -176,13 +218,13 @@ export class InstanceLifecycle {
     entry.recoverTimer = setTimeout(() => {
       entry.recoverTimer = undefined;
       void this.op(entry, async () => {
-        if (entry.state !== 'error' || !this.#ctx.running() || this.#ctx.entries.get(entry.id) !== entry) return;
+        if (this.phase(entry) !== 'error' || !this.#ctx.running()) return;
         entry.server.notifyStarting(`recovering after ${after} ms in error`);
-        entry.state = 'running';
+        this.#move(entry, 'running');
         try {
           await this.startTree(entry);
         } catch (err) {
-          if (entry.state === 'running') this.toError(entry, entry.server.redactReason(err) ?? 'recovery failed', true);
+          if (this.running(entry)) this.toError(entry, entry.server.redactReason(err) ?? 'recovery failed', true);
         }
       });
     }, after);
@@ -191,7 +233,7 @@ export class InstanceLifecycle {
 
   /** Fatal: the instance goes to `error` and its worker is stopped; no restart loop. */
   fatal(entry: Entry, reason: string): void {
-    if (entry.state !== 'running') return;
+    if (!this.running(entry)) return;
     entry.server.notifyRestartMarker('fatal', reason, { kind: 'fatal' });
     this.toError(entry, reason, false);
   }
@@ -201,8 +243,9 @@ export class InstanceLifecycle {
    * a fresh start is scheduled after `recoverAfterMs`.
    */
   toError(entry: Entry, reason: string, recover: boolean): void {
-    if (entry.state === 'stopping' || entry.state === 'error') return;
-    entry.state = 'error';
+    const phase = this.phase(entry);
+    if (phase === 'stopping' || phase === 'error') return;
+    this.#move(entry, 'error');
     entry.server.notifyError(reason);
     if (entry.group) {
       void this.op(entry, () => this.stopTree(entry)).catch((err: unknown) =>
@@ -254,7 +297,7 @@ export class InstanceLifecycle {
       if (!entry.firstStart) this.fatal(entry, reason);
       return;
     }
-    if (entry.state === 'running' && host.state === 'up' && entry.host === host) {
+    if (this.running(entry) && host.state === 'up' && entry.host === host) {
       entry.dataPort = port;
       this.#ctx.data.pump(entry);
     }
@@ -270,7 +313,7 @@ export class InstanceLifecycle {
       entry.queue.requeueInFlight(`worker ${exitKind(exit)}: ${exit.reason}`, { crashed: exit.class !== 'shutdown' });
     }
     const { server } = entry;
-    if (isNormalExit(exit) || entry.state !== 'running' || entry.group === undefined) return;
+    if (isNormalExit(exit) || !this.running(entry) || entry.group === undefined) return;
     if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') {
       server.notifyDisconnected(`worker ${exitKind(exit)}: ${server.redactReason(exit.reason) ?? ''}`);
     }

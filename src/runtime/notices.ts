@@ -18,6 +18,8 @@ import { describeIssues } from '../validate.js';
 export interface NoticeContext {
   readonly data: DataPlane;
   readonly counters: RuntimeCounters;
+  /** Whether the instance is `running` (see `InstanceLifecycle.running`). */
+  running(entry: Entry): boolean;
   /** The instance goes to `error` (and, when `recover`, a fresh start is scheduled). */
   toError(entry: Entry, reason: string, recover: boolean): void;
   /** The instance alone starts over in its shared worker, after its backoff. */
@@ -66,7 +68,7 @@ export class Notices {
       return;
     }
     // Lifecycle notices from a worker that is no longer the instance's current one are stale.
-    if (entry.host !== host || entry.state !== 'running') return;
+    if (entry.host !== host || !this.#ctx.running(entry)) return;
     switch (n.t) {
       case 'status':
         if (n.status === 'connecting') server.notifyConnecting();

@@ -38,6 +38,8 @@ export interface PlacementContext {
   onDetached(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, exit: ChildExit): void;
   /** A message on the data port about the instance. */
   message(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, raw: object): void;
+  /** Whether the instance is `running` (see `InstanceLifecycle.running`). */
+  running(entry: Entry): boolean;
   /** The instance goes to `error` (and, when `recover`, a fresh start is scheduled). */
   toError(entry: Entry, reason: string, recover: boolean): void;
   /** Runs `fn` after this instance's previous operation settled. */
@@ -60,24 +62,24 @@ export class Placement {
     boot: (e) => this.#ctx.boot(e),
     hosting: (e, host) => {
       // Before the start call: the worker's first notices may overtake its answer.
-      if (e.state === 'running') e.host = host;
+      if (this.#ctx.running(e)) e.host = host;
     },
     hosted: (e, host, port, result) => this.#ctx.onHosted(e, host, port, result),
     detached: (e, host, port, exit) => this.#ctx.onDetached(e, host, port, exit),
     restarting: (e, info) => {
-      if (e.state !== 'running') return;
+      if (!this.#ctx.running(e)) return;
       // A shared worker's death is the group's: the reason says how it ended.
       const how = exitKind({ class: info.exit, reason: info.reason });
       const [kind, reason] = e.group?.dedicated ? [how, info.reason] : ['group', `worker ${how}: ${info.reason}`];
       e.server.notifyRestartMarker('recoverable', reason, { kind, attempt: info.attempt, delayMs: info.delayMs });
     },
     starting: (e) => {
-      if (e.state === 'running') e.server.notifyStarting(e.server.lastRestartReason ?? 'worker restart');
+      if (this.#ctx.running(e)) e.server.notifyStarting(e.server.lastRestartReason ?? 'worker restart');
     },
     escalated: (e, reason) => {
       e.group = undefined;
       e.host = undefined;
-      if (e.state !== 'running') return;
+      if (!this.#ctx.running(e)) return;
       e.server.notifyRestartMarker('fatal', reason, { kind: 'intensity_exceeded' });
       this.#ctx.toError(e, reason, true);
     },
@@ -162,7 +164,7 @@ export class Placement {
       e.group = undefined;
       e.host = undefined;
     }
-    const live = members.filter((e) => e.state === 'running').sort((a, b) => a.iid - b.iid);
+    const live = members.filter((e) => this.#ctx.running(e)).sort((a, b) => a.iid - b.iid);
     const half = Math.ceil(live.length / 2);
     const parts = [live.slice(0, half), live.slice(half)].filter((p) => p.length > 0);
     this.#log.warn({ group: from.id, into: parts.map((p) => p.length), reason }, 'shared worker keeps dying: splitting it');
@@ -177,12 +179,12 @@ export class Placement {
         }
         e.server.notifyRestartMarker('recoverable', reason, { kind: 'group', attempt: from.deaths, delayMs: 0 });
         void ctx.op(e, async () => {
-          if (e.state !== 'running' || e.group !== undefined) return;
+          if (!this.#ctx.running(e) || e.group !== undefined) return;
           e.server.notifyStarting(reason);
           try {
             await ctx.startTree(e, group);
           } catch (err) {
-            if (e.state === 'running') ctx.toError(e, `restart failed: ${e.server.redactReason(err) ?? 'unknown'}`, true);
+            if (this.#ctx.running(e)) ctx.toError(e, `restart failed: ${e.server.redactReason(err) ?? 'unknown'}`, true);
           }
         });
       }
@@ -192,24 +194,24 @@ export class Placement {
   /** A quarantined instance stayed up for `quarantine.periodMs`: it is released, back to a shared worker. */
   #release(entry: Entry): void {
     const ctx = this.#ctx;
-    if (!entry.quarantined || entry.state !== 'running') return;
+    if (!entry.quarantined || !this.#ctx.running(entry)) return;
     entry.quarantined = false;
     const quiet = `no worker death in ${this.#opts.placement.quarantine.periodMs} ms`;
     entry.server.notifyQuarantined(false, quiet);
     if (entry.dedicated) return; // it asked for a worker of its own anyway
     const group = entry.group;
     void ctx.op(entry, async () => {
-      if (entry.state !== 'running' || entry.group !== group || entry.quarantined) return;
+      if (!this.#ctx.running(entry) || entry.group !== group || entry.quarantined) return;
       const reason = 'released from quarantine: moved back to a shared worker';
       const { server } = entry;
       if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(reason);
       await ctx.stopTree(entry);
-      if (entry.state !== 'running') return;
+      if (!this.#ctx.running(entry)) return;
       server.notifyStarting(reason);
       try {
         await ctx.startTree(entry);
       } catch (err) {
-        if (entry.state === 'running') ctx.toError(entry, `restart failed: ${server.redactReason(err) ?? 'unknown'}`, true);
+        if (this.#ctx.running(entry)) ctx.toError(entry, `restart failed: ${server.redactReason(err) ?? 'unknown'}`, true);
       }
     });
   }

@@ -11,7 +11,6 @@ import {
   InstanceNotFoundError,
   InvalidConfigError,
   InvalidMessageError,
-  NotRunningError,
   StartFailureError,
   StoppedError,
   TimeoutError,
@@ -154,6 +153,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#notices = new Notices({
       data: this.#data,
       counters: this.#counters,
+      running: (e) => this.#lifecycle.running(e),
       toError: (e, reason, recover) => this.#lifecycle.toError(e, reason, recover),
       restartInPlace: (e, kind, reason, exit) => this.#lifecycle.restartInPlace(e, kind, reason, exit),
       fatal: (e, reason) => this.#lifecycle.fatal(e, reason),
@@ -182,6 +182,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       onHosted: (e, host, port, result) => this.#lifecycle.onHosted(e, host, port, result),
       onDetached: (e, host, port, exit) => this.#lifecycle.onDetached(e, host, port, exit),
       message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
+      running: (e) => this.#lifecycle.running(e),
       toError: (e, reason, recover) => this.#lifecycle.toError(e, reason, recover),
       op: (e, fn) => this.#lifecycle.op(e, fn),
       startTree: (e, into) => this.#lifecycle.startTree(e, into),
@@ -215,6 +216,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
         emitter: rt,
         entries: rt.#entries,
         running: () => rt.#state === 'running',
+        refusal: (entry) => rt.#lifecycle.refusal(entry),
         startLocal: (o, w, fencingToken, cursor) => rt.#startLocal(o, w, fencingToken, cursor),
         stopEntry: (entry, reason, fast) => rt.#stopEntry(entry, reason, fast),
       });
@@ -277,7 +279,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
 
   /** Stops an instance and removes it (see {@link Runtime.stopInstance}); `fast`: the fencing stop of cluster mode (see `ClusterMode`). */
   async #stopEntry(entry: Entry, reason: string, fast: boolean): Promise<void> {
-    if (this.#entries.get(entry.id) !== entry || entry.state === 'stopping') return;
+    if (this.#entries.get(entry.id) !== entry) return;
     this.#cluster?.durable?.drop(entry.id);
     this.#lifecycle.stopping(entry);
     this.#entries.delete(entry.id);
@@ -344,9 +346,11 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       capacity,
       cursor,
       fencingToken,
-      settings: record.settings,
-      queue,
-    });
+        settings: record.settings,
+        queue,
+      },
+      (e) => this.#lifecycle.phase(e),
+    );
     ref.entry = entry;
     this.#entries.set(record.id, entry);
     server.markStarted();
@@ -404,12 +408,13 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   /** The health snapshot of an instance, worker liveness included. Unknown id: `not_found`. */
   async health(id: string): Promise<InstanceHealth> {
     if (this.#state !== 'running') throw new StoppedError('runtime');
-    return instanceHealth(this.#get(id));
+    const entry = this.#get(id);
+    return instanceHealth(entry, this.#lifecycle.phase(entry));
   }
 
   /** Health snapshots of every instance. */
   async listHealth(): Promise<InstanceHealth[]> {
-    return [...this.#entries.values()].map((e) => instanceHealth(e));
+    return [...this.#entries.values()].map((e) => instanceHealth(e, this.#lifecycle.phase(e)));
   }
 
   /**
@@ -435,7 +440,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     }
     const entry = this.#entries.get(id);
     if (entry === undefined) return this.#notHere(id);
-    if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
+    const refused = this.#lifecycle.refusal(entry);
+    if (refused) return Promise.reject(refused);
     // Refused before it is queued: a message that cannot cross to the worker (checked cheaply:
     // a flat object of primitives costs a walk over its keys, no clone).
     if (message === undefined) return Promise.reject(new InvalidMessageError(`instance ${id}`, 'the message is undefined'));
@@ -458,7 +464,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     if (this.#cluster?.durable) return this.#cluster.sendManyDurable(id, messages, options);
     const entry = this.#entries.get(id);
     if (entry === undefined) return this.#notHere(id);
-    if (entry.state === 'error' && !entry.recoverTimer) return Promise.reject(entry.failure ?? new NotRunningError(`instance ${id} (in error)`));
+    const refused = this.#lifecycle.refusal(entry);
+    if (refused) return Promise.reject(refused);
     // One bad message refuses the whole batch, nothing taken (as for bad options).
     if (Array.isArray(messages)) {
       for (let i = 0; i < messages.length; i++) {
