@@ -203,13 +203,71 @@ export class InstanceLifecycle {
       });
       entry.pause = undefined;
       if (!this.running(entry)) return;
-      entry.server.notifyStarting(reason);
-      try {
-        await this.startTree(entry);
-      } catch (err) {
-        if (this.running(entry)) this.toError(entry, `restart failed: ${entry.server.redactReason(err) ?? 'unknown'}`, true);
-      }
+      await this.#startAgain(entry, reason);
     });
+  }
+
+  /**
+   * Starts the instance again (in a fresh group, or `into` one): its server goes to `starting`
+   * with `reason`; a failed start puts it in `error` (`failed` names why), with recovery.
+   */
+  async #startAgain(entry: Entry, reason: string, into?: WorkerGroup<Entry>, failed = (err: unknown) => `restart failed: ${entry.server.redactReason(err) ?? 'unknown'}`): Promise<void> {
+    entry.server.notifyStarting(reason);
+    try {
+      await this.startTree(entry, into);
+    } catch (err) {
+      if (this.running(entry)) this.toError(entry, failed(err), true);
+    }
+  }
+
+  /**
+   * A split of a shared worker that kept dying moves the instance (already out of that worker)
+   * `into` a fresh suspect group, in its own queue; `reason` says why, `deaths` is how many times
+   * the old worker died.
+   */
+  moveInto(entry: Entry, into: WorkerGroup<Entry>, reason: string, deaths: number): void {
+    entry.server.notifyRestartMarker('recoverable', reason, { kind: 'group', attempt: deaths, delayMs: 0 });
+    void this.op(entry, async () => {
+      if (!this.running(entry) || entry.group !== undefined) return;
+      await this.#startAgain(entry, reason, into);
+    });
+  }
+
+  /**
+   * The instance leaves the group it runs in now and starts in the one placement picks (a
+   * quarantined instance released back to a shared worker), in its own queue. Nothing happens if
+   * it moved, stopped or was quarantined again meanwhile.
+   */
+  moveOut(entry: Entry, reason: string): void {
+    const group = entry.group;
+    void this.op(entry, async () => {
+      if (!this.running(entry) || entry.group !== group || entry.quarantined) return;
+      const { server } = entry;
+      if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(reason);
+      await this.stopTree(entry);
+      if (!this.running(entry)) return;
+      await this.#startAgain(entry, reason);
+    });
+  }
+
+  /** The instance's worker is being restarted by its group after a death (`how` it ended, `reason`). */
+  onWorkerRestarting(entry: Entry, kind: string, reason: string, attempt: number, delayMs: number): void {
+    if (!this.running(entry)) return;
+    entry.server.notifyRestartMarker('recoverable', reason, { kind, attempt, delayMs });
+  }
+
+  /** The instance's group is starting a fresh worker for it: its server goes to `starting`. */
+  onWorkerStarting(entry: Entry): void {
+    if (this.running(entry)) entry.server.notifyStarting(entry.server.lastRestartReason ?? 'worker restart');
+  }
+
+  /** The instance's group gave up restarting its worker (past the group's intensity): `error`, with recovery. */
+  onEscalated(entry: Entry, reason: string): void {
+    entry.group = undefined;
+    entry.host = undefined;
+    if (!this.running(entry)) return;
+    entry.server.notifyRestartMarker('fatal', reason, { kind: 'intensity_exceeded' });
+    this.toError(entry, reason, true);
   }
 
   #scheduleRecover(entry: Entry): void {
@@ -219,13 +277,8 @@ export class InstanceLifecycle {
       entry.recoverTimer = undefined;
       void this.op(entry, async () => {
         if (this.phase(entry) !== 'error' || !this.#ctx.running()) return;
-        entry.server.notifyStarting(`recovering after ${after} ms in error`);
         this.#move(entry, 'running');
-        try {
-          await this.startTree(entry);
-        } catch (err) {
-          if (this.running(entry)) this.toError(entry, entry.server.redactReason(err) ?? 'recovery failed', true);
-        }
+        await this.#startAgain(entry, `recovering after ${after} ms in error`, undefined, (err) => entry.server.redactReason(err) ?? 'recovery failed');
       });
     }, after);
     entry.recoverTimer.unref();

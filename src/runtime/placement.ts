@@ -11,9 +11,10 @@ import type { ChildExit } from '../supervisor/types.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { publish } from '../telemetry.js';
 import type { WorkerHost } from '../worker/host.js';
-import type { InstanceBoot, InstanceWorkerApi, StartResult } from '../wire/protocol.js';
+import type { InstanceWorkerApi } from '../wire/protocol.js';
 import type { RuntimeCounters } from './data-plane.js';
 import { exitKind, type Entry } from './entry.js';
+import type { InstanceLifecycle } from './lifecycle.js';
 import { builtinUrl, type Resolved } from './options.js';
 import type { StandbyPool } from './standby.js';
 import { WorkerGroup, type GroupHooks } from './worker-group.js';
@@ -30,24 +31,10 @@ export interface PlacementContext {
   readonly standby: StandbyPool | undefined;
   /** Scrubs every instance's credentials out of a text about a shared worker. */
   redactAll(text: string): string;
-  /** The boot of an instance, built when a worker is about to host it. */
-  boot(entry: Entry): Omit<InstanceBoot, 'data'>;
-  /** What the worker answered to hosting the instance. */
-  onHosted(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, started: StartResult): void;
-  /** The instance's worker is gone, or the instance left it. */
-  onDetached(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, exit: ChildExit): void;
+  /** The instance lifecycle: what happens to an instance when its worker starts, dies or moves. */
+  readonly lifecycle: InstanceLifecycle;
   /** A message on the data port about the instance. */
   message(entry: Entry, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, raw: object): void;
-  /** Whether the instance is `running` (see `InstanceLifecycle.running`). */
-  running(entry: Entry): boolean;
-  /** The instance goes to `error` (and, when `recover`, a fresh start is scheduled). */
-  toError(entry: Entry, reason: string, recover: boolean): void;
-  /** Runs `fn` after this instance's previous operation settled. */
-  op<T>(entry: Entry, fn: () => Promise<T>): Promise<T>;
-  /** Places the instance in a worker (or `into` one) and starts it there. */
-  startTree(entry: Entry, into?: WorkerGroup<Entry>): Promise<void>;
-  /** Takes the instance out of its worker. */
-  stopTree(entry: Entry): Promise<void>;
 }
 
 export class Placement {
@@ -59,30 +46,21 @@ export class Placement {
   #lastGroup = 0;
   /** What the groups tell the runtime about their members' workers. */
   readonly #hooks: GroupHooks<Entry> = {
-    boot: (e) => this.#ctx.boot(e),
+    boot: (e) => this.#ctx.lifecycle.boot(e),
     hosting: (e, host) => {
       // Before the start call: the worker's first notices may overtake its answer.
-      if (this.#ctx.running(e)) e.host = host;
+      if (this.#ctx.lifecycle.running(e)) e.host = host;
     },
-    hosted: (e, host, port, result) => this.#ctx.onHosted(e, host, port, result),
-    detached: (e, host, port, exit) => this.#ctx.onDetached(e, host, port, exit),
+    hosted: (e, host, port, result) => this.#ctx.lifecycle.onHosted(e, host, port, result),
+    detached: (e, host, port, exit) => this.#ctx.lifecycle.onDetached(e, host, port, exit),
     restarting: (e, info) => {
-      if (!this.#ctx.running(e)) return;
       // A shared worker's death is the group's: the reason says how it ended.
       const how = exitKind({ class: info.exit, reason: info.reason });
       const [kind, reason] = e.group?.dedicated ? [how, info.reason] : ['group', `worker ${how}: ${info.reason}`];
-      e.server.notifyRestartMarker('recoverable', reason, { kind, attempt: info.attempt, delayMs: info.delayMs });
+      this.#ctx.lifecycle.onWorkerRestarting(e, kind, reason, info.attempt, info.delayMs);
     },
-    starting: (e) => {
-      if (this.#ctx.running(e)) e.server.notifyStarting(e.server.lastRestartReason ?? 'worker restart');
-    },
-    escalated: (e, reason) => {
-      e.group = undefined;
-      e.host = undefined;
-      if (!this.#ctx.running(e)) return;
-      e.server.notifyRestartMarker('fatal', reason, { kind: 'intensity_exceeded' });
-      this.#ctx.toError(e, reason, true);
-    },
+    starting: (e) => this.#ctx.lifecycle.onWorkerStarting(e),
+    escalated: (e, reason) => this.#ctx.lifecycle.onEscalated(e, reason),
     message: (e, host, port, raw) => this.#ctx.message(e, host, port, raw),
     split: (group, members, exit) => this.#split(group, members, exit),
     released: (e) => this.#release(e),
@@ -164,7 +142,7 @@ export class Placement {
       e.group = undefined;
       e.host = undefined;
     }
-    const live = members.filter((e) => this.#ctx.running(e)).sort((a, b) => a.iid - b.iid);
+    const live = members.filter((e) => this.#ctx.lifecycle.running(e)).sort((a, b) => a.iid - b.iid);
     const half = Math.ceil(live.length / 2);
     const parts = [live.slice(0, half), live.slice(half)].filter((p) => p.length > 0);
     this.#log.warn({ group: from.id, into: parts.map((p) => p.length), reason }, 'shared worker keeps dying: splitting it');
@@ -177,42 +155,18 @@ export class Placement {
           e.quarantined = true;
           e.server.notifyQuarantined(true, `its shared worker kept dying (${reason})`);
         }
-        e.server.notifyRestartMarker('recoverable', reason, { kind: 'group', attempt: from.deaths, delayMs: 0 });
-        void ctx.op(e, async () => {
-          if (!this.#ctx.running(e) || e.group !== undefined) return;
-          e.server.notifyStarting(reason);
-          try {
-            await ctx.startTree(e, group);
-          } catch (err) {
-            if (this.#ctx.running(e)) ctx.toError(e, `restart failed: ${e.server.redactReason(err) ?? 'unknown'}`, true);
-          }
-        });
+        ctx.lifecycle.moveInto(e, group, reason, from.deaths);
       }
     }
   }
 
   /** A quarantined instance stayed up for `quarantine.periodMs`: it is released, back to a shared worker. */
   #release(entry: Entry): void {
-    const ctx = this.#ctx;
-    if (!entry.quarantined || !this.#ctx.running(entry)) return;
+    if (!entry.quarantined || !this.#ctx.lifecycle.running(entry)) return;
     entry.quarantined = false;
     const quiet = `no worker death in ${this.#opts.placement.quarantine.periodMs} ms`;
     entry.server.notifyQuarantined(false, quiet);
     if (entry.dedicated) return; // it asked for a worker of its own anyway
-    const group = entry.group;
-    void ctx.op(entry, async () => {
-      if (!this.#ctx.running(entry) || entry.group !== group || entry.quarantined) return;
-      const reason = 'released from quarantine: moved back to a shared worker';
-      const { server } = entry;
-      if (server.currentStatus === 'connected' || server.currentStatus === 'connecting') server.notifyDisconnected(reason);
-      await ctx.stopTree(entry);
-      if (!this.#ctx.running(entry)) return;
-      server.notifyStarting(reason);
-      try {
-        await ctx.startTree(entry);
-      } catch (err) {
-        if (this.#ctx.running(entry)) ctx.toError(entry, `restart failed: ${server.redactReason(err) ?? 'unknown'}`, true);
-      }
-    });
+    this.#ctx.lifecycle.moveOut(entry, 'released from quarantine: moved back to a shared worker');
   }
 }

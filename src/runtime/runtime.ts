@@ -178,15 +178,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       counters: this.#counters,
       standby: this.#standby,
       redactAll: (text) => this.#redactAll(text),
-      boot: (e) => this.#lifecycle.boot(e),
-      onHosted: (e, host, port, result) => this.#lifecycle.onHosted(e, host, port, result),
-      onDetached: (e, host, port, exit) => this.#lifecycle.onDetached(e, host, port, exit),
+      lifecycle: this.#lifecycle,
       message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
-      running: (e) => this.#lifecycle.running(e),
-      toError: (e, reason, recover) => this.#lifecycle.toError(e, reason, recover),
-      op: (e, fn) => this.#lifecycle.op(e, fn),
-      startTree: (e, into) => this.#lifecycle.startTree(e, into),
-      stopTree: (e) => this.#lifecycle.stopTree(e),
     });
     // Delivery events are on the hot path: a queue builds them only once someone listens here.
     super.on('newListener', (event: string | symbol) => {
