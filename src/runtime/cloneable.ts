@@ -38,50 +38,66 @@ const toTag = Object.prototype.toString;
 
 interface Walk {
   seen: Set<object> | undefined;
-  readonly root: object;
+  root: object;
 }
+
+/**
+ * What the walk found: the problem, and the path's segments from the bad value outwards (the
+ * path is joined only when something is found: a clean value builds no string).
+ */
+interface Found {
+  readonly problem: string;
+  readonly at: string[];
+}
+
+/** A walk state kept for the next check (taken while a check runs, so a re-entrant one makes its own). */
+let spareWalk: Walk | undefined;
+const hasOwn = Object.prototype.hasOwnProperty;
 
 function kindOf(o: object): string {
   const name = (o as { constructor?: { name?: unknown } }).constructor?.name;
   return typeof name === 'string' && name.length > 0 ? name : 'object';
 }
 
-function tryClone(o: object, path: string): CloneProblem | undefined {
+function tryClone(o: object): Found | undefined {
   try {
     structuredClone(o);
     return undefined;
   } catch (err) {
     // The error's message may quote the value (a function's source): only its name goes out.
     const name = err instanceof Error ? err.name : 'error';
-    return { path, problem: `${kindOf(o)} cannot be cloned (${name})` };
+    return { problem: `${kindOf(o)} cannot be cloned (${name})`, at: [] };
   }
 }
 
-function checkValue(v: unknown, path: string, w: Walk, depth: number): CloneProblem | undefined {
+function checkValue(v: unknown, w: Walk, depth: number): Found | undefined {
   switch (typeof v) {
     case 'function':
-      return { path, problem: 'a function cannot be cloned' };
+      return { problem: 'a function cannot be cloned', at: [] };
     case 'symbol':
-      return { path, problem: 'a symbol cannot be cloned' };
+      return { problem: 'a symbol cannot be cloned', at: [] };
     case 'object': {
       if (v === null) return undefined;
       // Cycles are fine for structured clone; each object is walked once.
       const seen = (w.seen ??= new Set<object>([w.root]));
       if (seen.has(v)) return undefined;
       seen.add(v);
-      return checkObject(v, path, w, depth + 1);
+      return checkObject(v, w, depth + 1);
     }
     default:
       return undefined;
   }
 }
 
-function checkObject(o: object, path: string, w: Walk, depth: number): CloneProblem | undefined {
-  if (depth > MAX_WALK_DEPTH) return tryClone(o, path);
+function checkObject(o: object, w: Walk, depth: number): Found | undefined {
+  if (depth > MAX_WALK_DEPTH) return tryClone(o);
   if (Array.isArray(o)) {
     for (let i = 0; i < o.length; i++) {
-      const bad = checkValue(o[i], `${path}[${i}]`, w, depth);
-      if (bad) return bad;
+      const bad = checkValue(o[i], w, depth);
+      if (bad) {
+        bad.at.push(`[${i}]`);
+        return bad;
+      }
     }
     return undefined;
   }
@@ -89,13 +105,16 @@ function checkObject(o: object, path: string, w: Walk, depth: number): CloneProb
   const proto: unknown = Object.getPrototypeOf(o);
   if (proto !== Object.prototype && proto !== null) {
     const tag = toTag.call(o);
-    if (tag !== '[object Object]') return SAFE_TAGS.has(tag) ? undefined : tryClone(o, path);
+    if (tag !== '[object Object]') return SAFE_TAGS.has(tag) ? undefined : tryClone(o);
   }
-  const keys = Object.keys(o);
-  for (let i = 0; i < keys.length; i++) {
-    const k = keys[i] as string;
-    const bad = checkValue((o as Record<string, unknown>)[k], `${path}.${k}`, w, depth);
-    if (bad) return bad;
+  // Own enumerable string keys, as structured clone copies them (for-in allocates no key array).
+  for (const k in o) {
+    if (!hasOwn.call(o, k)) continue;
+    const bad = checkValue((o as Record<string, unknown>)[k], w, depth);
+    if (bad) {
+      bad.at.push(`.${k}`);
+      return bad;
+    }
   }
   return undefined;
 }
@@ -106,11 +125,24 @@ function checkObject(o: object, path: string, w: Walk, depth: number): CloneProb
  * Never throws: a getter that throws is reported (at `root`). Never quotes a value.
  */
 export function findNonCloneable(value: unknown, root = '$'): CloneProblem | undefined {
-  if (typeof value !== 'object' || value === null) return checkValue(value, root, { seen: undefined, root: {} }, 0);
+  const w = spareWalk ?? { seen: undefined, root: EMPTY };
+  spareWalk = undefined;
+  let bad: Found | undefined;
   try {
-    return checkObject(value, root, { seen: undefined, root: value }, 0);
+    if (typeof value !== 'object' || value === null) bad = checkValue(value, w, 0);
+    else {
+      w.root = value;
+      bad = checkObject(value, w, 0);
+    }
   } catch (err) {
     const name = err instanceof Error ? err.name : 'error';
     return { path: root, problem: `a property could not be read (${name})` };
+  } finally {
+    w.seen = undefined;
+    w.root = EMPTY;
+    spareWalk = w;
   }
+  return bad === undefined ? undefined : { path: root + bad.at.reverse().join(''), problem: bad.problem };
 }
+
+const EMPTY = {};
