@@ -4,6 +4,7 @@
  * brackets: [6.n]).
  */
 import diagnostics_channel from 'node:diagnostics_channel';
+import { inspect } from 'node:util';
 import { afterEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
 import { InstanceManager, type ManagerMessage, type ManagerReply } from '../src/manager/manager.js';
 import { MemoryStorage } from '../src/manager/storage.js';
@@ -45,6 +46,17 @@ describe('InstanceManager: keyed singletons', { timeout: 15_000 }, () => {
     expect(a1).toBe(a2);
     expect(b).not.toBe(a1);
     expect(b.incarnation).not.toBe(a1.incarnation);
+  });
+
+  it('a ref serializes and inspects as its public fields only', async () => {
+    const { Counter } = makeCounter();
+    const m = await start({ name: 's', agent: Counter, idleTimeoutMs: 60_000 });
+    const ref = await m.get('k');
+    const view = { manager: 's', key: 'k', incarnation: ref.incarnation, status: 'running', restarts: 0 };
+    expect(JSON.parse(JSON.stringify(ref))).toEqual(view);
+    expect(inspect(ref)).toBe(inspect(view));
+    await m.stop('k');
+    expect(JSON.parse(JSON.stringify(ref))).toEqual({ ...view, status: 'stopped' });
   });
 
   it('[6.4] get passes initialState to a fresh agent only', async () => {

@@ -55,7 +55,7 @@ export async function joinCluster(m: ManagerState, c: ResolvedCluster): Promise<
 async function serveRemote(m: ManagerState, key: string, message: unknown): Promise<unknown> {
   checkKey(key);
   const slot = await acquire(m, key, undefined, false);
-  return (slot.ref as AgentRef).call(message as never);
+  return (slot as AgentRef).call(message as never);
 }
 
 /** Cluster mode: a call through a `RemoteRef` (see `InstanceManager.callRemote`). */
@@ -79,7 +79,7 @@ async function remoteOnce(m: ManagerState, key: string, message: unknown): Promi
     let owner: string;
     try {
       const slot = await acquire(m, key, undefined, false);
-      return await (slot.ref as AgentRef).call(message as never);
+      return await (slot as AgentRef).call(message as never);
     } catch (err) {
       if (!(err instanceof NotOwnerError) || err.owner === null) throw err;
       owner = err.owner;

@@ -27,7 +27,7 @@ export function crash(m: ManagerState, slot: Slot, job: CallJob, err: unknown): 
   else void restart(m, slot);
 }
 
-/** Re-reads the last checkpoint (or the initial state) into a new agent; `slot.busy` stays set. */
+/** Re-reads the last checkpoint (or the initial state) into a new agent; `slot.mailbox` stays set (no pump starts meanwhile). */
 async function restart(m: ManagerState, slot: Slot): Promise<void> {
   const { key } = slot;
   for (;;) {

@@ -17,7 +17,7 @@ import { MAX_TIMER_MS } from '../wire/timers.js';
 import { findNonJson } from './json.js';
 import { deliver, enqueue, type ControlJob } from './mailbox.js';
 import { ckey, emit, errMessage, noop, type ManagerState } from './manager-state.js';
-import { idleHead, lease, leaveIdle, partitionOf, touch, type Partition } from './registry.js';
+import { clock, idleHead, idleSince, lease, leaveIdle, partitionOf, touch, type Partition } from './registry.js';
 import { Slot, ended } from './slot.js';
 import { CHECKPOINT_VERSION, type Checkpoint, type Storage } from './storage.js';
 import type { AgentStopReason, AnyAgent } from './types.js';
@@ -153,13 +153,13 @@ export function scheduleSweep(m: ManagerState, p: Partition): void {
   if (!m.timed || m.state !== 'open') return;
   const head = idleHead(p);
   if (head === undefined) return;
-  const delay = Math.min(MAX_TIMER_MS, Math.max(0, head.lastActive + m.idleMs - Date.now()));
+  const delay = Math.min(MAX_TIMER_MS, Math.max(0, head.lastActive + m.idleMs - clock(m)));
   p.sweepTimer = setTimeout(() => sweep(m, p), delay);
 }
 
 function sweep(m: ManagerState, p: Partition): void {
   p.sweepTimer = undefined;
-  const now = Date.now();
+  const now = clock(m);
   for (let head = idleHead(p); head !== undefined && head.lastActive + m.idleMs <= now; head = idleHead(p)) {
     const slot = head;
     m.logger.debug({ key: slot.key }, 'agent idle');
@@ -175,7 +175,7 @@ function evict(m: ManagerState): void {
     let victim: Slot | undefined;
     for (const p of m.partitions) {
       const head = idleHead(p);
-      if (head !== undefined && (victim === undefined || head.stamp < victim.stamp)) victim = head;
+      if (head !== undefined && (victim === undefined || idleSince(head) < idleSince(victim))) victim = head;
     }
     if (victim === undefined) return; // everything else is attached or already on its way out
     passivate(m, victim, 'evicted');
@@ -330,12 +330,11 @@ export function end(m: ManagerState, slot: Slot, reason: AgentStopReason, persis
   leaveIdle(slot);
   if (slot.retryTimer !== undefined) clearTimeout(slot.retryTimer);
   slot.retryTimer = undefined;
-  const pending = (slot.queue ?? []).slice(slot.head);
+  const box = slot.mailbox;
+  const pending = box === undefined ? [] : box.jobs.slice(box.head);
   if (slot.activeControl !== undefined) pending.unshift(slot.activeControl);
   slot.activeControl = undefined;
-  slot.queue = undefined;
-  slot.head = 0;
-  slot.busy = false;
+  slot.mailbox = undefined;
   const resolve = slot.resolveSettled;
   slot.settled = undefined;
   slot.resolveSettled = undefined;

@@ -33,6 +33,20 @@ export interface ControlJob {
 
 export type Job = CallJob | ControlJob;
 
+/**
+ * A slot's queue while it has work: allocated by the first job of a burst and dropped when the
+ * pump drains it, so an idle agent carries one empty field for it. Its presence on the slot
+ * means a pump is scheduled or running (or a crash restart is in progress).
+ */
+export class Mailbox {
+  jobs: Array<Job | undefined>;
+  /** Index of the next job to run. */
+  head = 0;
+  constructor(first: Job) {
+    this.jobs = [first];
+  }
+}
+
 const isThenable = (v: unknown): v is PromiseLike<unknown> =>
   v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';
 
@@ -62,27 +76,30 @@ function reroutes(m: ManagerState, slot: Slot): boolean {
 }
 
 export function enqueue(m: ManagerState, slot: Slot, job: Job): void {
-  (slot.queue ??= []).push(job);
-  if (!slot.busy) {
-    slot.busy = true;
-    queueMicrotask(() => pump(m, slot));
-  }
-}
-
-/** Runs queued jobs one at a time. `slot.busy` is true throughout, including async waits. */
-export function pump(m: ManagerState, slot: Slot): void {
-  const q = slot.queue;
-  if (q === undefined || slot.state === 'stopped') {
-    slot.busy = false; // nothing queued, or ended meanwhile (end() settled the queue)
+  if (slot.mailbox !== undefined) {
+    slot.mailbox.jobs.push(job);
     return;
   }
-  while (slot.head < q.length) {
-    if (slot.head > 1024 && slot.head * 2 > q.length) {
-      q.splice(0, slot.head);
-      slot.head = 0;
+  slot.mailbox = new Mailbox(job);
+  queueMicrotask(() => pump(m, slot));
+}
+
+/** Runs queued jobs one at a time. `slot.mailbox` stays set throughout, including async waits. */
+export function pump(m: ManagerState, slot: Slot): void {
+  const box = slot.mailbox;
+  if (box === undefined) return; // nothing queued (end() settled the queue)
+  if (slot.state === 'stopped') {
+    slot.mailbox = undefined; // ended meanwhile
+    return;
+  }
+  const q = box.jobs;
+  while (box.head < q.length) {
+    if (box.head > 1024 && box.head * 2 > q.length) {
+      q.splice(0, box.head);
+      box.head = 0;
     }
-    const job = q[slot.head] as Job;
-    q[slot.head++] = undefined;
+    const job = q[box.head] as Job;
+    q[box.head++] = undefined;
     if (job.kind === 'call') {
       let reply: unknown;
       try {
@@ -107,21 +124,20 @@ export function pump(m: ManagerState, slot: Slot): void {
       return;
     }
   }
-  slot.queue = undefined; // drained: an idle agent keeps no queue array
-  slot.head = 0;
-  slot.busy = false;
+  if (slot.mailbox === box) slot.mailbox = undefined; // drained: an idle agent keeps no queue
 }
 
 /** A crash: the calls queued behind it reject with `error()`; control jobs stay queued. */
 export function rejectPendingCalls(slot: Slot, error: () => Error): void {
-  const q = slot.queue as Array<Job | undefined>;
+  const box = slot.mailbox as Mailbox;
+  const q = box.jobs;
   const kept: Job[] = [];
-  for (let i = slot.head; i < q.length; i++) {
+  for (let i = box.head; i < q.length; i++) {
     const job = q[i];
     if (job === undefined) continue;
     if (job.kind === 'call') job.reject(error());
     else kept.push(job);
   }
-  slot.queue = kept;
-  slot.head = 0;
+  box.jobs = kept;
+  box.head = 0;
 }

@@ -38,6 +38,8 @@ export class ManagerState {
   readonly timed: boolean;
   /** Activity counter: each touch takes the next value as the slot's `stamp`. */
   seq = 0;
+  /** When the manager started (ms since the epoch): slots keep `lastActive` relative to it. */
+  readonly epoch = Date.now();
   readonly intensity: { maxRestarts: number; periodMs: number; quarantineMs: number };
   readonly retry: BackoffPolicy;
   readonly partitions: Partition[];

@@ -183,7 +183,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
       const slot = partitionOf(m, key).slots.get(key);
       if (slot !== undefined && slot.state === 'running') {
         touch(m, slot);
-        return Promise.resolve(slot.ref as AgentRef<InstanceType<C>>);
+        return Promise.resolve(slot as AgentRef<InstanceType<C>>);
       }
     }
     return this.#getSlow(key, options);
@@ -200,7 +200,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
       if (err instanceof NotOwnerError && err.owner !== null && this.#m.remote) return new RemoteRef(this, key) as unknown as AgentRef<InstanceType<C>>;
       throw err;
     }
-    return slot.ref as AgentRef<InstanceType<C>>;
+    return slot as AgentRef<InstanceType<C>>;
   }
 
   /**
@@ -233,7 +233,7 @@ export class InstanceManager<C extends AgentClass = AgentClass> extends EventEmi
     for (;;) {
       const slot = p.slots.get(key);
       if (slot === undefined) return undefined;
-      if (slot.state === 'running') return slot.ref as AgentRef<InstanceType<C>>;
+      if (slot.state === 'running') return slot as AgentRef<InstanceType<C>>;
       if (slot.state === 'starting') await (slot.ready as Promise<void>).catch(noop);
       else await slot.settled;
     }

@@ -1,11 +1,12 @@
 /**
  * One key's activation: the slot (its state and accessors, the rarely used part allocated on
- * demand), and the handles callers hold on it (its ref, and the leases of `attach`).
+ * demand; it is also the ref callers hold on it), and the leases of `attach`.
  *
  * @packageDocumentation
  */
+import { inspect } from 'node:util';
 import type { IntensityWindow } from '../supervisor/backoff.js';
-import type { ControlJob, Job } from './mailbox.js';
+import type { ControlJob, Mailbox } from './mailbox.js';
 import type { Partition } from './registry.js';
 import type { AgentRef, AgentStopReason, AnyAgent, Lease } from './types.js';
 
@@ -26,105 +27,133 @@ class SlotExtra {
 }
 
 /**
- * The per-key state of one activation. Hot fields live on the object; the rest (crash, retry
- * and shutdown bookkeeping) in a {@link SlotExtra} allocated on first write, behind accessors.
+ * The per-key state of one activation, and the handle callers hold on it: a slot is its own
+ * {@link AgentRef} (one object per resident agent, not two). Hot fields live on the object; the
+ * rest (crash, retry and shutdown bookkeeping) in a {@link SlotExtra} allocated on first write,
+ * behind accessors. Its JSON and `util.inspect` forms show only the ref's public fields.
+ *
+ * Every field is initialized here (in the constructor), so V8 keeps them all in the object.
  */
-export class Slot {
+export class Slot implements AgentRef {
   state: SlotState = 'starting';
-  agent: AnyAgent | undefined;
+  agent: AnyAgent | undefined = undefined;
   /** Revision of the checkpoint this activation descends from (0: none). */
   revision = 0;
   leases = 0;
-  /** Time of the last activity (ms since the epoch; kept only with an idle timeout). */
+  /**
+   * Time of the last activity, in ms since the manager's `epoch` (kept only with an idle
+   * timeout). Relative, so it stays a small integer (a Smi) rather than a boxed heap number.
+   */
   lastActive = 0;
-  /** Recency: the manager's activity counter at the last activity. */
+  /**
+   * Recency: the manager's activity counter at the last activity. Negated while the slot sits in
+   * its partition's idle order untouched since it entered it (see {@link Partition.idle}).
+   */
   stamp = 0;
-  /** `stamp` when it entered the idle order (`-1`: not in it). */
-  idleStamp = -1;
-  queue: Array<Job | undefined> | undefined;
-  head = 0;
-  /** A pump is scheduled or running (or a restart is in progress). */
-  busy = false;
+  /** Neighbours in the partition's idle order (`idleNext` undefined: not in it). */
+  idlePrev: Slot | undefined = undefined;
+  idleNext: Slot | undefined = undefined;
+  /** Queued jobs; present while a pump is scheduled or running (or a restart is in progress). */
+  mailbox: Mailbox | undefined = undefined;
   /** The start in progress (only while `starting`). */
-  ready: Promise<void> | undefined;
-  readonly ref: AgentRef;
-  #x: SlotExtra | undefined;
+  ready: Promise<void> | undefined = undefined;
+  #x: SlotExtra | undefined = undefined;
   constructor(
     readonly key: string,
     readonly partition: Partition,
     readonly incarnation: number,
-  ) {
-    this.ref = new Ref(this);
-  }
-  get #extra(): SlotExtra {
-    return (this.#x ??= new SlotExtra());
-  }
+  ) {}
+  // The accessors write through `this.#x ??= …` inline: a private method or accessor would add a
+  // brand field to every slot.
   /** The `initialState` it was started with, until its first save (a crash restart needs it). */
   get initialState(): unknown {
     return this.#x?.initialState;
   }
   set initialState(v: unknown) {
-    if (v !== undefined || this.#x) this.#extra.initialState = v;
+    if (v !== undefined || this.#x) (this.#x ??= new SlotExtra()).initialState = v;
   }
   /** Crash restarts so far. */
   get restarts(): number {
     return this.#x?.restarts ?? 0;
   }
   set restarts(v: number) {
-    this.#extra.restarts = v;
+    (this.#x ??= new SlotExtra()).restarts = v;
   }
   get intensity(): IntensityWindow | undefined {
     return this.#x?.intensity;
   }
   set intensity(v: IntensityWindow | undefined) {
-    this.#extra.intensity = v;
+    (this.#x ??= new SlotExtra()).intensity = v;
   }
   /** Pending retry of a failed idle/eviction hibernation. */
   get retryTimer(): NodeJS.Timeout | undefined {
     return this.#x?.retryTimer;
   }
   set retryTimer(v: NodeJS.Timeout | undefined) {
-    if (v !== undefined || this.#x) this.#extra.retryTimer = v;
+    if (v !== undefined || this.#x) (this.#x ??= new SlotExtra()).retryTimer = v;
   }
   /** Consecutive failed saves (the backoff attempt of the next retry). */
   get hibernateAttempt(): number {
     return this.#x?.hibernateAttempt ?? 0;
   }
   set hibernateAttempt(v: number) {
-    if (v !== 0 || this.#x) this.#extra.hibernateAttempt = v;
+    if (v !== 0 || this.#x) (this.#x ??= new SlotExtra()).hibernateAttempt = v;
   }
   /** Resolves when a hibernation ends either way (only while `hibernating`). */
   get settled(): Promise<void> | undefined {
     return this.#x?.settled;
   }
   set settled(v: Promise<void> | undefined) {
-    if (v !== undefined || this.#x) this.#extra.settled = v;
+    if (v !== undefined || this.#x) (this.#x ??= new SlotExtra()).settled = v;
   }
   get resolveSettled(): (() => void) | undefined {
     return this.#x?.resolveSettled;
   }
   set resolveSettled(v: (() => void) | undefined) {
-    if (v !== undefined || this.#x) this.#extra.resolveSettled = v;
+    if (v !== undefined || this.#x) (this.#x ??= new SlotExtra()).resolveSettled = v;
   }
   /** The control job (save or end) being run, so a forced end can settle it. */
   get activeControl(): ControlJob | undefined {
     return this.#x?.activeControl;
   }
   set activeControl(v: ControlJob | undefined) {
-    if (v !== undefined || this.#x) this.#extra.activeControl = v;
+    if (v !== undefined || this.#x) (this.#x ??= new SlotExtra()).activeControl = v;
   }
   get endReason(): AgentStopReason | undefined {
     return this.#x?.endReason;
   }
   set endReason(v: AgentStopReason | undefined) {
-    this.#extra.endReason = v;
+    (this.#x ??= new SlotExtra()).endReason = v;
   }
   /** What calls on this (stopped) activation reject with, when not `StoppedError`. */
   get endError(): (() => Error) | undefined {
     return this.#x?.endError;
   }
   set endError(v: (() => Error) | undefined) {
-    if (v !== undefined || this.#x) this.#extra.endError = v;
+    if (v !== undefined || this.#x) (this.#x ??= new SlotExtra()).endError = v;
+  }
+
+  // --- AgentRef ------------------------------------------------------------------------------
+
+  get manager(): string {
+    return this.partition.core.name;
+  }
+  get status(): 'running' | 'hibernating' | 'stopped' {
+    const s = this.state;
+    return s === 'starting' ? 'running' : s;
+  }
+  call(message: never): Promise<never> {
+    return this.partition.core.call(this, message) as Promise<never>;
+  }
+  touch(): void {
+    if (this.state === 'running') this.partition.core.touch(this);
+  }
+  /** The ref's public view (not the slot's internals). */
+  toJSON(): { manager: string; key: string; incarnation: number; status: string; restarts: number } {
+    return { manager: this.manager, key: this.key, incarnation: this.incarnation, status: this.status, restarts: this.restarts };
+  }
+  [inspect.custom](): object {
+    return this.toJSON();
   }
 }
 
@@ -139,35 +168,6 @@ export interface Core {
   release(slot: Slot): void;
 }
 
-class Ref implements AgentRef {
-  readonly #slot: Slot;
-  constructor(slot: Slot) {
-    this.#slot = slot;
-  }
-  get manager(): string {
-    return this.#slot.partition.core.name;
-  }
-  get key(): string {
-    return this.#slot.key;
-  }
-  get incarnation(): number {
-    return this.#slot.incarnation;
-  }
-  get status(): 'running' | 'hibernating' | 'stopped' {
-    const s = this.#slot.state;
-    return s === 'starting' ? 'running' : s;
-  }
-  get restarts(): number {
-    return this.#slot.restarts;
-  }
-  call(message: never): Promise<never> {
-    return this.#slot.partition.core.call(this.#slot, message) as Promise<never>;
-  }
-  touch(): void {
-    if (this.#slot.state === 'running') this.#slot.partition.core.touch(this.#slot);
-  }
-}
-
 export class LeaseImpl implements Lease {
   readonly ref: AgentRef;
   readonly #slot: Slot;
@@ -176,7 +176,7 @@ export class LeaseImpl implements Lease {
   #signal: AbortSignal | undefined;
   readonly #onAbort = (): void => this.detach();
   constructor(slot: Slot, core: Core, signal: AbortSignal | undefined) {
-    this.ref = slot.ref;
+    this.ref = slot;
     this.#slot = slot;
     this.#core = core;
     if (signal) {
