@@ -7,7 +7,10 @@
  *
  * Sources, and nothing else: gauges are computed from the runtime's (and manager's) snapshots at
  * scrape time (`collect()`; nothing runs between scrapes); counters and histograms count the
- * runtime's own events. Labels are instance ids, statuses, kinds, classes, outcomes and the
+ * runtime's own events. The `delivery:*` figures come from the runtime's internal delivery feed
+ * (deliveries once per run of acks, each send's `totalMs` in one array; failures, duplicates and
+ * retries where their events are published): the same counts and values as the events, without
+ * building a payload per send or adding a listener to the queues. Labels are instance ids, statuses, kinds, classes, outcomes and the
  * manager's name: never a credential, a name, a reason or a message.
  *
  * @packageDocumentation
@@ -19,6 +22,7 @@ import { InvalidConfigError } from './errors.js';
 import { channelName } from './events.js';
 import { INSTANCE_STATUSES } from './instance/state-machine.js';
 import type { InstanceManager } from './manager/manager.js';
+import { deliveryFeedOf } from './runtime/outbound/feed.js';
 import { PRESSURE_LEVELS } from './runtime/outbound/types.js';
 import type { InstanceHealth, Runtime, RuntimeMode } from './runtime/runtime.js';
 
@@ -166,9 +170,9 @@ function localHistogram(h: Histogram, buckets: readonly number[]): { observe(v: 
  * | `threadvisor_instances` | gauge | `status` | `rt.listInstances()` at scrape |
  * | `threadvisor_instance_restarts_total` | counter | `instance`, `kind`, `class` | `instance:restart` |
  * | `threadvisor_reconnect_attempts_total` | counter | `instance` | `instance:reconnect` (phase `attempt`) |
- * | `threadvisor_sends_total` | counter | `instance`, `outcome` (`ok`, `failed`, `duplicate`) | `delivery:delivered` / `gave_up` / `skipped_duplicate` |
- * | `threadvisor_send_retries_total` | counter | `instance` | `delivery:retry` |
- * | `threadvisor_send_duration_seconds` | histogram | none | `delivery:delivered` `totalMs` (accepted → receipt) |
+ * | `threadvisor_sends_total` | counter | `instance`, `outcome` (`ok`, `failed`, `duplicate`) | `delivery:delivered` / `gave_up` / `skipped_duplicate` (fed, see below) |
+ * | `threadvisor_send_retries_total` | counter | `instance` | `delivery:retry` (fed) |
+ * | `threadvisor_send_duration_seconds` | histogram | none | `delivery:delivered` `totalMs` (accepted → receipt; fed) |
  * | `threadvisor_queue_depth` | gauge | `instance` | `rt.listHealth()` `senderQueueDepth` |
  * | `threadvisor_queue_in_flight` | gauge | `instance` | `rt.listHealth()` `inFlight` |
  * | `threadvisor_queue_pressure` | gauge | `instance` | `rt.listHealth()` `pressure` as 0–3 (without `instance`: the highest) |
@@ -296,14 +300,38 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
     listen(rt, 'instance:reconnect', (p) => {
       if (p['phase'] === 'attempt') count(reconnects, p['instanceId'], '', none);
     });
-    listen(rt, 'delivery:delivered', (p) => {
-      count(sends, p['instanceId'], 'ok', ok);
-      const ms = num(p['totalMs']);
-      if (ms !== undefined) sendDurations.observe(ms / 1000);
-    });
-    listen(rt, 'delivery:gave_up', (p) => count(sends, p['instanceId'], 'failed', () => ({ outcome: 'failed' })));
-    listen(rt, 'delivery:skipped_duplicate', (p) => count(sends, p['instanceId'], 'duplicate', () => ({ outcome: 'duplicate' })));
-    listen(rt, 'delivery:retry', (p) => count(retries, p['instanceId'], '', none));
+    // Send outcomes come from the runtime's delivery feed: deliveries once per run of acks, with
+    // each send's accepted → receipt time (the `totalMs` of `delivery:delivered`), failures,
+    // duplicates and retries where the queue publishes their events. No payload is built per
+    // send and no listener is added to a queue. A runtime without a feed (another copy of the
+    // library) is listened to instead.
+    const failed = (): Labels => ({ outcome: 'failed' });
+    const duplicate = (): Labels => ({ outcome: 'duplicate' });
+    const feed = deliveryFeedOf(rt);
+    if (feed !== undefined) {
+      undo.push(
+        feed.add({
+          delivered(instanceId, n, totalMs) {
+            count(sends, instanceId, 'ok', ok, n);
+            for (let i = 0; i < n; i++) sendDurations.observe((totalMs[i] as number) / 1000);
+          },
+          event(instanceId, event) {
+            if (event === 'delivery:gave_up') count(sends, instanceId, 'failed', failed);
+            else if (event === 'delivery:skipped_duplicate') count(sends, instanceId, 'duplicate', duplicate);
+            else count(retries, instanceId, '', none);
+          },
+        }),
+      );
+    } else {
+      listen(rt, 'delivery:delivered', (p) => {
+        count(sends, p['instanceId'], 'ok', ok);
+        const ms = num(p['totalMs']);
+        if (ms !== undefined) sendDurations.observe(ms / 1000);
+      });
+      listen(rt, 'delivery:gave_up', (p) => count(sends, p['instanceId'], 'failed', failed));
+      listen(rt, 'delivery:skipped_duplicate', (p) => count(sends, p['instanceId'], 'duplicate', duplicate));
+      listen(rt, 'delivery:retry', (p) => count(retries, p['instanceId'], '', none));
+    }
     listen(rt, 'instance:stopped', (p) => {
       if (!perInstance) return;
       const id = str(p['instanceId']);
