@@ -34,12 +34,18 @@ export class DeliveryFeed {
   taps: readonly DeliveryTap[] = [];
   #scratch = new Float64Array(256);
 
-  /** Adds `tap`; returns what removes it (idempotent). */
+  /**
+   * Adds `tap`; returns what removes it (idempotent). The tap itself is called (no wrapper): the
+   * queues' call sites then meet the same methods whichever collector adds one.
+   */
   add(tap: DeliveryTap): () => void {
-    const own: DeliveryTap = { delivered: (id, n, ms) => tap.delivered(id, n, ms), event: (id, ev) => tap.event(id, ev) }; // one identity per add
-    this.taps = [...this.taps, own];
+    this.taps = [...this.taps, tap];
+    let removed = false;
     return () => {
-      this.taps = this.taps.filter((t) => t !== own);
+      if (removed) return;
+      removed = true;
+      const i = this.taps.indexOf(tap);
+      if (i >= 0) this.taps = [...this.taps.slice(0, i), ...this.taps.slice(i + 1)];
     };
   }
 
