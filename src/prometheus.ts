@@ -7,7 +7,10 @@
  *
  * Sources, and nothing else: gauges are computed from the runtime's (and manager's) snapshots at
  * scrape time (`collect()`; nothing runs between scrapes); counters and histograms count the
- * runtime's own events. Labels are instance ids, statuses, kinds, classes, outcomes and the
+ * runtime's own events. The `delivery:*` figures come from the runtime's internal delivery feed
+ * (deliveries once per run of acks, each send's `totalMs` in one array; failures, duplicates and
+ * retries where their events are published): the same counts and values as the events, without
+ * building a payload per send or adding a listener to the queues. Labels are instance ids, statuses, kinds, classes, outcomes and the
  * manager's name: never a credential, a name, a reason or a message.
  *
  * @packageDocumentation
@@ -19,6 +22,7 @@ import { InvalidConfigError } from './errors.js';
 import { channelName } from './events.js';
 import { INSTANCE_STATUSES } from './instance/state-machine.js';
 import type { InstanceManager } from './manager/manager.js';
+import { deliveryFeedOf, type DeliveryTap, type FedEvent } from './runtime/outbound/feed.js';
 import { PRESSURE_LEVELS } from './runtime/outbound/types.js';
 import type { InstanceHealth, Runtime, RuntimeMode } from './runtime/runtime.js';
 
@@ -132,28 +136,123 @@ function histogramEntry(h: Histogram): HistogramEntry | undefined {
  * prom-client's own `observe` builds and hashes a label set each time) and written into the
  * histogram at scrape time. When prom-client's internals are not the expected shape, every value
  * goes through `observe` instead.
+ *
+ * A class, like {@link EventCells} and {@link SendTap}: the send path calls the same functions
+ * whichever collector it feeds (a collector started after another one does not meet code
+ * specialised to the closures of the first).
  */
-function localHistogram(h: Histogram, buckets: readonly number[]): { observe(v: number): void; flush(): void } {
-  if (histogramEntry(h) === undefined) return { observe: (v) => h.observe(v), flush: () => undefined };
-  const counts = new Float64Array(buckets.length);
-  let sum = 0;
-  let n = 0;
-  return {
-    observe(v: number): void {
-      let i = 0;
-      while (i < buckets.length && v > (buckets[i] as number)) i++;
-      if (i < buckets.length) counts[i] = (counts[i] as number) + 1;
-      sum += v;
-      n++;
-    },
-    flush(): void {
-      const e = histogramEntry(h);
-      if (e === undefined) return;
-      for (let i = 0; i < buckets.length; i++) e.bucketValues[String(buckets[i])] = counts[i] as number;
-      e.sum = sum;
-      e.count = n;
-    },
-  };
+class LocalHistogram {
+  readonly #h: Histogram;
+  readonly #buckets: readonly number[];
+  readonly #local: boolean;
+  readonly #counts: Float64Array;
+  #sum = 0;
+  #n = 0;
+
+  constructor(h: Histogram, buckets: readonly number[]) {
+    this.#h = h;
+    this.#buckets = buckets;
+    this.#local = histogramEntry(h) !== undefined;
+    this.#counts = new Float64Array(buckets.length);
+  }
+
+  observe(v: number): void {
+    if (!this.#local) {
+      this.#h.observe(v);
+      return;
+    }
+    const buckets = this.#buckets;
+    let i = 0;
+    while (i < buckets.length && v > (buckets[i] as number)) i++;
+    if (i < buckets.length) this.#counts[i] = (this.#counts[i] as number) + 1;
+    this.#sum += v;
+    this.#n++;
+  }
+
+  flush(): void {
+    if (!this.#local) return;
+    const e = histogramEntry(this.#h);
+    if (e === undefined) return;
+    const buckets = this.#buckets;
+    for (let i = 0; i < buckets.length; i++) e.bucketValues[String(buckets[i])] = this.#counts[i] as number;
+    e.sum = this.#sum;
+    e.count = this.#n;
+  }
+}
+
+/** One counter series kept here: its labels and its value. */
+interface Cell {
+  labels: Labels;
+  value: number;
+}
+
+/**
+ * Event counts accumulated in plain cells (per counter, per instance, per label key): one Map
+ * lookup and an add per event, on the send path. The counters read them at scrape time
+ * (collect), so prom-client hashes labels once per series and scrape, not once per event. An
+ * instance's cells go when it stops (ids churn: no unbounded growth).
+ */
+class EventCells {
+  readonly #perInstance: boolean;
+  readonly #cells = new Map<Counter, Map<string, Map<string, Cell>>>();
+
+  constructor(perInstance: boolean) {
+    this.#perInstance = perInstance;
+  }
+
+  /** Adds `by` to `counter`'s series `key` of `instanceId` (`labels` built once, for a new series). */
+  add(counter: Counter, instanceId: unknown, key: string, labels: () => Labels, by = 1): void {
+    const perInstance = this.#perInstance;
+    const id = perInstance ? str(instanceId) : '';
+    let byInstance = this.#cells.get(counter);
+    if (!byInstance) this.#cells.set(counter, (byInstance = new Map()));
+    let byKey = byInstance.get(id);
+    if (!byKey) byInstance.set(id, (byKey = new Map()));
+    const cell = byKey.get(key);
+    if (cell) cell.value += by;
+    else byKey.set(key, { labels: perInstance ? { instance: id, ...labels() } : labels(), value: by });
+  }
+
+  /** Every series of `counter`. */
+  *series(counter: Counter): Iterable<Cell> {
+    for (const byKey of this.#cells.get(counter)?.values() ?? []) yield* byKey.values();
+  }
+
+  /** Forgets the series of instance `id`. */
+  dropInstance(id: string): void {
+    for (const byInstance of this.#cells.values()) byInstance.delete(id);
+  }
+
+  clear(): void {
+    this.#cells.clear();
+  }
+}
+
+const NO_LABELS = (): Labels => ({});
+const OK = (): Labels => ({ outcome: 'ok' });
+const FAILED = (): Labels => ({ outcome: 'failed' });
+const DUPLICATE = (): Labels => ({ outcome: 'duplicate' });
+
+/** A collector's tap on the runtime's delivery feed (see src/runtime/outbound/feed.ts). */
+class SendTap implements DeliveryTap {
+  constructor(
+    readonly cells: EventCells,
+    readonly sends: Counter,
+    readonly retries: Counter,
+    readonly durations: LocalHistogram,
+  ) {}
+
+  delivered(instanceId: string, n: number, totalMs: Float64Array): void {
+    this.cells.add(this.sends, instanceId, 'ok', OK, n);
+    const d = this.durations;
+    for (let i = 0; i < n; i++) d.observe((totalMs[i] as number) / 1000);
+  }
+
+  event(instanceId: string, event: FedEvent): void {
+    if (event === 'delivery:gave_up') this.cells.add(this.sends, instanceId, 'failed', FAILED);
+    else if (event === 'delivery:skipped_duplicate') this.cells.add(this.sends, instanceId, 'duplicate', DUPLICATE);
+    else this.cells.add(this.retries, instanceId, '', NO_LABELS);
+  }
 }
 
 /**
@@ -166,9 +265,9 @@ function localHistogram(h: Histogram, buckets: readonly number[]): { observe(v: 
  * | `threadvisor_instances` | gauge | `status` | `rt.listInstances()` at scrape |
  * | `threadvisor_instance_restarts_total` | counter | `instance`, `kind`, `class` | `instance:restart` |
  * | `threadvisor_reconnect_attempts_total` | counter | `instance` | `instance:reconnect` (phase `attempt`) |
- * | `threadvisor_sends_total` | counter | `instance`, `outcome` (`ok`, `failed`, `duplicate`) | `delivery:delivered` / `gave_up` / `skipped_duplicate` |
- * | `threadvisor_send_retries_total` | counter | `instance` | `delivery:retry` |
- * | `threadvisor_send_duration_seconds` | histogram | none | `delivery:delivered` `totalMs` (accepted → receipt) |
+ * | `threadvisor_sends_total` | counter | `instance`, `outcome` (`ok`, `failed`, `duplicate`) | `delivery:delivered` / `gave_up` / `skipped_duplicate` (fed, see below) |
+ * | `threadvisor_send_retries_total` | counter | `instance` | `delivery:retry` (fed) |
+ * | `threadvisor_send_duration_seconds` | histogram | none | `delivery:delivered` `totalMs` (accepted → receipt; fed) |
  * | `threadvisor_queue_depth` | gauge | `instance` | `rt.listHealth()` `senderQueueDepth` |
  * | `threadvisor_queue_in_flight` | gauge | `instance` | `rt.listHealth()` `inFlight` |
  * | `threadvisor_queue_pressure` | gauge | `instance` | `rt.listHealth()` `pressure` as 0–3 (without `instance`: the highest) |
@@ -216,25 +315,8 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
     return health;
   };
 
-  // Event counts accumulate in plain cells (per counter, per instance, per label key): one Map
-  // lookup and an add per event, on the send path. The counters read them at scrape time
-  // (collect), so prom-client hashes labels once per series and scrape, not once per event. An
-  // instance's cells go when it stops (ids churn: no unbounded growth).
-  interface Cell {
-    labels: Labels;
-    value: number;
-  }
-  const cells = new Map<Counter, Map<string, Map<string, Cell>>>();
-  const count = (counter: Counter, instanceId: unknown, key: string, labels: () => Labels, by = 1): void => {
-    const id = perInstance ? str(instanceId) : '';
-    let byInstance = cells.get(counter);
-    if (!byInstance) cells.set(counter, (byInstance = new Map()));
-    let byKey = byInstance.get(id);
-    if (!byKey) byInstance.set(id, (byKey = new Map()));
-    const cell = byKey.get(key);
-    if (cell) cell.value += by;
-    else byKey.set(key, { labels: perInstance ? { instance: id, ...labels() } : labels(), value: by });
-  };
+  const cells = new EventCells(perInstance);
+  const count = (counter: Counter, instanceId: unknown, key: string, labels: () => Labels, by = 1): void => cells.add(counter, instanceId, key, labels, by);
   /** A counter fed by {@link count}. */
   const eventCounter = (name: string, help: string, labelNames: string[]): Counter =>
     reg(
@@ -245,7 +327,7 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
         registers: [],
         collect() {
           this.reset();
-          for (const byKey of cells.get(this)?.values() ?? []) for (const cell of byKey.values()) this.inc(cell.labels, cell.value);
+          for (const cell of cells.series(this)) this.inc(cell.labels, cell.value);
         },
       }),
     );
@@ -284,10 +366,10 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
       }),
     );
     // Per send: kept locally, written into the histogram at scrape time.
-    const sendDurations = localHistogram(duration, o.sendDurationBuckets);
+    const sendDurations = new LocalHistogram(duration, o.sendDurationBuckets);
 
-    const none = (): Labels => ({});
-    const ok = (): Labels => ({ outcome: 'ok' });
+    const none = NO_LABELS;
+    const ok = OK;
     listen(rt, 'instance:restart', (p) => {
       const kind = str(p['kind']);
       const cls = str(p['class']);
@@ -296,18 +378,30 @@ export function collectMetrics(rt: Runtime<RuntimeMode>, options: CollectMetrics
     listen(rt, 'instance:reconnect', (p) => {
       if (p['phase'] === 'attempt') count(reconnects, p['instanceId'], '', none);
     });
-    listen(rt, 'delivery:delivered', (p) => {
-      count(sends, p['instanceId'], 'ok', ok);
-      const ms = num(p['totalMs']);
-      if (ms !== undefined) sendDurations.observe(ms / 1000);
-    });
-    listen(rt, 'delivery:gave_up', (p) => count(sends, p['instanceId'], 'failed', () => ({ outcome: 'failed' })));
-    listen(rt, 'delivery:skipped_duplicate', (p) => count(sends, p['instanceId'], 'duplicate', () => ({ outcome: 'duplicate' })));
-    listen(rt, 'delivery:retry', (p) => count(retries, p['instanceId'], '', none));
+    // Send outcomes come from the runtime's delivery feed: deliveries once per run of acks, with
+    // each send's accepted → receipt time (the `totalMs` of `delivery:delivered`), failures,
+    // duplicates and retries where the queue publishes their events. No payload is built per
+    // send and no listener is added to a queue. A runtime without a feed (another copy of the
+    // library) is listened to instead.
+    const failed = FAILED;
+    const duplicate = DUPLICATE;
+    const feed = deliveryFeedOf(rt);
+    if (feed !== undefined) {
+      undo.push(feed.add(new SendTap(cells, sends, retries, sendDurations)));
+    } else {
+      listen(rt, 'delivery:delivered', (p) => {
+        count(sends, p['instanceId'], 'ok', ok);
+        const ms = num(p['totalMs']);
+        if (ms !== undefined) sendDurations.observe(ms / 1000);
+      });
+      listen(rt, 'delivery:gave_up', (p) => count(sends, p['instanceId'], 'failed', failed));
+      listen(rt, 'delivery:skipped_duplicate', (p) => count(sends, p['instanceId'], 'duplicate', duplicate));
+      listen(rt, 'delivery:retry', (p) => count(retries, p['instanceId'], '', none));
+    }
     listen(rt, 'instance:stopped', (p) => {
       if (!perInstance) return;
       const id = str(p['instanceId']);
-      for (const byInstance of cells.values()) byInstance.delete(id);
+      cells.dropInstance(id);
     });
 
     // ── gauges from the health snapshot ───────────────────────────────────────────────────

@@ -2,11 +2,13 @@
  * The data plane with real workers: at-least-once delivery across worker deaths (exactly once at
  * an idempotent sink), order, backpressure, pressure levels, retries and dedupe.
  */
+import { EventEmitter } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { OutboundQueue } from '../src/runtime/outbound/queue.js';
 import { Runtime, type RuntimeOptions } from '../src/runtime/runtime.js';
 import { fixtureUrl, waitFor } from './helpers/fixtures.js';
 
@@ -23,7 +25,10 @@ async function start(opts: RuntimeOptions = {}): Promise<Runtime> {
   runtimes.push(rt);
   return rt;
 }
+let cleanupProto: (() => void) | undefined;
 afterEach(async () => {
+  cleanupProto?.();
+  cleanupProto = undefined;
   await Promise.all(runtimes.splice(0).map((rt) => rt.stop()));
 });
 const tmp = mkdtempSync(join(tmpdir(), 'threadvisor-dp-'));
@@ -184,5 +189,33 @@ describe('data plane', { timeout: 90_000 }, () => {
     await waitFor(() => server.currentStatus === 'connected');
     await rt.send(server.instanceId, { key: 'x' });
     expect(seen).toEqual(['delivery:queued', 'delivery:attempt', 'delivery:delivered']);
+  });
+
+  it('delivery events are forwarded only while someone listens on the runtime, once each', async () => {
+    const rt = await start();
+    const server = await rt.startInstance({ name: 'f', channelType: 'loopback', channel: 'loopback' }, { waitFor: 'connected' });
+    // What the instance's queue emits (it builds a payload only when it emits).
+    let queueEmits = 0;
+    const proto = OutboundQueue.prototype as unknown as { emit: (event: string | symbol, ...args: unknown[]) => boolean };
+    proto.emit = function (this: EventEmitter, event: string | symbol, ...args: unknown[]): boolean {
+      if (event === 'delivery:delivered') queueEmits++;
+      return EventEmitter.prototype.emit.call(this, event, ...args);
+    };
+    cleanupProto = () => delete (proto as { emit?: unknown }).emit;
+    let first = 0;
+    let second = 0;
+    const one = (): void => {
+      first++;
+    };
+    rt.on('delivery:delivered', one);
+    await rt.send(server.instanceId, { text: 'a' });
+    rt.off('delivery:delivered', one);
+    await rt.send(server.instanceId, { text: 'b' });
+    rt.on('delivery:delivered', () => second++);
+    await rt.send(server.instanceId, { text: 'c' });
+    rt.removeAllListeners('delivery:delivered');
+    await rt.send(server.instanceId, { text: 'd' });
+    expect([first, second]).toEqual([1, 1]);
+    expect(queueEmits).toBe(2); // 'a' and 'c': none while nobody listened
   });
 });

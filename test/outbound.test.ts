@@ -10,6 +10,7 @@ import { AbortedError, ChannelError, DeliveryFailedError, InvalidConfigError, Qu
 import { LruCache } from '../src/runtime/lru.js';
 import { EMPTY_BATCH, type Batch } from '../src/runtime/outbound/batch.js';
 import { Deque } from '../src/runtime/outbound/deque.js';
+import { DeliveryFeed } from '../src/runtime/outbound/feed.js';
 import { defaultIdempotencyKey } from '../src/runtime/outbound/idempotency.js';
 import { OutboundQueue } from '../src/runtime/outbound/queue.js';
 import type { AckResult, OutboundQueueOptions } from '../src/runtime/outbound/types.js';
@@ -378,6 +379,40 @@ describe('OutboundQueue: runs of successes', { timeout: 10_000 }, () => {
     q.ackRun(again.seqs[0] as number, ['r0']);
     await flush();
     expect(ps.map((p) => p.value)).toEqual(['r0', 'r1']);
+  });
+});
+
+describe('OutboundQueue: the delivery feed', { timeout: 10_000 }, () => {
+  it('taps hear of each run of deliveries with their times, and of failures, retries and duplicates, without listeners', async () => {
+    let t = 1000;
+    const feed = new DeliveryFeed();
+    const q = makeQueue({ feed, now: () => t, retry: { maxAttempts: 2, initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } });
+    const runs: Array<[string, number, number[]]> = [];
+    const heard: string[] = [];
+    const remove = feed.add({ delivered: (id, n, ms) => runs.push([id, n, Array.from(ms.subarray(0, n))]), event: (id, ev) => heard.push(`${id} ${ev}`) });
+    const ps = [0, 1, 2, 3].map((n) => track(q.enqueue({ n }, { idempotencyKey: `k${n}` })));
+    t = 1010;
+    const b = q.take(4);
+    t = 1025;
+    q.ackRun(b.seqs[1] as number, ['r1', 'r2']);
+    q.ackRun(b.seqs[1] as number, ['again']); // stale: no run
+    t = 1030;
+    q.ack([{ seq: b.seqs[0] as number, ok: true, receipt: 'r0' }, fail(b.seqs[3] as number, 'recoverable')]);
+    const retried = q.take(1);
+    q.ack([fail(retried.seqs[0] as number, 'recoverable')]); // its 2nd attempt: gave up
+    await flush();
+    expect(ps.map((p) => p.state)).toEqual(['resolved', 'resolved', 'resolved', 'rejected']);
+    expect(await q.enqueue({ n: 1 }, { idempotencyKey: 'k1' })).toBe('r1');
+    expect(runs).toEqual([
+      ['i1', 2, [25, 25]],
+      ['i1', 1, [30]],
+    ]);
+    expect(heard).toEqual(['i1 delivery:retry', 'i1 delivery:gave_up', 'i1 delivery:skipped_duplicate']);
+    expect(q.listenerCount('delivery:delivered')).toBe(0);
+    remove();
+    remove();
+    expect(feed.taps).toEqual([]);
+    q.close();
   });
 });
 

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidConfigError } from '../src/errors.js';
 import { InstanceManager } from '../src/manager/index.js';
 import { collectMetrics } from '../src/prometheus.js';
+import { deliveryFeedOf } from '../src/runtime/outbound/feed.js';
 import { Runtime } from '../src/runtime/runtime.js';
 import { waitFor } from './helpers/fixtures.js';
 
@@ -105,16 +106,22 @@ describe('collectMetrics', { timeout: 60_000 }, () => {
 
   it('stop() removes its listeners and its metrics, and a second collector may register then', async () => {
     const { rt } = await twoInstances();
-    const events = ['instance:restart', 'instance:reconnect', 'instance:stopped', 'delivery:delivered', 'delivery:gave_up', 'delivery:retry', 'delivery:skipped_duplicate'];
+    const events = ['instance:restart', 'instance:reconnect', 'instance:stopped'];
+    // Send outcomes come from the runtime's delivery feed: no delivery:* listener, one tap.
+    const deliveryEvents = ['delivery:delivered', 'delivery:gave_up', 'delivery:retry', 'delivery:skipped_duplicate'];
+    const feed = deliveryFeedOf(rt)!;
     const before = events.map((e) => rt.listenerCount(e));
     const registry = new Registry();
     const metrics = collectMetrics(rt, { registry });
     expect(events.map((e) => rt.listenerCount(e))).toEqual(before.map((n) => n + 1));
+    expect(deliveryEvents.map((e) => rt.listenerCount(e))).toEqual([0, 0, 0, 0]);
+    expect(feed.taps.length).toBe(1);
     expect(diagnostics_channel.channel('threadvisor:worker:heartbeat').hasSubscribers).toBe(true);
     expect(registry.getMetricsAsArray().length).toBeGreaterThan(10);
     metrics.stop();
     metrics.stop();
     expect(events.map((e) => rt.listenerCount(e))).toEqual(before);
+    expect(feed.taps.length).toBe(0);
     expect(registry.getMetricsAsArray()).toEqual([]);
     expect((await registry.metrics()).trim()).toBe('');
     expect(diagnostics_channel.channel('threadvisor:worker:heartbeat').hasSubscribers).toBe(false);
@@ -125,6 +132,40 @@ describe('collectMetrics', { timeout: 60_000 }, () => {
     expect(() => collectMetrics(rt, { registry })).toThrow();
     expect(registry.getMetricsAsArray().length).toBe(count);
     expect(events.map((e) => rt.listenerCount(e))).toEqual(before.map((n) => n + 1));
+    expect(feed.taps.length).toBe(1);
+  });
+
+  it('counts failures, retries and duplicates as the delivery events do, which still reach their listeners', async () => {
+    const rt = await Runtime.start({ logger: silent, maxConsecutiveFailures: 100, delivery: { maxAttempts: 2, initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } });
+    cleanups.push(() => rt.stop());
+    const a = (await rt.startInstance({ id: 'a', name: 'a', channelType: 'loopback', channel: 'loopback', settings: { sendFailures: 3 } }, { waitFor: 'connected', timeoutMs: 20_000 }))!.instanceId;
+    const registry = new Registry();
+    const metrics = collectMetrics(rt, { registry });
+    cleanups.push(() => metrics.stop());
+    const seen = { delivered: 0, gaveUp: 0, retry: 0, duplicate: 0, totalMs: 0 };
+    rt.on('delivery:delivered', (p) => {
+      seen.delivered++;
+      seen.totalMs += p.totalMs;
+    });
+    rt.on('delivery:gave_up', () => seen.gaveUp++);
+    rt.on('delivery:retry', () => seen.retry++);
+    rt.on('delivery:skipped_duplicate', () => seen.duplicate++);
+
+    // 1st attempt fails, retried, 2nd fails: gave up. 3rd fails, retried, 4th delivered.
+    await expect(rt.send(a, { text: 'x' }, { idempotencyKey: 'x' })).rejects.toThrow();
+    await rt.send(a, { text: 'y' }, { idempotencyKey: 'y' });
+    await rt.send(a, { text: 'y again' }, { idempotencyKey: 'y' }); // answered from the dedupe cache
+    await Promise.all(Array.from({ length: 20 }, (_, i) => rt.send(a, { text: `z${i}` })));
+    expect(seen).toMatchObject({ delivered: 21, gaveUp: 1, retry: 2, duplicate: 1 });
+
+    const text = await registry.metrics();
+    expect(sample(text, `threadvisor_sends_total{instance="${a}",outcome="ok"}`)).toBe(seen.delivered);
+    expect(sample(text, `threadvisor_sends_total{instance="${a}",outcome="failed"}`)).toBe(seen.gaveUp);
+    expect(sample(text, `threadvisor_sends_total{instance="${a}",outcome="duplicate"}`)).toBe(seen.duplicate);
+    expect(sample(text, `threadvisor_send_retries_total{instance="${a}"}`)).toBe(seen.retry);
+    // One observation per delivered send, its totalMs in seconds.
+    expect(sample(text, 'threadvisor_send_duration_seconds_count')).toBe(seen.delivered);
+    expect(sample(text, 'threadvisor_send_duration_seconds_sum')).toBeCloseTo(seen.totalMs / 1000, 6);
   });
 
   it('validates its options, naming the field', async () => {

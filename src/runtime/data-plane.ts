@@ -9,6 +9,7 @@ import { publish } from '../telemetry.js';
 import type { AckResult, InboundAck, SendBatch } from '../wire/protocol.js';
 import { isAckRun, readAckRun } from '../wire/validate.js';
 import type { Batch } from './outbound/batch.js';
+import type { DeliveryFeed } from './outbound/feed.js';
 import { OutboundQueue } from './outbound/queue.js';
 import type { Entry } from './entry.js';
 import type { Resolved } from './options.js';
@@ -34,8 +35,13 @@ export interface DataPlaneContext {
   readonly opts: Resolved;
   /** The runtime: queue events are forwarded to it, `message:failed` published on it. */
   readonly emitter: EventEmitter;
-  /** `delivery:*` events someone listens to on the runtime; forwarded from every new queue. */
-  readonly deliveryForwarded: ReadonlySet<string>;
+  /**
+   * `delivery:*` events someone listens to on the runtime, each with the one function that
+   * forwards it from every queue (removed from them all once nobody listens any more).
+   */
+  readonly deliveryForwarded: ReadonlyMap<string, (payload: unknown) => void>;
+  /** The runtime's per-batch delivery feed, given to every queue (see outbound/feed.ts). */
+  readonly feed: DeliveryFeed;
   readonly counters: RuntimeCounters;
   /** The instance goes to `error` (see the runtime's `#toError`). */
   toError(entry: Entry, reason: string, recover: boolean): void;
@@ -64,9 +70,10 @@ export class DataPlane {
       retry: this.#opts.delivery,
       onReady: pump,
       redact,
+      feed: this.#ctx.feed,
     });
     queue.on('instance:pressure', (p: unknown) => emitter.emit('instance:pressure', p));
-    for (const event of this.#ctx.deliveryForwarded) queue.on(event, (p: unknown) => emitter.emit(event, p));
+    for (const [event, forward] of this.#ctx.deliveryForwarded) queue.on(event, forward);
     return queue;
   }
 

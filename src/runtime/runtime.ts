@@ -67,6 +67,7 @@ import { StandbyPool, type StandbyStats } from './standby.js';
 import { whenStatus } from './when-status.js';
 import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
 import { DataPlane, type RuntimeCounters } from './data-plane.js';
+import { DeliveryFeed, setDeliveryFeed } from './outbound/feed.js';
 import { instanceHealth, newEntry, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
 
 export type { InstanceHealth, RuntimeStats } from './entry.js';
@@ -110,8 +111,13 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   readonly #root: Logger;
   #state: 'running' | 'stopping' | 'stopped' = 'running';
   #stopping: Promise<void> | undefined;
-  /** `delivery:*` events someone listens to on the runtime; forwarded from every queue. */
-  readonly #deliveryForwarded = new Set<string>();
+  /**
+   * `delivery:*` events someone listens to on the runtime, each with its forwarder (one function
+   * per event, on every queue while anyone listens here).
+   */
+  readonly #deliveryForwarded = new Map<string, (payload: unknown) => void>();
+  /** Per-batch delivery figures for an in-process collector (threadvisor/prometheus). */
+  readonly #feed = new DeliveryFeed();
   #pool: Piscina | undefined;
   /** The last instance number given out on the wire. */
   #lastIid = 0;
@@ -138,6 +144,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       opts,
       emitter: this,
       deliveryForwarded: this.#deliveryForwarded,
+      feed: this.#feed,
       counters: this.#counters,
       toError: (e, reason, recover) => this.#lifecycle.toError(e, reason, recover),
       commitCursor: (id, cursor) => this.#cluster?.node.commitCursor(id, cursor),
@@ -181,12 +188,23 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       lifecycle: this.#lifecycle,
       message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
     });
-    // Delivery events are on the hot path: a queue builds them only once someone listens here.
+    // Delivery events are on the hot path: a queue builds them only while someone listens here.
     super.on('newListener', (event: string | symbol) => {
       if (typeof event !== 'string' || !event.startsWith('delivery:') || this.#deliveryForwarded.has(event)) return;
-      this.#deliveryForwarded.add(event);
-      for (const e of this.#entries.values()) e.queue.on(event, (p: unknown) => this.emit(event, p));
+      const forward = (p: unknown): void => {
+        this.emit(event, p);
+      };
+      this.#deliveryForwarded.set(event, forward);
+      for (const e of this.#entries.values()) e.queue.on(event, forward);
     });
+    super.on('removeListener', (event: string | symbol) => {
+      if (typeof event !== 'string') return;
+      const forward = this.#deliveryForwarded.get(event);
+      if (forward === undefined || this.listenerCount(event) > 0) return;
+      this.#deliveryForwarded.delete(event);
+      for (const e of this.#entries.values()) e.queue.off(event, forward);
+    });
+    setDeliveryFeed(this, this.#feed);
   }
 
   /**

@@ -78,12 +78,14 @@ function duplicate<M, R>(s: OutboundState<M, R>, key: IdempotencyKey): Promise<R
     const receipt = cache.get(key) as R;
     s.counters.duplicatesSkipped++;
     announceDuplicate(s.owner, key, 'delivered');
+    s.feed?.event(s.instanceId, 'delivery:skipped_duplicate');
     return Promise.resolve(receipt);
   }
   const pending = s.pending.get(key);
   if (pending === undefined) return undefined;
   s.counters.duplicatesSkipped++;
   announceDuplicate(s.owner, key, 'pending');
+  s.feed?.event(s.instanceId, 'delivery:skipped_duplicate');
   return promiseOf(pending);
 }
 

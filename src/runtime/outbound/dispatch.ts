@@ -82,6 +82,10 @@ export function ack<M, R>(s: OutboundState<M, R>, results: readonly AckResult<R>
   let now = -1;
   let back: Entry<M, R>[] | undefined;
   const announce = deliveriesWanted(s.owner);
+  // The feed's times of this run, when it has a tap (see feed.ts).
+  const feed = s.feed !== undefined && s.feed.taps.length > 0 ? s.feed : undefined;
+  const times = feed?.scratch(results.length);
+  let delivered = 0;
   for (let i = 0; i < results.length; i++) {
     const r = results[i] as AckResult<R>;
     const e = settleFlight(s, r.seq);
@@ -91,6 +95,7 @@ export function ack<M, R>(s: OutboundState<M, R>, results: readonly AckResult<R>
     }
     if (now < 0) now = s.now();
     if (r.ok === true) {
+      if (times !== undefined) times[delivered++] = now - e.enqueuedAt;
       deliver(s, e, r.receipt, now, announce);
     } else if ('unsent' in r && r.unsent === true) {
       s.counters.unsent++;
@@ -99,6 +104,7 @@ export function ack<M, R>(s: OutboundState<M, R>, results: readonly AckResult<R>
       (back ??= []).push(e);
     }
   }
+  if (feed !== undefined && delivered > 0) feed.delivered(s.instanceId, delivered, times as Float64Array);
   if (back !== undefined) giveBack(s, back, now);
   else afterAcks(s);
 }
@@ -112,10 +118,29 @@ export function ackRun<M, R>(s: OutboundState<M, R>, seq: number, receipts: read
   }
   const now = s.now();
   const announce = deliveriesWanted(s.owner);
-  for (let i = 0; i < n; i++) {
-    const e = settleFlight(s, seq + i);
-    if (e === undefined) s.counters.staleAcks++;
-    else deliver(s, e, receipts[i] as R, now, announce);
+  const feed = s.feed;
+  if (feed === undefined) {
+    for (let i = 0; i < n; i++) {
+      const e = settleFlight(s, seq + i);
+      if (e === undefined) s.counters.staleAcks++;
+      else deliver(s, e, receipts[i] as R, now, announce);
+    }
+  } else {
+    // One call of the feed for the run: its count and each send's accepted → receipt time. The
+    // times are gathered whether or not a tap is on (a store per send), so the run's code is the
+    // same with a collector and without one.
+    const times = feed.scratch(n);
+    let delivered = 0;
+    for (let i = 0; i < n; i++) {
+      const e = settleFlight(s, seq + i);
+      if (e === undefined) {
+        s.counters.staleAcks++;
+        continue;
+      }
+      times[delivered++] = now - e.enqueuedAt;
+      deliver(s, e, receipts[i] as R, now, announce);
+    }
+    if (delivered > 0) feed.delivered(s.instanceId, delivered, times);
   }
   afterAcks(s);
 }
@@ -166,6 +191,7 @@ function fail<M, R>(s: OutboundState<M, R>, e: Entry<M, R>, error: WireError | u
     e.notBefore = delayMs > 0 ? now + delayMs : 0;
     s.counters.retried++;
     announceRetry(s.owner, e, delayMs, retryAfterMs, err, now);
+    s.feed?.event(s.instanceId, 'delivery:retry');
     return true;
   }
   // An unknown class (the runtime validates acks; this is belt and braces) is final.
@@ -191,6 +217,7 @@ function giveUp<M, R>(s: OutboundState<M, R>, e: Entry<M, R>, why: DeliveryFailu
   s.counters.gaveUp++;
   const error = new DeliveryFailedError(`instance ${s.instanceId}`, e.messageId, e.attempts, why, last);
   announceGaveUp(s.owner, e, why, last, now);
+  s.feed?.event(s.instanceId, 'delivery:gave_up');
   settleError(e, error);
 }
 

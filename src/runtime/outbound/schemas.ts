@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 import { z } from 'zod';
+import { DeliveryFeed } from './feed.js';
 import type { EnqueueOptions } from './types.js';
 
 const retrySchema = z
@@ -45,6 +46,7 @@ export const outboundQueueOptionsSchema = z
     onReady: fn<() => void>().optional(),
     now: fn<() => number>().optional(),
     redact: fn<(text: string) => string>().optional(),
+    feed: z.instanceof(DeliveryFeed).optional(),
   })
   .strict();
 

@@ -12,6 +12,7 @@ import { resolveBackoff, type BackoffPolicy } from '../../supervisor/backoff.js'
 import { LruCache } from '../lru.js';
 import { announcePressure } from './delivery-events.js';
 import { Deque } from './deque.js';
+import type { DeliveryFeed } from './feed.js';
 import type { Entry } from './entry.js';
 import type { IdempotencyKey } from './idempotency.js';
 import { PressureGauge } from './pressure.js';
@@ -70,6 +71,8 @@ export class OutboundState<M, R> {
   readonly maxCrashes: number;
   readonly now: () => number;
   readonly redact: (text: string) => string;
+  /** The per-batch delivery feed (the runtime's), if any. */
+  readonly feed: DeliveryFeed | undefined;
   readonly gauge: PressureGauge;
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
   timerAt = Infinity;
@@ -101,6 +104,7 @@ export class OutboundState<M, R> {
     this.policy = resolveBackoff({ initialDelayMs: o.retry.initialDelayMs, maxDelayMs: o.retry.maxDelayMs, jitter: o.retry.jitter, random: o.retry.random });
     this.now = o.now ?? defaultNow;
     this.redact = o.redact ?? identity;
+    this.feed = o.feed;
     this.gauge = new PressureGauge(this.capacity, o.pressure);
   }
 

@@ -4,6 +4,7 @@
  *
  * @packageDocumentation
  */
+import type { DeliveryFeed } from './feed.js';
 import type { IdempotencyKey } from './idempotency.js';
 
 /** Pressure levels, in increasing order. */
@@ -67,6 +68,12 @@ export interface OutboundQueueOptions {
    * text. Called on failures only. Default: text unchanged.
    */
   redact?: (text: string) => string;
+  /**
+   * Internal (the runtime's, for threadvisor/prometheus): taps called once per run of acks with
+   * the sends delivered and their accepted → receipt times, whether or not anyone listens to
+   * `delivery:delivered`.
+   */
+  feed?: DeliveryFeed;
 }
 
 /** Options of one `rt.send` (one {@link OutboundQueue.enqueue}). */
