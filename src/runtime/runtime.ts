@@ -67,7 +67,7 @@ import { StandbyPool, type StandbyStats } from './standby.js';
 import { whenStatus } from './when-status.js';
 import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
 import { DataPlane, type RuntimeCounters } from './data-plane.js';
-import { DeliveryFeed, setDeliveryFeed } from './outbound/feed.js';
+import { DeliveryRelay } from './delivery-relay.js';
 import { instanceHealth, newEntry, type Entry, type InstanceHealth, type RuntimeStats } from './entry.js';
 
 export type { InstanceHealth, RuntimeStats } from './entry.js';
@@ -111,13 +111,8 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
   readonly #root: Logger;
   #state: 'running' | 'stopping' | 'stopped' = 'running';
   #stopping: Promise<void> | undefined;
-  /**
-   * `delivery:*` events someone listens to on the runtime, each with its forwarder (one function
-   * per event, on every queue while anyone listens here).
-   */
-  readonly #deliveryForwarded = new Map<string, (payload: unknown) => void>();
-  /** Per-batch delivery figures for an in-process collector (threadvisor/prometheus). */
-  readonly #feed = new DeliveryFeed();
+  /** The `delivery:*` events relayed from the queues while someone listens here, and the delivery feed. */
+  readonly #relay: DeliveryRelay;
   #pool: Piscina | undefined;
   /** The last instance number given out on the wire. */
   #lastIid = 0;
@@ -140,11 +135,15 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     this.#opts = opts;
     this.#root = root;
     this.#log = root.child({ component: 'runtime' });
+    const entries = this.#entries;
+    this.#relay = new DeliveryRelay(this, function* () {
+      for (const e of entries.values()) yield e.queue;
+    });
     this.#data = new DataPlane({
       opts,
       emitter: this,
-      deliveryForwarded: this.#deliveryForwarded,
-      feed: this.#feed,
+      deliveryForwarded: this.#relay.forwarded,
+      feed: this.#relay.feed,
       counters: this.#counters,
       toError: (e, reason, recover) => this.#lifecycle.toError(e, reason, recover),
       commitCursor: (id, cursor) => this.#cluster?.node.commitCursor(id, cursor),
@@ -188,23 +187,6 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       lifecycle: this.#lifecycle,
       message: (e, host, port, raw) => this.#notices.onMessage(e, host, port, raw),
     });
-    // Delivery events are on the hot path: a queue builds them only while someone listens here.
-    super.on('newListener', (event: string | symbol) => {
-      if (typeof event !== 'string' || !event.startsWith('delivery:') || this.#deliveryForwarded.has(event)) return;
-      const forward = (p: unknown): void => {
-        this.emit(event, p);
-      };
-      this.#deliveryForwarded.set(event, forward);
-      for (const e of this.#entries.values()) e.queue.on(event, forward);
-    });
-    super.on('removeListener', (event: string | symbol) => {
-      if (typeof event !== 'string') return;
-      const forward = this.#deliveryForwarded.get(event);
-      if (forward === undefined || this.listenerCount(event) > 0) return;
-      this.#deliveryForwarded.delete(event);
-      for (const e of this.#entries.values()) e.queue.off(event, forward);
-    });
-    setDeliveryFeed(this, this.#feed);
   }
 
   /**
