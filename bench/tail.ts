@@ -26,7 +26,7 @@ const SAT_N = quick ? 20_000 : 200_000;
 const SAT_ROUNDS = quick ? 2 : 3;
 const ROUNDS = quick ? 3 : 10;
 const ROUND_MS = quick ? 1000 : 2500;
-const WARM_MS = quick ? 300 : 1000;
+const WARM_MS = quick ? 300 : 3000;
 
 const gc = (globalThis as { gc?: () => void }).gc;
 const settle = async (): Promise<void> => {
