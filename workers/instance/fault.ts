@@ -14,9 +14,17 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 /** The instance number whose callback is running (undefined outside every instance's callbacks). */
 export const owner = new AsyncLocalStorage<number>();
 
-/** Runs `fn` on behalf of instance `iid`: what it schedules carries the number too. */
+/**
+ * Whether faults are attributed here ({@link installFaultHandlers} ran: a shared worker). Until
+ * then the async context is not entered at all: on Node 20 a context once entered puts a hook on
+ * every promise the thread makes, which a dedicated worker, where any escaped error ends the
+ * worker, has no use for.
+ */
+let attributing = false;
+
+/** Runs `fn` on behalf of instance `iid`: what it schedules carries the number too (in a worker that attributes faults). */
 export function runAs<T>(iid: number, fn: () => T): T {
-  return owner.run(iid, fn);
+  return attributing ? owner.run(iid, fn) : fn();
 }
 
 /** Runs `fn` on behalf of no instance (the worker's own code). */
@@ -34,6 +42,7 @@ export type FaultOrigin = 'uncaught' | 'rejection';
  * again, outside every instance's context and with the handlers removed, so it is uncaught.
  */
 export function installFaultHandlers(attribute: (err: unknown, origin: FaultOrigin, iid: number | undefined) => boolean): void {
+  attributing = true;
   const onError = (err: unknown, origin: FaultOrigin): void => {
     if (attribute(err, origin, owner.getStore())) return;
     process.off('uncaughtException', onUncaught);
