@@ -74,13 +74,22 @@ async function handleDeath(core: SupervisorCore, entry: Entry, exit: ChildExit):
     reason: core.redact(exit.reason),
     code: exit.code,
   }), 'child_restarting');
-  const timer = setTimeout(() => {
-    core.timers.delete(timer);
+  const restartNow = (): void => {
+    core.timers.delete(cancel);
     void serial(core, () => restartGroup(core, group, entry, attempt, delayMs, exit)).catch((err: unknown) => {
       core.logger.error({ err }, 'restart failed');
     });
-  }, delayMs);
-  core.timers.add(timer);
+  };
+  // No delay: the next turn of the event loop, not a timer (a 0 ms timer waits a millisecond or more).
+  let cancel: () => void;
+  if (delayMs > 0) {
+    const timer = setTimeout(restartNow, delayMs);
+    cancel = () => clearTimeout(timer);
+  } else {
+    const immediate = setImmediate(restartNow);
+    cancel = () => clearImmediate(immediate);
+  }
+  core.timers.add(cancel);
 }
 
 /** Restarts a group in start order; a failed restart counts as another death of that child. */

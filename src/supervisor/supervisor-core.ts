@@ -60,7 +60,8 @@ export interface SupervisorCore {
   readonly backoffResetMs: number;
   readonly redact: (text: string) => string;
   readonly entries: Entry[];
-  readonly timers: Set<NodeJS.Timeout>;
+  /** Pending restarts, each by what cancels it. */
+  readonly timers: Set<() => void>;
   /** Children whose shutdown is in progress, so an expired budget can force them. */
   readonly terminating: Set<RunningChild>;
   state: SupervisorState;
@@ -88,7 +89,7 @@ export function createSupervisorCore(
     backoffResetMs: opts.backoffResetMs ?? opts.periodMs,
     redact: opts.redact ?? ((text) => text),
     entries: [],
-    timers: new Set<NodeJS.Timeout>(),
+    timers: new Set<() => void>(),
     terminating: new Set<RunningChild>(),
     state: 'running',
     queue: Promise.resolve(),
@@ -135,6 +136,6 @@ export function removeEntry(core: SupervisorCore, entry: Entry): void {
 
 /** Cancels every pending restart. */
 export function clearTimers(core: SupervisorCore): void {
-  for (const t of core.timers) clearTimeout(t);
+  for (const cancel of core.timers) cancel();
   core.timers.clear();
 }
