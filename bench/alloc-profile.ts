@@ -12,30 +12,18 @@ import { pino } from 'pino';
 import { Runtime } from '../src/index.js';
 import { HandRolled } from './handrolled.js';
 import { compare, quick, report } from './lib.js';
+import { closedLoop } from './paced.js';
 
 const N = quick ? 50_000 : 200_000;
 const msgs = Array.from({ length: N }, (_, n) => ({ room: 'r1', text: `hello ${n}`, n }));
 type Node = { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: Node[] };
 
-/** A closed loop of `count` sends through `send`, 1000 outstanding. */
-async function loop(send: (m: unknown) => Promise<unknown>, count: number): Promise<void> {
-  await new Promise<void>((resolve) => {
-    let next = 0;
-    let settled = 0;
-    const done = (): void => {
-      if (++settled === count) resolve();
-      else if (next < count) void send(msgs[next++]).then(done);
-    };
-    while (next < 1000 && next < count) void send(msgs[next++]).then(done);
-  });
-}
-
 /** Bytes allocated per send over a profiled loop, and by allocating function. */
 async function profile(s: Session, send: (m: unknown) => Promise<unknown>): Promise<{ perSend: number; by: Map<string, number> }> {
-  await loop(send, 20_000); // warm-up
+  await closedLoop(msgs.slice(0, 20_000), send); // warm-up
   (globalThis as { gc?: () => void }).gc?.();
   await s.post('HeapProfiler.startSampling', { samplingInterval: 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
-  await loop(send, N);
+  await closedLoop(msgs, send);
   const { profile: p } = await s.post('HeapProfiler.stopSampling');
   const by = new Map<string, number>();
   let total = 0;

@@ -6,6 +6,7 @@
  * batch's receipts in one message. No queue, no credits, no idempotency, no validation, no restart.
  */
 import { Worker } from 'node:worker_threads';
+import { closedLoop } from './paced.js';
 
 /** Messages per posted batch. */
 export const HAND_BATCH = 256;
@@ -65,18 +66,8 @@ export class HandRolled {
 }
 
 /** The hand-rolled baseline in the subject's closed loop: `outstanding` sends in flight, the next sent as each settles; msgs/s. */
-export async function handRolledClosed(h: HandRolled, msgs: readonly unknown[], outstanding = 1000): Promise<number> {
-  const t0 = performance.now();
-  await new Promise<void>((resolve) => {
-    let next = 0;
-    let settled = 0;
-    const done = (): void => {
-      if (++settled === msgs.length) resolve();
-      else if (next < msgs.length) void h.send(msgs[next++]).then(done);
-    };
-    while (next < outstanding && next < msgs.length) void h.send(msgs[next++]).then(done);
-  });
-  return msgs.length / ((performance.now() - t0) / 1000);
+export function handRolledClosed(h: HandRolled, msgs: readonly unknown[], outstanding = 1000): Promise<number> {
+  return closedLoop(msgs, (m) => h.send(m), outstanding);
 }
 
 /** The hand-rolled baseline's burst: every message sent at once, all awaited; msgs/s. */

@@ -1,4 +1,4 @@
-/** Paced (open-loop) senders and the figures the latency benches share (bench/send.ts, bench/tail.ts). */
+/** The send loops the benches share (open-loop paced, closed-loop) and the figures of the latency benches (bench/send.ts, bench/tail.ts, bench/alloc-profile.ts). */
 import { PerformanceObserver } from 'node:perf_hooks';
 
 export interface Paced {
@@ -66,4 +66,22 @@ export function maxOf(xs: readonly number[]): number {
 }
 export function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
+}
+
+/**
+ * A closed loop: `outstanding` sends in flight, the next sent as each settles, until every one of
+ * `msgs` settled; msgs/s.
+ */
+export async function closedLoop<T>(msgs: readonly T[], send: (m: T) => Promise<unknown>, outstanding = 1000): Promise<number> {
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let next = 0;
+    let settled = 0;
+    const done = (): void => {
+      if (++settled === msgs.length) resolve();
+      else if (next < msgs.length) void send(msgs[next++] as T).then(done);
+    };
+    while (next < outstanding && next < msgs.length) void send(msgs[next++] as T).then(done);
+  });
+  return msgs.length / ((performance.now() - t0) / 1000);
 }

@@ -36,7 +36,7 @@ import { pino } from 'pino';
 import { Runtime } from '../src/index.js';
 import { HandRolled, handRolledBurst, handRolledClosed } from './handrolled.js';
 import { compare, pct, quick, report, summary } from './lib.js';
-import { maxOf, paced, round3, withGcPauses, type Paced } from './paced.js';
+import { closedLoop, maxOf, paced, round3, withGcPauses, type Paced } from './paced.js';
 
 const logger = pino({ level: 'silent' });
 /** Messages per saturation round: long enough (about half a second) to measure the steady state, not the ramp. */
@@ -142,19 +142,11 @@ async function rawClosedPromises(w: Worker, msgs: readonly Msg[], outstanding = 
     }
   };
   w.on('message', on);
-  const t0 = performance.now();
-  await new Promise<void>((resolve) => {
-    let next = 0;
-    let settled = 0;
-    const done = (): void => {
-      if (++settled === msgs.length) resolve();
-      else if (next < msgs.length) void send(msgs[next++] as Msg).then(done);
-    };
-    while (next < outstanding && next < msgs.length) void send(msgs[next++] as Msg).then(done);
-  });
-  const dt = performance.now() - t0;
-  w.off('message', on);
-  return msgs.length / (dt / 1000);
+  try {
+    return await closedLoop(msgs, send, outstanding);
+  } finally {
+    w.off('message', on);
+  }
 }
 
 // ─────────────────────────────────────────────────────────── subject
