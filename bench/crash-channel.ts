@@ -1,5 +1,5 @@
 /** A channel whose worker crashes right after every connect: a crash loop for the sibling bench. */
-import { defineChannel } from '../src/index.js';
+import { defineChannel } from '../src/channel-api.js';
 
 export default defineChannel({
   type: 'crasher',

@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const scripts = ['lifecycle', 'send', 'tail', 'alloc-profile', 'outbound', 'pool', 'siblings', 'manager', 'packing', 'cluster', 'durable', 'metrics'];
+const scripts = ['lifecycle', 'channel-import', 'send', 'tail', 'alloc-profile', 'outbound', 'pool', 'siblings', 'manager', 'packing', 'cluster', 'durable', 'metrics'];
 let failed = 0;
 for (const name of scripts) {
   const file = fileURLToPath(new URL(`./${name}.js`, import.meta.url));

@@ -4,8 +4,8 @@
  * other test files' workers). The tarball must hold the entry points, the worker files the runtime
  * spawns at run time, LICENSE and README and nothing else; then it is installed into a fresh
  * project, next to `typescript` and `@types/node` at the versions this repository uses, and a small
- * app (the built-in `loopback` channel and a channel module of its own that imports `threadvisor`
- * inside its worker, and `threadvisor/ops` without the optional prom-client) is compiled with
+ * app (the built-in `loopback` channel and a channel module of its own that imports
+ * `threadvisor/channel` inside its worker, and `threadvisor/ops` without the optional prom-client) is compiled with
  * strict NodeNext settings, library checks on, and run.
  *
  * Slow (a build, an install, a compile) and needs the npm registry or a warm npm cache: generous
@@ -128,13 +128,14 @@ describe('the packed package', { timeout: TIMEOUT }, () => {
     );
     writeFileSync(
       join(app, 'echo-channel.ts'),
-      `import { defineChannel } from 'threadvisor';
+      `import { ChannelError, defineChannel } from 'threadvisor/channel';
 
 export default defineChannel({
   type: 'echo',
   async connect() {},
   async disconnect() {},
   async send(_ctx, message) {
+    if (message === 'refuse') throw new ChannelError('refused', { class: 'fatal', code: 'refused' });
     return { externalId: \`echo-\${JSON.stringify(message)}\` };
   },
 });
@@ -142,7 +143,7 @@ export default defineChannel({
     );
     writeFileSync(
       join(app, 'app.ts'),
-      `import { Runtime, type InstanceHealth } from 'threadvisor';
+      `import { ChannelError, DeliveryFailedError, Runtime, type InstanceHealth } from 'threadvisor';
 import { serveOps, stopOnSignals, type OpsServer } from 'threadvisor/ops';
 import type { ServeOptions } from 'threadvisor/worker';
 
@@ -159,6 +160,9 @@ try {
     channel: new URL('./echo-channel.js', import.meta.url),
   });
   console.log(\`echo receipt \${JSON.stringify(await rt.send(echo.instanceId, 'hi'))}\`);
+  // A ChannelError thrown in the worker (from threadvisor/channel) keeps its class (fatal: no retry) and code.
+  const refused = await rt.send(echo.instanceId, 'refuse').catch((err: unknown) => err);
+  console.log(\`echo refused \${refused instanceof DeliveryFailedError && refused.lastError instanceof ChannelError ? refused.lastError.channelCode : String(refused)}\`);
   const health: InstanceHealth = await rt.health(loopback.instanceId);
   console.log(\`loopback health \${health.status}, \${rt.countInstances()} instances\`);
   // prom-client (an optional peer) is not installed here: /metrics says so, the rest works.
@@ -183,6 +187,7 @@ console.log('runtime stopped');
     const lines = stdout.split('\n');
     expect(lines).toContain('loopback receipt {"externalId":"lb-1"}');
     expect(lines).toContain('echo receipt {"externalId":"echo-\\"hi\\""}');
+    expect(lines).toContain('echo refused refused');
     expect(lines).toContain('loopback health connected, 2 instances');
     expect(lines).toContain('ops /healthz 200');
     expect(lines).toContain('ops /metrics 501');

@@ -8,6 +8,7 @@
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
+import * as channel from '../src/channel-api.js';
 import * as main from '../src/index.js';
 import * as http from '../src/http.js';
 import * as ops from '../src/ops.js';
@@ -114,12 +115,17 @@ describe('public API', { timeout: 60_000 }, () => {
     expect(names(ops).filter((n) => n in main)).toEqual([]);
   });
 
+  it('threadvisor/channel exports what a channel module needs, each the same value as on the main entry', () => {
+    expect(names(channel)).toEqual(['ChannelError', 'ThreadvisorError', 'checkChannelDefinition', 'defineChannel']);
+    for (const n of names(channel)) expect((channel as Record<string, unknown>)[n]).toBe((main as Record<string, unknown>)[n]);
+  });
+
   it('threadvisor/http exports these runtime values, none of them also on the main entry', () => {
     expect(names(http)).toEqual(['httpChannel']);
     expect(names(http).filter((n) => n in main)).toEqual([]);
   });
 
-  it.each(['index', 'ops', 'http'])('every symbol of src/%s.ts, types included, has TSDoc', (file) => {
+  it.each(['index', 'channel-api', 'ops', 'http'])('every symbol of src/%s.ts, types included, has TSDoc', (file) => {
     const config = ts.getParsedCommandLineOfConfigFile(`${root}tsconfig.json`, {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} });
     const entry = `${root}src/${file}.ts`;
     const program = ts.createProgram([entry], { ...config!.options, noEmit: true });
@@ -131,7 +137,7 @@ describe('public API', { timeout: 60_000 }, () => {
         return ts.displayPartsToString(target.getDocumentationComment(checker)).trim() === '';
       })
       .map((s) => s.name);
-    expect(exports.length).toBeGreaterThan(names(file === 'ops' ? ops : file === 'http' ? http : main).length); // the types are there too
+    expect(exports.length).toBeGreaterThan(names(file === 'channel-api' ? channel : file === 'ops' ? ops : file === 'http' ? http : main).length); // the types are there too
     expect(undocumented).toEqual([]);
   });
 });

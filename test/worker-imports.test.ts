@@ -37,6 +37,12 @@ describe('the instance worker module graph', { timeout: 30_000 }, () => {
     expect(g.packages).toEqual([]);
   });
 
+  it('the channel entry point (threadvisor/channel) loads only the contract and the error classes', () => {
+    const g = moduleGraph(`${root}src/channel-api.js`, root);
+    expect([...g.files].sort()).toEqual(['src/channel-api.js', 'src/channel.js', 'src/errors.js']);
+    expect(g.packages).toEqual([]);
+  });
+
   it('the walk follows static, re-export and dynamic imports', () => {
     const g = moduleGraph(`${root}src/index.js`, root);
     // The package entry reaches the main-thread modules through re-exports, and pino through telemetry.
