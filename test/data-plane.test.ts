@@ -218,4 +218,18 @@ describe('data plane', { timeout: 90_000 }, () => {
     expect([first, second]).toEqual([1, 1]);
     expect(queueEmits).toBe(2); // 'a' and 'c': none while nobody listened
   });
+
+  it('delivery events reach a listener added after removeAllListeners() took every listener off', async () => {
+    const rt = await start();
+    const server = await rt.startInstance({ name: 'g', channelType: 'loopback', channel: 'loopback' }, { waitFor: 'connected' });
+    rt.on('delivery:delivered', () => undefined);
+    rt.removeAllListeners();
+    let seen = 0;
+    rt.on('delivery:delivered', () => seen++);
+    // An instance started after it gets the relay too.
+    const later = await rt.startInstance({ name: 'h', channelType: 'loopback', channel: 'loopback' }, { waitFor: 'connected' });
+    await rt.send(server.instanceId, { text: 'a' });
+    await rt.send(later.instanceId, { text: 'b' });
+    expect(seen).toBe(2);
+  });
 });

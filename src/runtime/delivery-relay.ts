@@ -17,25 +17,40 @@ export class DeliveryRelay {
   /** Per-batch delivery figures for an in-process collector (threadvisor/prometheus). */
   readonly feed = new DeliveryFeed();
 
+  readonly #emitter: EventEmitter;
+  readonly #onNew: (event: string | symbol) => void;
+  readonly #onRemove: (event: string | symbol) => void;
+
   /** Relays for `emitter` (the runtime) from the queues `queues()` gives at the time. */
   constructor(emitter: EventEmitter, queues: () => Iterable<OutboundQueue>) {
-    // The base class's `on`: the runtime's own is typed to its event table.
-    const on = EventEmitter.prototype.on;
-    on.call(emitter, 'newListener', (event: string | symbol) => {
+    this.#emitter = emitter;
+    this.#onNew = (event) => {
       if (typeof event !== 'string' || !event.startsWith('delivery:') || this.forwarded.has(event)) return;
       const forward = (p: unknown): void => {
         emitter.emit(event, p);
       };
       this.forwarded.set(event, forward);
       for (const q of queues()) q.on(event, forward);
-    });
-    on.call(emitter, 'removeListener', (event: string | symbol) => {
+    };
+    this.#onRemove = (event) => {
       if (typeof event !== 'string') return;
       const forward = this.forwarded.get(event);
       if (forward === undefined || emitter.listenerCount(event) > 0) return;
       this.forwarded.delete(event);
       for (const q of queues()) q.off(event, forward);
-    });
+    };
+    this.install();
     setDeliveryFeed(emitter, this.feed);
+  }
+
+  /**
+   * Puts the relay's own `newListener` / `removeListener` hooks on the runtime, where they are
+   * not (again, after a `removeAllListeners()` took every listener off, the hooks included).
+   */
+  install(): void {
+    // The base class's `on`: the runtime's own is typed to its event table.
+    const e = this.#emitter;
+    if (!e.listeners('newListener').includes(this.#onNew)) EventEmitter.prototype.on.call(e, 'newListener', this.#onNew);
+    if (!e.listeners('removeListener').includes(this.#onRemove)) EventEmitter.prototype.on.call(e, 'removeListener', this.#onRemove);
   }
 }

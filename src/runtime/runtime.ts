@@ -503,6 +503,14 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
     return this.#state;
   }
 
+  /** As `EventEmitter`'s; with no `event`, the runtime's own `delivery:*` relay hooks are put back. */
+  override removeAllListeners(event?: string | symbol): this {
+    if (event === undefined) super.removeAllListeners();
+    else super.removeAllListeners(event);
+    this.#relay.install();
+    return this;
+  }
+
   /** The instance's {@link InstanceServer}, or undefined. */
   whereis(id: string): InstanceHandle | undefined {
     return this.#entries.get(id)?.handle;
