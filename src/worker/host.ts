@@ -20,7 +20,7 @@ import { publish } from '../telemetry.js';
 import type { EmitterEvent, EmitterListener, WorkerEvents } from '../events.js';
 import { PROTOCOL_VERSION } from '../wire/host.js';
 import { ControlCalls } from './control-calls.js';
-import { classifyExit, noExitFacts, provisionalExit, scrubbedError, type ExitFacts, type ForcedReason, type ProvisionalExit } from './exit-classification.js';
+import { classifyExit, errorCode, noExitFacts, provisionalExit, scrubbedError, type ExitFacts, type ForcedReason, type ProvisionalExit } from './exit-classification.js';
 import { HeartbeatMonitor } from './heartbeat.js';
 import type { AnyMethod, CallArgs, CallResult, MethodName, WorkerHealth, WorkerHostOptions, WorkerHostStats, WorkerState } from './host-types.js';
 import { HostTimers } from './host-timers.js';
@@ -77,6 +77,16 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
    * both ports have closed and every in-flight call has been rejected. Never rejects.
    */
   readonly exited: Promise<ChildExit>;
+  /**
+   * Resolves exactly once, as soon as the worker's end is certain: when its thread threw an
+   * uncaught exception (the `error` event: the thread is ending, its `exit` comes a few
+   * milliseconds later), with the exit it is classified with but no `code`; otherwise together
+   * with {@link WorkerHost.exited}, with the same record. A worker that is starting, stopping or
+   * being terminated is not doomed by an error: its end is told by `exited`. Every message the
+   * thread posted before it was doomed is already queued on its ports (`receiveMessageOnPort`
+   * drains them). Never rejects.
+   */
+  readonly doomed: Promise<ChildExit>;
   /** The child id (from the start context, else `name`, else the script's base name). */
   readonly childId: string;
   /** The worker's thread id. */
@@ -93,6 +103,9 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
 
   #state: WorkerState = 'starting';
   #dying = false;
+  /** The thread threw an uncaught exception while up: it is ending (see {@link WorkerHost.doomed}). */
+  #doomed = false;
+  #resolveDoomed!: (exit: ChildExit) => void;
   /** Scrubs secrets out of error messages before they are logged or become exit reasons. */
   #redact: (text: string) => string = (text) => text;
   #exit: ChildExit | undefined;
@@ -145,6 +158,9 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     this.exited = new Promise<ChildExit>((resolve) => {
       this.#resolveExited = resolve;
     });
+    this.doomed = new Promise<ChildExit>((resolve) => {
+      this.#resolveDoomed = resolve;
+    });
     this.#ready = new Promise<void>((resolve, reject) => {
       this.#resolveReady = resolve;
       this.#rejectReady = reject;
@@ -166,7 +182,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       log: this.#log,
       intervalMs,
       maxMissed,
-      isWatched: () => this.#state === 'up' && !this.#dying,
+      isWatched: () => this.#state === 'up' && !this.#dying && !this.#doomed,
       onHang: () => this.#onHang(),
       onMalformed: (reason) => this.#onMalformed('heartbeat', reason),
     });
@@ -176,6 +192,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       // Kept scrubbed: it becomes `exit.error`, which the `exit` event publishes.
       this.#facts.error ??= redact ? scrubbedError(err, redact) : err;
       this.#log.debug({ reason: this.#redact(err.message), errorName: err.name }, 'worker error');
+      this.#onError();
     });
     worker.on('exit', (code: number) => this.#onExit(code));
     this.#controlPort.on('close', () => this.#onControlClose());
@@ -254,7 +271,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     if (typeof method !== 'string' || method.length === 0) {
       return Promise.reject(new InvalidConfigError('call', [{ path: 'method', message: 'expected a method name' }]));
     }
-    if (this.#dying) return Promise.reject(new WorkerExitedError(`call ${method}`, this.#provisionalExit()));
+    if (this.#dying || this.#doomed) return Promise.reject(new WorkerExitedError(`call ${method}`, this.#provisionalExit()));
     return this.#control.call(timeoutMs, method, args as unknown[]) as Promise<CallResult<API, K>>;
   }
 
@@ -276,6 +293,11 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     }
     if (this.#exit) return Promise.resolve(this.#exit);
     if (this.#dying) return this.exited;
+    if (this.#doomed) {
+      // Ending on its own: a brutal kill only hurries it.
+      if (parsed === 'brutal_kill') this.#kill();
+      return this.exited;
+    }
     if (!this.#facts.stopRequested) {
       this.#facts.stopRequested = true;
       this.#state = 'stopping';
@@ -303,7 +325,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
    */
   terminate(reason: string): Promise<ChildExit> {
     if (this.#exit) return Promise.resolve(this.#exit);
-    if (this.#dying || this.#facts.stopRequested || this.#facts.terminated !== undefined) return this.exited;
+    if (this.#dying || this.#doomed || this.#facts.stopRequested || this.#facts.terminated !== undefined) return this.exited;
     this.#facts.terminated = this.#redact(reason) || 'terminated';
     this.#heartbeat.stop();
     this.#log.debug({ reason: this.#facts.terminated }, 'terminating worker');
@@ -375,6 +397,29 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   }
 
   // ---- death ------------------------------------------------------------------------------------
+
+  /**
+   * The thread threw an uncaught exception (Node posts its `error` after everything the thread
+   * posted, and ends the thread): while it is up and nobody is ending it, it is doomed now. New
+   * calls are refused and heartbeats stop; calls in flight settle as before, by their replies or
+   * when the control port closes. Should its `exit` not follow, it is terminated.
+   */
+  #onError(): void {
+    if (this.#doomed || this.#exit || this.#state !== 'up') return;
+    const f = this.#facts;
+    if (f.stopRequested || f.terminated !== undefined || f.hangDetected || f.error === undefined) return;
+    this.#doomed = true;
+    this.#heartbeat.stop();
+    if (!this.#dying) {
+      this.#timers.arm(() => {
+        this.#log.warn('worker threw but did not exit; terminating');
+        this.#kill();
+      }, EXIT_GRACE_MS);
+    }
+    const cls = errorCode(f.error) === 'ERR_WORKER_OUT_OF_MEMORY' ? 'oom' : 'crash';
+    this.#log.debug({ exitClass: cls }, 'worker doomed');
+    this.#resolveDoomed({ class: cls, reason: this.#redact(f.error.message), error: f.error });
+  }
 
   #kill(): void {
     this.#worker.terminate().catch(() => undefined);
@@ -458,6 +503,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     this.#exit = exit;
     this.#state = 'down';
     this.#release();
+    this.#resolveDoomed(exit); // no-op when it was doomed already
     this.#resolveExited(exit);
 
     const level = wasStarting || !(exit.class === 'normal' || exit.class === 'shutdown') ? 'warn' : 'info';
