@@ -6,7 +6,7 @@
  * This module holds the facade and the lifecycle (ready, stop, the order of events at a thread's
  * death). The spawn is in `spawn-worker.ts`, the heartbeat in `heartbeat.ts`, the control calls in
  * `control-calls.ts`, the exit classification in `exit-classification.ts`, the public types in
- * `host-types.ts`.
+ * `host-types.ts`, {@link workerChild} in `worker-child.ts`.
  *
  * @packageDocumentation
  */
@@ -15,7 +15,7 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { InvalidConfigError, StartFailureError, WorkerExitedError } from '../errors.js';
-import type { ChildExit, ChildSpec, RestartType, RunningChild, Shutdown, StartContext } from '../supervisor/types.js';
+import type { ChildExit, RunningChild, Shutdown, StartContext } from '../supervisor/types.js';
 import { publish } from '../telemetry.js';
 import type { EmitterEvent, EmitterListener, WorkerEvents } from '../events.js';
 import { PROTOCOL_VERSION } from '../wire/host.js';
@@ -24,9 +24,10 @@ import { classifyExit, errorCode, noExitFacts, provisionalExit, scrubbedError, t
 import { HeartbeatMonitor } from './heartbeat.js';
 import type { AnyMethod, CallArgs, CallResult, MethodName, WorkerHealth, WorkerHostOptions, WorkerHostStats, WorkerState } from './host-types.js';
 import { HostTimers } from './host-timers.js';
-import { describeIssues, flattenIssues, parseConfig, shutdownSchema, workerHeartbeatMessageSchema, workerHostOptionsSchema } from './schemas.js';
+import { describeIssues, parseConfig, shutdownSchema, workerHeartbeatMessageSchema, workerHostOptionsSchema } from './schemas.js';
 import { defaultChildId, hostLogger, spawnWorker, type ParsedOptions } from './spawn-worker.js';
 
+export { workerChild, type WorkerChildOptions } from './worker-child.js';
 export type { CallArgs, CallResult, HeartbeatOptions, MethodName, WorkerHealth, WorkerHostOptions, WorkerHostStats, WorkerState } from './host-types.js';
 
 /** Default heartbeat interval. */
@@ -543,47 +544,4 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   #provisionalExit(): ProvisionalExit {
     return provisionalExit(this.#facts, this.#exit, this.#exitCode, this.#state === 'starting', this.#redact);
   }
-}
-
-/** Per-child settings of {@link workerChild}. */
-export interface WorkerChildOptions {
-  /** Restart type (default `permanent`). */
-  restart?: RestartType;
-  /** Shutdown budget (default 5000 ms). */
-  shutdown?: Shutdown;
-}
-
-/**
- * A child spec whose child is a {@link WorkerHost}. `options` may be a function of the start
- * context, e.g. to build fresh transferables or per-attempt `workerData` on every restart. Static
- * options are validated now, so a bad spec fails where it is written.
- *
- * @throws {@link InvalidConfigError} on a bad id, options or shutdown budget.
- */
-export function workerChild<API extends object = Record<string, AnyMethod>>(
-  id: string,
-  options: WorkerHostOptions | ((ctx: StartContext) => WorkerHostOptions),
-  childOptions: WorkerChildOptions = {},
-): ChildSpec {
-  const issues = [];
-  if (typeof id !== 'string' || id.length === 0) issues.push({ path: 'id', message: 'expected a non-empty string' });
-  if (typeof options !== 'function') {
-    const result = workerHostOptionsSchema.safeParse(options);
-    if (!result.success) issues.push(...flattenIssues(result.error.issues, 'options'));
-  }
-  const restart = childOptions.restart ?? 'permanent';
-  if (!['permanent', 'transient', 'temporary'].includes(restart)) {
-    issues.push({ path: 'restart', message: "expected 'permanent', 'transient' or 'temporary'" });
-  }
-  const shutdown = childOptions.shutdown ?? DEFAULT_WORKER_SHUTDOWN;
-  const budget = shutdownSchema.safeParse(shutdown);
-  if (!budget.success) issues.push(...flattenIssues(budget.error.issues, 'shutdown'));
-  if (issues.length > 0) throw new InvalidConfigError(`worker child ${String(id)}`, issues);
-  return {
-    id,
-    type: 'worker',
-    restart,
-    shutdown,
-    start: (ctx) => WorkerHost.start<API>(typeof options === 'function' ? options(ctx) : options, ctx),
-  };
 }
