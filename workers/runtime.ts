@@ -12,7 +12,6 @@
  *
  * @packageDocumentation
  */
-import { getHeapStatistics } from 'node:v8';
 import { performance } from 'node:perf_hooks';
 import { MessagePort, isMainThread, workerData as rawWorkerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
@@ -105,7 +104,9 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
       type: 'pong',
       seq: message.seq,
       elu: Number.isFinite(utilization) ? Math.min(1, Math.max(0, utilization)) : 0,
-      heapUsed: getHeapStatistics().used_heap_size,
+      // This thread's V8 heap (process.memoryUsage() reads the calling thread's isolate); it spares
+      // loading node:v8 at every worker start.
+      heapUsed: process.memoryUsage().heapUsed,
     };
     heartbeat.postMessage(pong);
   });
