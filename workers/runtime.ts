@@ -21,6 +21,7 @@ import {
   nodeEndpoint,
   type BootstrapData,
   type ControlRoot,
+  type DyingMessage,
   type PongMessage,
   type ReadyMessage,
 } from '../src/wire/host.js';
@@ -131,6 +132,18 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
     },
   };
   Comlink.expose(root, nodeEndpoint(control));
+  // An uncaught exception that nothing handles ends this thread: the host hears it now, before Node
+  // serializes the error for the Worker's `error` event. A handled one (a listener or a capture
+  // callback) is not a death, and a thrown non-Error is left to the `error` event.
+  process.on('uncaughtExceptionMonitor', (err: unknown) => {
+    if (!(err instanceof Error) || process.listenerCount('uncaughtException') > 0 || process.hasUncaughtExceptionCaptureCallback()) return;
+    const dying: DyingMessage = { type: 'dying', name: String(err.name), message: String(err.message), stack: String(err.stack) };
+    try {
+      heartbeat.postMessage(dying);
+    } catch {
+      // The `error` event still tells.
+    }
+  });
   const ready: ReadyMessage = { type: 'ready', version: PROTOCOL_VERSION };
   heartbeat.postMessage(ready);
 }

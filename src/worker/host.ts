@@ -80,9 +80,10 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   readonly exited: Promise<ChildExit>;
   /**
    * Resolves exactly once, as soon as the worker's end is certain: when its thread threw an
-   * uncaught exception (the `error` event: the thread is ending, its `exit` comes a few
-   * milliseconds later), with the exit it is classified with but no `code`; otherwise together
-   * with {@link WorkerHost.exited}, with the same record. A worker that is starting, stopping or
+   * uncaught exception that nothing handles (told by `serve()`'s `dying` message, else by the
+   * `error` event: the thread is ending, its `exit` comes a few milliseconds later), with the exit
+   * it is classified with but no `code`; otherwise together with {@link WorkerHost.exited}, with
+   * the same record. A worker that is starting, stopping or
    * being terminated is not doomed by an error: its end is told by `exited`. Every message the
    * thread posted before it was doomed is already queued on its ports (`receiveMessageOnPort`
    * drains them). Never rejects.
@@ -106,6 +107,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   #dying = false;
   /** The thread threw an uncaught exception while up: it is ending (see {@link WorkerHost.doomed}). */
   #doomed = false;
+  /** The exit {@link WorkerHost.doomed} resolved with before the thread was gone. */
+  #doomedExit: ChildExit | undefined;
   #resolveDoomed!: (exit: ChildExit) => void;
   /** Scrubs secrets out of error messages before they are logged or become exit reasons. */
   #redact: (text: string) => string = (text) => text;
@@ -193,7 +196,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       // Kept scrubbed: it becomes `exit.error`, which the `exit` event publishes.
       this.#facts.error ??= redact ? scrubbedError(err, redact) : err;
       this.#log.debug({ reason: this.#redact(err.message), errorName: err.name }, 'worker error');
-      this.#onError();
+      if (this.#facts.error) this.#doom(this.#facts.error);
     });
     worker.on('exit', (code: number) => this.#onExit(code));
     this.#controlPort.on('close', () => this.#onControlClose());
@@ -343,6 +346,11 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       return;
     }
     const msg = parsed.data;
+    if (msg.type === 'dying') {
+      const err = Object.assign(new Error(msg.message), { name: msg.name, stack: msg.stack });
+      this.#doom(scrubbedError(err, this.#redact));
+      return;
+    }
     if (msg.type === 'ready') {
       if (this.#state !== 'starting') {
         this.#onMalformed('heartbeat', 'unexpected ready');
@@ -400,15 +408,16 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   // ---- death ------------------------------------------------------------------------------------
 
   /**
-   * The thread threw an uncaught exception (Node posts its `error` after everything the thread
-   * posted, and ends the thread): while it is up and nobody is ending it, it is doomed now. New
-   * calls are refused and heartbeats stop; calls in flight settle as before, by their replies or
-   * when the control port closes. Should its `exit` not follow, it is terminated.
+   * The thread threw an uncaught exception that nothing handles: its `dying` message, else the
+   * Worker's `error` event (Node posts it after everything the thread posted, and ends the thread).
+   * While it is up and nobody is ending it, it is doomed now, of `err`. New calls are refused and
+   * heartbeats stop; calls in flight settle as before, by their replies or when the control port
+   * closes. Should its `exit` not follow, it is terminated.
    */
-  #onError(): void {
+  #doom(err: Error): void {
     if (this.#doomed || this.#exit || this.#state !== 'up') return;
     const f = this.#facts;
-    if (f.stopRequested || f.terminated !== undefined || f.hangDetected || f.error === undefined) return;
+    if (f.stopRequested || f.terminated !== undefined || f.hangDetected) return;
     this.#doomed = true;
     this.#heartbeat.stop();
     if (!this.#dying) {
@@ -417,9 +426,10 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
         this.#kill();
       }, EXIT_GRACE_MS);
     }
-    const cls = errorCode(f.error) === 'ERR_WORKER_OUT_OF_MEMORY' ? 'oom' : 'crash';
+    const cls = errorCode(err) === 'ERR_WORKER_OUT_OF_MEMORY' ? 'oom' : 'crash';
     this.#log.debug({ exitClass: cls }, 'worker doomed');
-    this.#resolveDoomed({ class: cls, reason: this.#redact(f.error.message), error: f.error });
+    this.#doomedExit = { class: cls, reason: this.#redact(err.message), error: err };
+    this.#resolveDoomed(this.#doomedExit);
   }
 
   #kill(): void {
@@ -542,6 +552,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
    * `exit` tells the code, so the class may still be `unknown`.
    */
   #provisionalExit(): ProvisionalExit {
+    const doomed = this.#exit === undefined && this.#exitCode === undefined ? this.#doomedExit : undefined;
+    if (doomed) return { class: doomed.class, reason: doomed.reason };
     return provisionalExit(this.#facts, this.#exit, this.#exitCode, this.#state === 'starting', this.#redact);
   }
 }
