@@ -137,11 +137,11 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
   // callback) is not a death, and a thrown non-Error is left to the `error` event.
   process.on('uncaughtExceptionMonitor', (err: unknown) => {
     if (!(err instanceof Error) || process.listenerCount('uncaughtException') > 0 || process.hasUncaughtExceptionCaptureCallback()) return;
-    const dying: DyingMessage = { type: 'dying', name: String(err.name), message: String(err.message), stack: String(err.stack) };
     try {
+      const dying: DyingMessage = { type: 'dying', name: String(err.name), message: String(err.message), stack: String(err.stack) };
       heartbeat.postMessage(dying);
     } catch {
-      // The `error` event still tells.
+      // An error whose fields cannot be read, or a closed port: the `error` event still tells.
     }
   });
   const ready: ReadyMessage = { type: 'ready', version: PROTOCOL_VERSION };
