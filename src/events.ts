@@ -263,7 +263,7 @@ type SupervisorBase = EventBase & {
 export interface SupervisorEvents {
   /** A child started (`attempt`: 0, then its restart count). */
   child_started: SupervisorBase & { readonly childId: string; readonly attempt: number };
-  /** A child ended (`code` for worker children). */
+  /** A child ended (`code` for worker children; none for a worker doomed by an uncaught exception, reported before its thread is gone). */
   child_exited: SupervisorBase & { readonly childId: string; readonly class: ExitClass; readonly reason: string; readonly code: number | undefined };
   /** A restart is scheduled; `attempt` is the 0-based backoff attempt, `children` every id the strategy restarts. */
   child_restarting: SupervisorBase & {

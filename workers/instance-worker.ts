@@ -24,7 +24,10 @@
  * `channelType` makes `start()` answer `{ ok: false, code: 'channel_invalid', reason }` (the
  * reason names the member or the load error), and the worker idles until the runtime stops it.
  * Otherwise `start()` answers `{ ok: true }` and the connect loop starts on the next turn. A second
- * call returns the first call's promise.
+ * call returns the first call's promise. The instance of a boot does not wait for the call: it is
+ * started right after ready (its notices wait on the data port until the runtime listens, and the
+ * runtime's `start` gets the same answer), which spares a round trip to the main thread on every
+ * spawn of a worker, after a crash above all.
  *
  * ## Notice sequences
  * Attempt 0 is the initial connect; reconnect attempts are numbered 1..`reconnect.maxAttempts`.
@@ -199,3 +202,5 @@ const api: InstanceWorkerApi = {
 };
 
 serve(api, { onStop: async () => void (await Promise.all([...contexts.values()].map((c) => c.stop()))) });
+// Ready is posted: the boot's instance connects from the next turn on, without waiting for `start`.
+void instance?.start();

@@ -12,7 +12,6 @@
  *
  * @packageDocumentation
  */
-import { getHeapStatistics } from 'node:v8';
 import { performance } from 'node:perf_hooks';
 import { MessagePort, isMainThread, workerData as rawWorkerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
@@ -22,6 +21,7 @@ import {
   nodeEndpoint,
   type BootstrapData,
   type ControlRoot,
+  type DyingMessage,
   type PongMessage,
   type ReadyMessage,
 } from '../src/wire/host.js';
@@ -105,7 +105,9 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
       type: 'pong',
       seq: message.seq,
       elu: Number.isFinite(utilization) ? Math.min(1, Math.max(0, utilization)) : 0,
-      heapUsed: getHeapStatistics().used_heap_size,
+      // This thread's V8 heap (process.memoryUsage() reads the calling thread's isolate); it spares
+      // loading node:v8 at every worker start.
+      heapUsed: process.memoryUsage().heapUsed,
     };
     heartbeat.postMessage(pong);
   });
@@ -130,6 +132,18 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
     },
   };
   Comlink.expose(root, nodeEndpoint(control));
+  // An uncaught exception that nothing handles ends this thread: the host hears it now, before Node
+  // serializes the error for the Worker's `error` event. A handled one (a listener or a capture
+  // callback) is not a death, and a thrown non-Error is left to the `error` event.
+  process.on('uncaughtExceptionMonitor', (err: unknown) => {
+    if (!(err instanceof Error) || process.listenerCount('uncaughtException') > 0 || process.hasUncaughtExceptionCaptureCallback()) return;
+    try {
+      const dying: DyingMessage = { type: 'dying', name: String(err.name), message: String(err.message), stack: String(err.stack) };
+      heartbeat.postMessage(dying);
+    } catch {
+      // An error whose fields cannot be read, or a closed port: the `error` event still tells.
+    }
+  });
   const ready: ReadyMessage = { type: 'ready', version: PROTOCOL_VERSION };
   heartbeat.postMessage(ready);
 }

@@ -10,7 +10,7 @@
  *
  * @packageDocumentation
  */
-import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, type MessagePort, type ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { StoppedError } from '../errors.js';
 import { IntensityWindow, type BackoffOptions } from '../supervisor/backoff.js';
@@ -35,7 +35,7 @@ export interface GroupHooks<M extends GroupMember> {
   hosting(member: M, host: WorkerHost<InstanceWorkerApi>, port: MessagePort): void;
   /** What the worker answered to hosting the member (also after each restart of the worker). */
   hosted(member: M, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, result: StartResult): void;
-  /** The member's worker is gone (`exit`), or the member left it. */
+  /** The member's worker is doomed or gone (see `WorkerHost.doomed`), or the member left it. */
   detached(member: M, host: WorkerHost<InstanceWorkerApi>, port: MessagePort, exit: ChildExit): void;
   /** The worker died and restarts after `delayMs`; `attempt` counts from 1. */
   restarting(member: M, info: { reason: string; exit: ChildExit['class']; attempt: number; delayMs: number }): void;
@@ -331,19 +331,24 @@ export class WorkerGroup<M extends GroupMember> {
     this.#host = host;
     this.#port = port;
     this.#listen(host, port);
-    void host.exited.then((exit) => this.#onExit(host, port, exit));
+    // A worker is over for its members as soon as it is doomed (an uncaught exception): they are
+    // detached and its supervisor restarts it while the old thread is still ending.
+    void host.doomed.then((exit) => this.#onExit(host, port, exit));
     try {
       // The first member came in a spawned worker's boot; the others (all of them in a standby
       // worker) are hosted by control calls, in parallel.
       const inBoot = spare ? undefined : first;
       const calls: Promise<void>[] = [];
       if (inBoot && this.#members.get(inBoot.m.iid) === inBoot) calls.push(this.#hostOne(inBoot, host, port, true));
+      // The boot's instance starts in the worker by itself: one that left meanwhile is taken out
+      // (with no member left, the group is stopping, and the worker with it).
+      else if (inBoot && this.#members.size > 0) void host.call('unhost', inBoot.m.iid).catch(() => undefined);
       for (const e of list) if (e !== inBoot && this.#members.get(e.m.iid) === e) calls.push(this.#hostOne(e, host, port));
       await Promise.all(calls);
       // Members added while this thread was starting.
       for (;;) {
         const late = [...this.#members.values()].filter((e) => e.state === 'pending');
-        if (late.length === 0 || host.state !== 'up') break;
+        if (late.length === 0 || host.state !== 'up' || this.#host !== host) break;
         await Promise.all(late.map((e) => this.#hostOne(e, host, port)));
       }
     } finally {
@@ -401,6 +406,9 @@ export class WorkerGroup<M extends GroupMember> {
     if (this.#host !== host) return;
     this.#host = undefined;
     this.#port = undefined;
+    // What the worker posted before it was doomed (acks above all) is handled before its members
+    // are detached, so that only what it did not acknowledge is sent again.
+    for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) this.#dispatch(host, port, m.message);
     if (exit.class !== 'shutdown') this.#deaths++;
     for (const e of [...this.#members.values()]) {
       if (e.state === 'pending') continue;
@@ -424,6 +432,19 @@ export class WorkerGroup<M extends GroupMember> {
     );
   }
 
+  /** A message on a worker's data port, to the member it names. */
+  #dispatch(host: WorkerHost<InstanceWorkerApi>, port: MessagePort, raw: unknown): void {
+    const i = typeof raw === 'object' && raw !== null ? (raw as { i?: unknown }).i : undefined;
+    const e = typeof i === 'number' ? this.#members.get(i) : undefined;
+    if (e === undefined) {
+      // A member that left: late, not malformed.
+      if (typeof i !== 'number' || !this.#gone.has(i)) this.#hooks.stray(raw);
+      return;
+    }
+    // The runtime tells a notice from a worker that is no longer the member's own by `host`.
+    this.#hooks.message(e.m, host, port, raw as object);
+  }
+
   /** A suspect group quiet for `quarantine.periodMs` is cleared (a shared one) or releases its member (a dedicated one). */
   #watchQuiet(deathsBefore: number): void {
     this.#quiet = setTimeout(() => {
@@ -442,17 +463,7 @@ export class WorkerGroup<M extends GroupMember> {
   }
 
   #listen(host: WorkerHost<InstanceWorkerApi>, port: MessagePort): void {
-    port.on('message', (raw: unknown) => {
-      const i = typeof raw === 'object' && raw !== null ? (raw as { i?: unknown }).i : undefined;
-      const e = typeof i === 'number' ? this.#members.get(i) : undefined;
-      if (e === undefined) {
-        // A member that left: late, not malformed.
-        if (typeof i !== 'number' || !this.#gone.has(i)) this.#hooks.stray(raw);
-        return;
-      }
-      // The runtime tells a notice from a worker that is no longer the member's own by `host`.
-      this.#hooks.message(e.m, host, port, raw as object);
-    });
+    port.on('message', (raw: unknown) => this.#dispatch(host, port, raw));
     // The port closes when the worker is gone; nothing else holds it.
     port.once('close', () => port.removeAllListeners());
   }

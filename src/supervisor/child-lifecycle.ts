@@ -58,7 +58,8 @@ export async function startEntry(core: SupervisorCore, entry: Entry, attempt: nu
   entry.running = child;
   entry.status = 'running';
   publish(core.events, 'supervisor:child_started', () => ({ supervisor: core.name, childId: id, attempt }), 'child_started');
-  void child.exited.then((exit) => core.onExit(entry, child, exit));
+  // A child that tells its end early (see RunningChild.doomed) is restarted before it is gone.
+  void (child.doomed ?? child.exited).then((exit) => core.onExit(entry, child, exit));
   return child;
 }
 
@@ -95,15 +96,19 @@ export async function terminate(core: SupervisorCore, entry: Entry, budget?: Shu
   emitExit(core, entry, exit);
 }
 
-/** Stops every child in reverse start order, one after the other. */
+/**
+ * Stops every child in reverse start order, one after the other, then waits until every child
+ * handled as dead at its `doomed` is gone too.
+ */
 export async function terminateAll(core: SupervisorCore, budget?: Shutdown): Promise<void> {
   for (const e of [...core.entries].reverse()) await terminate(core, e, budget);
+  await Promise.all([...core.dying].map((c) => c.exited));
 }
 
 /** Kills at once, concurrently, every child still up or still shutting down. */
 export async function killAll(core: SupervisorCore): Promise<void> {
   // Budget expired: whatever is still up is killed at once, concurrently.
-  const inProgress = [...core.terminating].map((c) => c.shutdown('brutal_kill'));
+  const inProgress = [...core.terminating, ...core.dying].map((c) => c.shutdown('brutal_kill'));
   const live = core.entries.filter((e) => e.running);
   await Promise.all([...inProgress, ...live.map((e) => terminate(core, e, 'brutal_kill'))]);
 }

@@ -12,12 +12,17 @@ import { publish } from '../telemetry.js';
 import { isNormalExit, type ChildExit, type RunningChild } from './types.js';
 
 /**
- * A running child's `exited` resolved. Ignored when the supervisor stopped the child on purpose;
- * otherwise the end is recorded and published and, while running, the restart decision is queued.
+ * A running child's `doomed` (else its `exited`) resolved. Ignored when the supervisor stopped the
+ * child on purpose; otherwise the end is recorded and published and, while running, the restart
+ * decision is queued. A doomed child still ending is kept among the dying until its `exited`.
  */
 export function onChildExit(core: SupervisorCore, entry: Entry, child: RunningChild, exit: ChildExit): void {
   if (entry.running !== child) return; // the supervisor stopped it on purpose
   entry.running = undefined;
+  if (child.doomed) {
+    core.dying.add(child);
+    void child.exited.then(() => core.dying.delete(child));
+  }
   entry.status = 'terminated';
   entry.lastExit = exit;
   emitExit(core, entry, exit);

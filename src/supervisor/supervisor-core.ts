@@ -64,11 +64,13 @@ export interface SupervisorCore {
   readonly timers: Set<() => void>;
   /** Children whose shutdown is in progress, so an expired budget can force them. */
   readonly terminating: Set<RunningChild>;
+  /** Children handled as dead at their `doomed` whose `exited` has not come: a stop waits for them. */
+  readonly dying: Set<RunningChild>;
   state: SupervisorState;
   queue: Promise<unknown>;
   readonly resolveExited: (exit: ChildExit) => void;
   stopping: Promise<ChildExit> | undefined;
-  /** Called when a running child's `exited` resolves: the restart decision. */
+  /** Called when a running child's `doomed` (else its `exited`) resolves: the restart decision. */
   readonly onExit: (entry: Entry, child: RunningChild, exit: ChildExit) => void;
 }
 
@@ -91,6 +93,7 @@ export function createSupervisorCore(
     entries: [],
     timers: new Set<() => void>(),
     terminating: new Set<RunningChild>(),
+    dying: new Set<RunningChild>(),
     state: 'running',
     queue: Promise.resolve(),
     resolveExited,

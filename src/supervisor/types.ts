@@ -47,6 +47,13 @@ export interface RunningChild {
   /** Resolves exactly once, when the child has ended for any reason. Never rejects. */
   readonly exited: Promise<ChildExit>;
   /**
+   * Optional: resolves exactly once, as soon as the child's end is certain, with the exit it ends
+   * with (perhaps without its `code`, not known yet), at the latest together with `exited`. A worker
+   * whose thread threw an uncaught exception is doomed before it is gone: the supervisor restarts
+   * it at once, and waits for its `exited` before it counts itself stopped. Never rejects.
+   */
+  readonly doomed?: Promise<ChildExit>;
+  /**
    * Stops the child: ask it to finish, wait up to `budget`, then force it. Resolves with the
    * exit record once the child has ended (at once if it already had).
    */

@@ -21,7 +21,8 @@
  *
  * @packageDocumentation
  */
-import { types } from 'node:util';
+// node:util/types alone: node:util loads much more, at every instance worker's start.
+import { isArgumentsObject, isProxy } from 'node:util/types';
 
 /** Fewer items than this go by structured clone: the columns' own arrays cost more than they save. */
 export const MIN_COLUMN_BATCH = 8;
@@ -39,7 +40,6 @@ export interface Columns {
 }
 
 const objectProto = Object.prototype;
-const { isProxy, isArgumentsObject } = types;
 
 /**
  * Encodes `items` in columns, or returns `undefined` when the batch does not qualify (see the

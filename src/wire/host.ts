@@ -61,8 +61,21 @@ export interface PongMessage {
   readonly heapUsed: number;
 }
 
+/**
+ * Worker → main: an uncaught exception that nothing handles is ending the thread. Sent by
+ * `serve()` from `uncaughtExceptionMonitor`, before Node serializes the error for the Worker's
+ * `error` event (which follows): the host can act on the death that much sooner.
+ */
+export interface DyingMessage {
+  readonly type: 'dying';
+  /** The error's `name`, `message` and `stack`. */
+  readonly name: string;
+  readonly message: string;
+  readonly stack: string;
+}
+
 /** Every message the worker sends on the heartbeat port. */
-export type WorkerHeartbeatMessage = ReadyMessage | PongMessage;
+export type WorkerHeartbeatMessage = ReadyMessage | PongMessage | DyingMessage;
 
 /** The reserved lifecycle methods `serve()` exposes next to the user's API. */
 export interface ControlApi {

@@ -6,7 +6,7 @@
  * This module holds the facade and the lifecycle (ready, stop, the order of events at a thread's
  * death). The spawn is in `spawn-worker.ts`, the heartbeat in `heartbeat.ts`, the control calls in
  * `control-calls.ts`, the exit classification in `exit-classification.ts`, the public types in
- * `host-types.ts`.
+ * `host-types.ts`, {@link workerChild} in `worker-child.ts`.
  *
  * @packageDocumentation
  */
@@ -15,18 +15,19 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { InvalidConfigError, StartFailureError, WorkerExitedError } from '../errors.js';
-import type { ChildExit, ChildSpec, RestartType, RunningChild, Shutdown, StartContext } from '../supervisor/types.js';
+import type { ChildExit, RunningChild, Shutdown, StartContext } from '../supervisor/types.js';
 import { publish } from '../telemetry.js';
 import type { EmitterEvent, EmitterListener, WorkerEvents } from '../events.js';
 import { PROTOCOL_VERSION } from '../wire/host.js';
 import { ControlCalls } from './control-calls.js';
-import { classifyExit, noExitFacts, provisionalExit, scrubbedError, type ExitFacts, type ForcedReason, type ProvisionalExit } from './exit-classification.js';
+import { classifyExit, errorCode, noExitFacts, provisionalExit, scrubbedError, type ExitFacts, type ForcedReason, type ProvisionalExit } from './exit-classification.js';
 import { HeartbeatMonitor } from './heartbeat.js';
 import type { AnyMethod, CallArgs, CallResult, MethodName, WorkerHealth, WorkerHostOptions, WorkerHostStats, WorkerState } from './host-types.js';
 import { HostTimers } from './host-timers.js';
-import { describeIssues, flattenIssues, parseConfig, shutdownSchema, workerHeartbeatMessageSchema, workerHostOptionsSchema } from './schemas.js';
+import { describeIssues, parseConfig, shutdownSchema, workerHeartbeatMessageSchema, workerHostOptionsSchema } from './schemas.js';
 import { defaultChildId, hostLogger, spawnWorker, type ParsedOptions } from './spawn-worker.js';
 
+export { workerChild, type WorkerChildOptions } from './worker-child.js';
 export type { CallArgs, CallResult, HeartbeatOptions, MethodName, WorkerHealth, WorkerHostOptions, WorkerHostStats, WorkerState } from './host-types.js';
 
 /** Default heartbeat interval. */
@@ -77,6 +78,17 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
    * both ports have closed and every in-flight call has been rejected. Never rejects.
    */
   readonly exited: Promise<ChildExit>;
+  /**
+   * Resolves exactly once, as soon as the worker's end is certain: when its thread threw an
+   * uncaught exception that nothing handles (told by `serve()`'s `dying` message, else by the
+   * `error` event: the thread is ending, its `exit` comes a few milliseconds later), with the exit
+   * it is classified with but no `code`; otherwise together with {@link WorkerHost.exited}, with
+   * the same record. A worker that is starting, stopping or
+   * being terminated is not doomed by an error: its end is told by `exited`. Every message the
+   * thread posted before it was doomed is already queued on its ports (`receiveMessageOnPort`
+   * drains them). Never rejects.
+   */
+  readonly doomed: Promise<ChildExit>;
   /** The child id (from the start context, else `name`, else the script's base name). */
   readonly childId: string;
   /** The worker's thread id. */
@@ -93,6 +105,11 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
 
   #state: WorkerState = 'starting';
   #dying = false;
+  /** The thread threw an uncaught exception while up: it is ending (see {@link WorkerHost.doomed}). */
+  #doomed = false;
+  /** The exit {@link WorkerHost.doomed} resolved with before the thread was gone. */
+  #doomedExit: ChildExit | undefined;
+  #resolveDoomed!: (exit: ChildExit) => void;
   /** Scrubs secrets out of error messages before they are logged or become exit reasons. */
   #redact: (text: string) => string = (text) => text;
   #exit: ChildExit | undefined;
@@ -145,6 +162,9 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     this.exited = new Promise<ChildExit>((resolve) => {
       this.#resolveExited = resolve;
     });
+    this.doomed = new Promise<ChildExit>((resolve) => {
+      this.#resolveDoomed = resolve;
+    });
     this.#ready = new Promise<void>((resolve, reject) => {
       this.#resolveReady = resolve;
       this.#rejectReady = reject;
@@ -166,7 +186,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       log: this.#log,
       intervalMs,
       maxMissed,
-      isWatched: () => this.#state === 'up' && !this.#dying,
+      isWatched: () => this.#state === 'up' && !this.#dying && !this.#doomed,
       onHang: () => this.#onHang(),
       onMalformed: (reason) => this.#onMalformed('heartbeat', reason),
     });
@@ -176,6 +196,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       // Kept scrubbed: it becomes `exit.error`, which the `exit` event publishes.
       this.#facts.error ??= redact ? scrubbedError(err, redact) : err;
       this.#log.debug({ reason: this.#redact(err.message), errorName: err.name }, 'worker error');
+      if (this.#facts.error) this.#doom(this.#facts.error);
     });
     worker.on('exit', (code: number) => this.#onExit(code));
     this.#controlPort.on('close', () => this.#onControlClose());
@@ -254,7 +275,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     if (typeof method !== 'string' || method.length === 0) {
       return Promise.reject(new InvalidConfigError('call', [{ path: 'method', message: 'expected a method name' }]));
     }
-    if (this.#dying) return Promise.reject(new WorkerExitedError(`call ${method}`, this.#provisionalExit()));
+    if (this.#dying || this.#doomed) return Promise.reject(new WorkerExitedError(`call ${method}`, this.#provisionalExit()));
     return this.#control.call(timeoutMs, method, args as unknown[]) as Promise<CallResult<API, K>>;
   }
 
@@ -276,6 +297,11 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     }
     if (this.#exit) return Promise.resolve(this.#exit);
     if (this.#dying) return this.exited;
+    if (this.#doomed) {
+      // Ending on its own: a brutal kill only hurries it.
+      if (parsed === 'brutal_kill') this.#kill();
+      return this.exited;
+    }
     if (!this.#facts.stopRequested) {
       this.#facts.stopRequested = true;
       this.#state = 'stopping';
@@ -303,7 +329,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
    */
   terminate(reason: string): Promise<ChildExit> {
     if (this.#exit) return Promise.resolve(this.#exit);
-    if (this.#dying || this.#facts.stopRequested || this.#facts.terminated !== undefined) return this.exited;
+    if (this.#dying || this.#doomed || this.#facts.stopRequested || this.#facts.terminated !== undefined) return this.exited;
     this.#facts.terminated = this.#redact(reason) || 'terminated';
     this.#heartbeat.stop();
     this.#log.debug({ reason: this.#facts.terminated }, 'terminating worker');
@@ -320,6 +346,11 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
       return;
     }
     const msg = parsed.data;
+    if (msg.type === 'dying') {
+      const err = Object.assign(new Error(msg.message), { name: msg.name, stack: msg.stack });
+      this.#doom(scrubbedError(err, this.#redact));
+      return;
+    }
     if (msg.type === 'ready') {
       if (this.#state !== 'starting') {
         this.#onMalformed('heartbeat', 'unexpected ready');
@@ -375,6 +406,31 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
   }
 
   // ---- death ------------------------------------------------------------------------------------
+
+  /**
+   * The thread threw an uncaught exception that nothing handles: its `dying` message, else the
+   * Worker's `error` event (Node posts it after everything the thread posted, and ends the thread).
+   * While it is up and nobody is ending it, it is doomed now, of `err`. New calls are refused and
+   * heartbeats stop; calls in flight settle as before, by their replies or when the control port
+   * closes. Should its `exit` not follow, it is terminated.
+   */
+  #doom(err: Error): void {
+    if (this.#doomed || this.#exit || this.#state !== 'up') return;
+    const f = this.#facts;
+    if (f.stopRequested || f.terminated !== undefined || f.hangDetected) return;
+    this.#doomed = true;
+    this.#heartbeat.stop();
+    if (!this.#dying) {
+      this.#timers.arm(() => {
+        this.#log.warn('worker threw but did not exit; terminating');
+        this.#kill();
+      }, EXIT_GRACE_MS);
+    }
+    const cls = errorCode(err) === 'ERR_WORKER_OUT_OF_MEMORY' ? 'oom' : 'crash';
+    this.#log.debug({ exitClass: cls }, 'worker doomed');
+    this.#doomedExit = { class: cls, reason: this.#redact(err.message), error: err };
+    this.#resolveDoomed(this.#doomedExit);
+  }
 
   #kill(): void {
     this.#worker.terminate().catch(() => undefined);
@@ -458,6 +514,7 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     this.#exit = exit;
     this.#state = 'down';
     this.#release();
+    this.#resolveDoomed(exit); // no-op when it was doomed already
     this.#resolveExited(exit);
 
     const level = wasStarting || !(exit.class === 'normal' || exit.class === 'shutdown') ? 'warn' : 'info';
@@ -495,49 +552,8 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
    * `exit` tells the code, so the class may still be `unknown`.
    */
   #provisionalExit(): ProvisionalExit {
+    const doomed = this.#exit === undefined && this.#exitCode === undefined ? this.#doomedExit : undefined;
+    if (doomed) return { class: doomed.class, reason: doomed.reason };
     return provisionalExit(this.#facts, this.#exit, this.#exitCode, this.#state === 'starting', this.#redact);
   }
-}
-
-/** Per-child settings of {@link workerChild}. */
-export interface WorkerChildOptions {
-  /** Restart type (default `permanent`). */
-  restart?: RestartType;
-  /** Shutdown budget (default 5000 ms). */
-  shutdown?: Shutdown;
-}
-
-/**
- * A child spec whose child is a {@link WorkerHost}. `options` may be a function of the start
- * context, e.g. to build fresh transferables or per-attempt `workerData` on every restart. Static
- * options are validated now, so a bad spec fails where it is written.
- *
- * @throws {@link InvalidConfigError} on a bad id, options or shutdown budget.
- */
-export function workerChild<API extends object = Record<string, AnyMethod>>(
-  id: string,
-  options: WorkerHostOptions | ((ctx: StartContext) => WorkerHostOptions),
-  childOptions: WorkerChildOptions = {},
-): ChildSpec {
-  const issues = [];
-  if (typeof id !== 'string' || id.length === 0) issues.push({ path: 'id', message: 'expected a non-empty string' });
-  if (typeof options !== 'function') {
-    const result = workerHostOptionsSchema.safeParse(options);
-    if (!result.success) issues.push(...flattenIssues(result.error.issues, 'options'));
-  }
-  const restart = childOptions.restart ?? 'permanent';
-  if (!['permanent', 'transient', 'temporary'].includes(restart)) {
-    issues.push({ path: 'restart', message: "expected 'permanent', 'transient' or 'temporary'" });
-  }
-  const shutdown = childOptions.shutdown ?? DEFAULT_WORKER_SHUTDOWN;
-  const budget = shutdownSchema.safeParse(shutdown);
-  if (!budget.success) issues.push(...flattenIssues(budget.error.issues, 'shutdown'));
-  if (issues.length > 0) throw new InvalidConfigError(`worker child ${String(id)}`, issues);
-  return {
-    id,
-    type: 'worker',
-    restart,
-    shutdown,
-    start: (ctx) => WorkerHost.start<API>(typeof options === 'function' ? options(ctx) : options, ctx),
-  };
 }

@@ -79,8 +79,16 @@ export const pongMessageSchema = z.strictObject({
   heapUsed: z.number().nonnegative().finite(),
 });
 
+/** Schema of a `dying` message from a worker. */
+export const dyingMessageSchema = z.strictObject({
+  type: z.literal('dying'),
+  name: z.string(),
+  message: z.string(),
+  stack: z.string(),
+});
+
 /** Schema of every message a worker may send on the heartbeat port. */
-export const workerHeartbeatMessageSchema = z.discriminatedUnion('type', [readyMessageSchema, pongMessageSchema]);
+export const workerHeartbeatMessageSchema = z.discriminatedUnion('type', [readyMessageSchema, pongMessageSchema, dyingMessageSchema]);
 
 // The schemas and the protocol's hand-written types must agree.
 type _PongAgrees = z.infer<typeof workerHeartbeatMessageSchema> extends WorkerHeartbeatMessage ? true : never;
