@@ -427,6 +427,19 @@ describe('channel module validation', () => {
   }
 
   it(
+    'a channel module slow to import gets one warning from its worker, with the time it took',
+    async () => {
+      const h = await startInstanceWorker({ channel: channelFixtureUrl('slow-import'), channelType: 'slow' });
+      await waitFor(() => h.notices.some((n) => n.t === 'status' && n.status === 'connected'));
+      const warnings = h.notices.filter((n) => n.t === 'log' && n.level === 'warn');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatchObject({ msg: expect.stringContaining('threadvisor/channel') });
+      expect((warnings[0] as { obj?: { importMs?: number } }).obj?.importMs).toBeGreaterThanOrEqual(100);
+    },
+    T,
+  );
+
+  it(
     'a missing module → start() answers channel_invalid',
     async () => {
       const h = await startInstanceWorker({ channel: new URL('./does-not-exist.js', loopbackUrl) }, { start: false });

@@ -149,12 +149,26 @@ function attributeFaults(): void {
   });
 }
 
+/** A channel module whose import took at least this long in a worker gets a warning (once per worker). */
+const SLOW_IMPORT_MS = 100;
+/** Channel modules this worker already warned about. */
+const slowWarned = new Set<string>();
+
 /** Creates the context of an instance; a channel that cannot be used is answered by its `start()`. */
 async function host(boot: Omit<InstanceBoot, 'data'>): Promise<InstanceContext> {
   if (boot.shared === true) attributeFaults();
   const loaded = await modules.load(boot.channel, boot.instance.channelType);
   const ctx = new InstanceContext(boot, loaded.ok ? loaded.channel : loaded.reason, postToMain);
   contexts.set(ctx.iid, ctx);
+  if (loaded.ok && loaded.importMs >= SLOW_IMPORT_MS && !slowWarned.has(boot.channel)) {
+    // Every worker that starts or restarts imports its channel modules again: say what it costs.
+    slowWarned.add(boot.channel);
+    ctx.log(
+      'warn',
+      `channel module took ${Math.round(loaded.importMs)} ms to import in its worker, and every worker start and restart pays it: import threadvisor/channel (not threadvisor) in a channel module, keep what only the main thread needs out of it, or keep standby workers`,
+      { importMs: Math.round(loaded.importMs) },
+    );
+  }
   return ctx;
 }
 

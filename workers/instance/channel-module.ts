@@ -9,8 +9,13 @@ import { checkChannelDefinition, checkChannelHandlers, isChannelFactory, type Ch
 import { clip, describe, get } from './util.js';
 import type { AnyChannel } from './context.js';
 
-/** A loaded channel, or why it could not be used (the reason names the member or the load error). */
-export type LoadedChannel = { ok: true; channel: AnyChannel | ChannelFactory } | { ok: false; reason: string };
+/**
+ * A loaded channel, or why it could not be used (the reason names the member or the load error).
+ * `importMs` is how long this worker took to import the module (each worker imports it once).
+ */
+export type LoadedChannel = { ok: true; channel: AnyChannel | ChannelFactory; importMs: number } | { ok: false; reason: string };
+
+type Imported = { ok: true; def: unknown; importMs: number } | { ok: false; reason: string };
 
 const CALLBACKS = ['connect', 'disconnect', 'send', 'poll', 'listen', 'probe', 'classify'] as const;
 
@@ -39,7 +44,7 @@ export function instantiate(channel: AnyChannel | ChannelFactory, instance: Chan
 
 /** One worker's channel modules, by URL. */
 export class ChannelModules {
-  readonly #modules = new Map<string, Promise<{ ok: true; def: unknown } | { ok: false; reason: string }>>();
+  readonly #modules = new Map<string, Promise<Imported>>();
 
   /** The channel of module `url` for an instance of `channelType`. Never rejects. */
   async load(url: string, channelType: string): Promise<LoadedChannel> {
@@ -49,7 +54,7 @@ export class ChannelModules {
     if (channel.type !== channelType) {
       return { ok: false, reason: `channel module ${url} has type '${channel.type}', but the instance's channelType is '${channelType}'` };
     }
-    return { ok: true, channel };
+    return { ok: true, channel, importMs: mod.importMs };
   }
 
   /** Imports module `url` ahead of need (once). Never rejects: a failure is answered by `load`. */
@@ -57,7 +62,7 @@ export class ChannelModules {
     await this.#imported(url);
   }
 
-  #imported(url: string): Promise<{ ok: true; def: unknown } | { ok: false; reason: string }> {
+  #imported(url: string): Promise<Imported> {
     let pending = this.#modules.get(url);
     if (!pending) {
       pending = this.#import(url);
@@ -66,8 +71,9 @@ export class ChannelModules {
     return pending;
   }
 
-  async #import(url: string): Promise<{ ok: true; def: unknown } | { ok: false; reason: string }> {
+  async #import(url: string): Promise<Imported> {
     let mod: unknown;
+    const t0 = performance.now();
     try {
       mod = await import(url);
     } catch (err) {
@@ -79,6 +85,6 @@ export class ChannelModules {
     if (issues.length > 0) {
       return { ok: false, reason: clip(`channel module ${url} is invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`) };
     }
-    return { ok: true, def };
+    return { ok: true, def, importMs: performance.now() - t0 };
   }
 }
