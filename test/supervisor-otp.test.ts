@@ -193,6 +193,7 @@ describe('Supervisor OTP semantics', { timeout: 20_000 }, () => {
       ['a string', 'up', /resolved with string "up"/],
       ['an object without exited', { shutdown: () => Promise.resolve() }, /resolved with an object without an exited promise/],
       ['an object without shutdown', { exited: new Promise(() => undefined) }, /resolved with an object without a shutdown function/],
+      ['an object whose doomed is not a promise', { exited: new Promise(() => undefined), shutdown: () => Promise.resolve(), doomed: 1 }, /resolved with an object whose doomed is not a promise/],
     ];
     for (const [what, value, message] of cases) {
       it(`startChild with ${what}: StartFailureError naming what was returned, spec not kept`, async () => {

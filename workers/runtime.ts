@@ -138,7 +138,8 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
   process.on('uncaughtExceptionMonitor', (err: unknown) => {
     if (!(err instanceof Error) || process.listenerCount('uncaughtException') > 0 || process.hasUncaughtExceptionCaptureCallback()) return;
     try {
-      const dying: DyingMessage = { type: 'dying', name: String(err.name), message: String(err.message), stack: String(err.stack) };
+      // Clipped to what the host accepts (its schema bounds each field).
+      const dying: DyingMessage = { type: 'dying', name: String(err.name).slice(0, 200), message: String(err.message).slice(0, 8192), stack: String(err.stack).slice(0, 16384) };
       heartbeat.postMessage(dying);
     } catch {
       // An error whose fields cannot be read, or a closed port: the `error` event still tells.

@@ -93,7 +93,8 @@ export class DataPlane {
     const port = entry.dataPort;
     // Sends wait on the main thread until the channel is connected: depth and pressure then tell
     // the truth, and a worker that dies while reconnecting holds nothing.
-    if (!port || entry.server.currentStatus !== 'connected') return;
+    // Nor to a doomed worker: acks drained from its port after its doom must not send it more.
+    if (!port || entry.server.currentStatus !== 'connected' || entry.host?.isDoomed === true) return;
     const { queue } = entry;
     // Everything the credit window admits goes at once, in batches of at most MAX_BATCH: a burst
     // does not wait a round trip for its second batch.

@@ -43,6 +43,8 @@ export class Placement {
   readonly #log: Logger;
   /** Worker groups with a thread running or starting (or about to). */
   readonly #groups = new Set<WorkerGroup<Entry>>();
+  /** The stops of split workers whose threads are still ending. */
+  readonly #retiring = new Set<Promise<void>>();
   #lastGroup = 0;
   /** What the groups tell the runtime about their members' workers. */
   readonly #hooks: GroupHooks<Entry> = {
@@ -84,6 +86,14 @@ export class Placement {
   /** Everything stops: a shared worker stops once, with all its instances, not one by one. */
   closeAll(): void {
     for (const g of this.#groups) g.close();
+  }
+
+  /**
+   * Resolves once every split worker is gone: a split happens at the worker's doom, while its
+   * thread is still ending, and none of its instances waits for that thread any more.
+   */
+  async retired(): Promise<void> {
+    while (this.#retiring.size > 0) await Promise.all([...this.#retiring]);
   }
 
   /** The group a starting instance goes to: a dedicated one, or the least-loaded shared one with room. */
@@ -137,6 +147,8 @@ export class Placement {
   #split(from: WorkerGroup<Entry>, members: Entry[], exit: ChildExit): void {
     const ctx = this.#ctx;
     this.#groups.delete(from);
+    const gone = from.stop().finally(() => this.#retiring.delete(gone));
+    this.#retiring.add(gone);
     const reason = `worker ${exitKind(exit)}: ${ctx.redactAll(exit.reason)}`;
     for (const e of members) {
       e.group = undefined;

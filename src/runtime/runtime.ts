@@ -578,6 +578,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
           await this.#lifecycle.stopGracefully(e, 'runtime stopped', 'runtime stopped', (err) => e.log.warn({ reason: e.server.redactReason(err) }, 'stop failed'));
         }),
       );
+      await this.#placement.retired();
       await this.#standby?.close();
       await this.#cluster?.close();
       await this.#pool?.destroy();

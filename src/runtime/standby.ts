@@ -105,7 +105,7 @@ export class StandbyPool {
   take(resourceLimits: ResourceLimits | undefined): Spare | undefined {
     if (this.#closed || !isDeepStrictEqual(resourceLimits ?? {}, this.#o.resourceLimits ?? {})) return undefined;
     let spare: Spare | undefined;
-    while ((spare = this.#ready.shift()) !== undefined && spare.host.state !== 'up') spare.port.close();
+    while ((spare = this.#ready.shift()) !== undefined && (spare.host.state !== 'up' || spare.host.isDoomed)) spare.port.close();
     if (spare) this.#taken++;
     this.#fill(REFILL_DELAY_MS);
     return spare;

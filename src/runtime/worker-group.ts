@@ -372,7 +372,7 @@ export class WorkerGroup<M extends GroupMember> {
       }
     } catch (err) {
       // The worker died or did not answer: its exit (fanned out to every member) says what follows.
-      if (this.#members.get(e.m.iid) === e && host.state === 'up') {
+      if (this.#members.get(e.m.iid) === e && host.state === 'up' && !host.isDoomed) {
         // No answer from a live worker: it is not fit to host anything.
         this.#o.logger.warn({ instanceId: e.m.id, reason: this.#o.redact(err instanceof Error ? err.message : String(err)) }, 'worker did not answer a start');
         void host.terminate('start unanswered');
@@ -419,12 +419,11 @@ export class WorkerGroup<M extends GroupMember> {
     // here before it sees the death, restarts nothing).
     if (this.dedicated || exit.class === 'shutdown' || this.#state !== 'running' || this.#members.size === 0) return;
     if (!this.#suspect && !this.#crashes.record()) return;
-    this.#state = 'stopped';
-    this.#clearQuiet();
     const members = [...this.#members.values()];
     this.#members.clear();
     for (const e of members) this.#settle(e, undefined, new StoppedError(`instance ${e.m.id}`));
-    void this.#sup?.stop();
+    // Its supervisor stops before it sees the death; `stop()` resolves once the old thread is gone.
+    void this.stop();
     this.#hooks.split(
       this,
       members.map((e) => e.m),

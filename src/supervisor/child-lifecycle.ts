@@ -102,7 +102,8 @@ export async function terminate(core: SupervisorCore, entry: Entry, budget?: Shu
  */
 export async function terminateAll(core: SupervisorCore, budget?: Shutdown): Promise<void> {
   for (const e of [...core.entries].reverse()) await terminate(core, e, budget);
-  await Promise.all([...core.dying].map((c) => c.exited));
+  // A brutal kill hurries them too; any other budget waits for their own end.
+  await Promise.all([...core.dying].map((c) => (budget === 'brutal_kill' ? c.shutdown('brutal_kill') : c.exited)));
 }
 
 /** Kills at once, concurrently, every child still up or still shutting down. */

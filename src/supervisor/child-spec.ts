@@ -57,18 +57,20 @@ export function resolveSpec(input: unknown): ResolvedSpec {
 /** True if `value` has the shape of a {@link RunningChild}. */
 export function isRunningChild(value: unknown): value is RunningChild {
   if ((typeof value !== 'object' && typeof value !== 'function') || value === null) return false;
-  const v = value as { exited?: unknown; shutdown?: unknown };
-  return typeof (v.exited as { then?: unknown } | undefined)?.then === 'function' && typeof v.shutdown === 'function';
+  const v = value as { exited?: unknown; shutdown?: unknown; doomed?: unknown };
+  const isPromise = (p: unknown): boolean => typeof (p as { then?: unknown } | undefined)?.then === 'function';
+  return isPromise(v.exited) && typeof v.shutdown === 'function' && (v.doomed === undefined || isPromise(v.doomed));
 }
 
 /** What a `start` resolved with instead of a {@link RunningChild}, for its start failure. */
 export function describeNonChild(value: unknown): string {
   if (value === null) return 'null';
   if (typeof value === 'object' || typeof value === 'function') {
-    const v = value as { exited?: unknown; shutdown?: unknown };
+    const v = value as { exited?: unknown; shutdown?: unknown; doomed?: unknown };
     const missing: string[] = [];
     if (typeof (v.exited as { then?: unknown } | undefined)?.then !== 'function') missing.push('an exited promise');
     if (typeof v.shutdown !== 'function') missing.push('a shutdown function');
+    if (missing.length === 0) return `${typeof value === 'function' ? 'a function' : 'an object'} whose doomed is not a promise`;
     return `${typeof value === 'function' ? 'a function' : 'an object'} without ${missing.join(' or ')}`;
   }
   const text = typeof value === 'string' ? JSON.stringify(value) : String(value);

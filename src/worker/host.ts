@@ -220,6 +220,14 @@ export class WorkerHost<API extends object = Record<string, AnyMethod>> extends 
     return this.#state;
   }
 
+  /**
+   * Whether the worker is doomed (see {@link WorkerHost.doomed}): its thread threw an uncaught
+   * exception and is ending, though `state` may still read `up` until it is gone.
+   */
+  get isDoomed(): boolean {
+    return this.#doomed;
+  }
+
   /** The worker's stdout stream (only meaningful with the `stdout: true` option). */
   get stdout(): Readable {
     return this.#worker.stdout;

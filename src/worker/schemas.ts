@@ -82,9 +82,9 @@ export const pongMessageSchema = z.strictObject({
 /** Schema of a `dying` message from a worker. */
 export const dyingMessageSchema = z.strictObject({
   type: z.literal('dying'),
-  name: z.string(),
-  message: z.string(),
-  stack: z.string(),
+  name: z.string().max(200),
+  message: z.string().max(8192),
+  stack: z.string().max(16384),
 });
 
 /** Schema of every message a worker may send on the heartbeat port. */
