@@ -340,9 +340,10 @@ export class WorkerGroup<M extends GroupMember> {
       const inBoot = spare ? undefined : first;
       const calls: Promise<void>[] = [];
       if (inBoot && this.#members.get(inBoot.m.iid) === inBoot) calls.push(this.#hostOne(inBoot, host, port, true));
-      // The boot's instance starts in the worker by itself: one that left meanwhile is taken out
-      // (with no member left, the group is stopping, and the worker with it).
-      else if (inBoot && this.#members.size > 0) void host.call('unhost', inBoot.m.iid).catch(() => undefined);
+      // The boot's instance starts in the worker by itself: one that left meanwhile is taken out at
+      // once, even when the group is stopping with it (its connection must not outlive its removal,
+      // e.g. a cluster node fenced off while the worker was starting).
+      else if (inBoot) void host.call('unhost', inBoot.m.iid).catch(() => undefined);
       for (const e of list) if (e !== inBoot && this.#members.get(e.m.iid) === e) calls.push(this.#hostOne(e, host, port));
       await Promise.all(calls);
       // Members added while this thread was starting.
