@@ -1,16 +1,5 @@
-/** The same channel module importing the main entry (`threadvisor`, here its source) instead of `threadvisor/channel`. */
+/** The same channel module as bench/channel-light.ts, defined through the main entry (`threadvisor`, here its source) instead of `threadvisor/channel`. */
 import { defineChannel } from '../src/index.js';
+import light from './channel-light.js';
 
-export default defineChannel({
-  type: 'heavy',
-  async connect() {},
-  async disconnect() {},
-  async send(_ctx, message) {
-    if ((message as { crash?: boolean }).crash === true) {
-      setTimeout(() => {
-        throw new Error('crash');
-      }, 0);
-    }
-    return { ok: true };
-  },
-});
+export default defineChannel({ ...light, type: 'heavy' });

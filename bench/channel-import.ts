@@ -7,44 +7,23 @@
  *
  * Run: `npm run build && node --expose-gc dist/bench/channel-import.js [--quick]`.
  */
-import { Worker } from 'node:worker_threads';
 import { pino } from 'pino';
 import { Runtime } from '../src/index.js';
 import { compare, quick, report, summary } from './lib.js';
+import { bareSpawn, connectedOn } from './spawn.js';
 
 const runs = quick ? 5 : 15;
-const bare = new URL('./bare-worker.js', import.meta.url);
 const modules = { light: new URL('./channel-light.js', import.meta.url), heavy: new URL('./channel-heavy.js', import.meta.url) } as const;
 type Kind = keyof typeof modules;
-
-async function bareSpawn(): Promise<number> {
-  const t0 = performance.now();
-  const w = new Worker(bare);
-  await new Promise((r) => w.once('message', r));
-  const dt = performance.now() - t0;
-  await w.terminate();
-  return dt;
-}
 
 const rt = await Runtime.start({
   logger: pino({ level: 'silent' }),
   restart: { maxRestarts: 1_000_000, periodMs: 1000, backoff: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } },
 });
 
-function connected(id: string): Promise<number> {
-  return new Promise((resolve) => {
-    const on = (e: { instanceId: string }): void => {
-      if (e.instanceId !== id) return;
-      rt.off('instance:connected', on);
-      resolve(performance.now());
-    };
-    rt.on('instance:connected', on);
-  });
-}
-
 async function start(kind: Kind, n: number): Promise<number> {
   const id = `${kind}-${n}`;
-  const back = connected(id);
+  const back = connectedOn(rt, id);
   const t0 = performance.now();
   await rt.startInstance({ id, name: id, channelType: kind, channel: modules[kind] });
   const dt = (await back) - t0;
@@ -53,7 +32,7 @@ async function start(kind: Kind, n: number): Promise<number> {
 }
 
 async function crash(id: string): Promise<number> {
-  const back = connected(id);
+  const back = connectedOn(rt, id);
   const t0 = performance.now();
   void rt.send(id, { crash: true }).catch(() => undefined);
   return (await back) - t0;

@@ -17,20 +17,12 @@ import { pino } from 'pino';
 import { Runtime, Supervisor, WorkerHost, workerChild } from '../src/index.js';
 import { compare, quick, report, summary } from './lib.js';
 import { moduleGraph } from './module-graph.js';
+import { bareSpawn, connectedOn } from './spawn.js';
 
 const logger = pino({ level: 'silent' });
 const echo = new URL('./echo-worker.js', import.meta.url);
 const bare = new URL('./bare-worker.js', import.meta.url);
 const runs = quick ? 8 : 25;
-
-async function bareSpawn(): Promise<number> {
-  const t0 = performance.now();
-  const w = new Worker(bare);
-  await new Promise((r) => w.once('message', r));
-  const dt = performance.now() - t0;
-  await w.terminate();
-  return dt;
-}
 
 async function hostSpawn(): Promise<number> {
   const t0 = performance.now();
@@ -91,20 +83,10 @@ const rt = await Runtime.start({
   logger,
   restart: { maxRestarts: 1_000_000, periodMs: 1000, backoff: { initialDelayMs: 0, maxDelayMs: 0, jitter: 0 } },
 });
-function connected(id: string): Promise<number> {
-  return new Promise((resolve) => {
-    const on = (e: { instanceId: string }): void => {
-      if (e.instanceId !== id) return;
-      rt.off('instance:connected', on);
-      resolve(performance.now());
-    };
-    rt.on('instance:connected', on);
-  });
-}
 async function instanceStart(n: number): Promise<number> {
   const id = `start-${n}`;
   const t0 = performance.now();
-  const back = connected(id);
+  const back = connectedOn(rt, id);
   await rt.startInstance({ id, name: id, channelType: 'loopback', channel: 'loopback' });
   const dt = (await back) - t0;
   await rt.stopInstance(id);
@@ -123,7 +105,7 @@ const instCrashT: number[] = [];
 const bareT4: number[] = [];
 for (let i = 0; i < runs; i++) {
   bareT4.push(await bareSpawn());
-  const back = connected(crashy.instanceId);
+  const back = connectedOn(rt, crashy.instanceId);
   const t0 = performance.now();
   void rt.send(crashy.instanceId, { fault: 'crash' }).catch(() => undefined);
   instCrashT.push((await back) - t0);
@@ -141,16 +123,6 @@ const spareReady = async (): Promise<void> => {
   while (rtStandby.standby?.ready !== 1) await new Promise((r) => setTimeout(r, 5));
   await new Promise((r) => setTimeout(r, 20)); // let the replacement's boot settle
 };
-function connectedOn(target: Runtime, id: string): Promise<number> {
-  return new Promise((resolve) => {
-    const on = (e: { instanceId: string }): void => {
-      if (e.instanceId !== id) return;
-      target.off('instance:connected', on);
-      resolve(performance.now());
-    };
-    target.on('instance:connected', on);
-  });
-}
 const standbyStartT: number[] = [];
 const bareT5: number[] = [];
 for (let i = -1; i < runs; i++) {
