@@ -31,7 +31,6 @@ import { ClusterMode } from './cluster-mode.js';
 import { Notices } from './notices.js';
 import { runtimeChildSpec, type RuntimeAccess } from './child-spec.js';
 import {
-  builtinUrl,
   resolveChannel,
   restartSchema,
   runtimeOptionsSchema,
@@ -63,7 +62,7 @@ export type {
 } from './options.js';
 import { Placement } from './placement.js';
 import { InstanceLifecycle } from './lifecycle.js';
-import { StandbyPool, type StandbyStats } from './standby.js';
+import { startStandby, type StandbyPool, type StandbyStats } from './standby.js';
 import { whenStatus } from './when-status.js';
 import { resolveCluster, type ClusterOptions, type ClusterView } from '../cluster/options.js';
 import { DataPlane, type RuntimeCounters } from './data-plane.js';
@@ -164,19 +163,7 @@ export class Runtime<M extends RuntimeMode = 'local'> extends EventEmitter {
       restartInPlace: (e, kind, reason, exit) => this.#lifecycle.restartInPlace(e, kind, reason, exit),
       fatal: (e, reason) => this.#lifecycle.fatal(e, reason),
     });
-    if (opts.standby.workers > 0) {
-      this.#standby = new StandbyPool({
-        workers: opts.standby.workers,
-        filename: builtinUrl('instance-worker.bundle.js'),
-        logger: this.#log.child({ standby: true }),
-        heartbeat: opts.heartbeat,
-        readyTimeoutMs: opts.readyTimeoutMs,
-        shutdownMs: opts.shutdownMs,
-        resourceLimits: opts.resourceLimits,
-        redact: (text) => this.#redactAll(text),
-      });
-      this.#standby.start();
-    }
+    this.#standby = startStandby(opts, this.#log, (text) => this.#redactAll(text));
     this.#placement = new Placement({
       opts,
       log: this.#log,

@@ -18,6 +18,7 @@ import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:work
 import type { Logger } from 'pino';
 import { WorkerHost } from '../worker/host.js';
 import type { InstanceWorkerApi, StandbyBoot } from '../wire/protocol.js';
+import { builtinUrl, type Resolved } from './options.js';
 
 /** The pause before a replacement boots, ms. */
 export const REFILL_DELAY_MS = 20;
@@ -190,4 +191,21 @@ export class StandbyPool {
       this.#fill(REFILL_DELAY_MS);
     });
   }
+}
+
+/** The runtime's standby pool, started, when its options ask for standby workers (else undefined). */
+export function startStandby(opts: Resolved, log: Logger, redact: (text: string) => string): StandbyPool | undefined {
+  if (opts.standby.workers <= 0) return undefined;
+  const pool = new StandbyPool({
+    workers: opts.standby.workers,
+    filename: builtinUrl('instance-worker.bundle.js'),
+    logger: log.child({ standby: true }),
+    heartbeat: opts.heartbeat,
+    readyTimeoutMs: opts.readyTimeoutMs,
+    shutdownMs: opts.shutdownMs,
+    resourceLimits: opts.resourceLimits,
+    redact,
+  });
+  pool.start();
+  return pool;
 }
