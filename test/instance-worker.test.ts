@@ -440,6 +440,20 @@ describe('channel module validation', () => {
   );
 
   it(
+    'an instance worker is connected without loading Node\'s perf modules (about 1 ms of every start)',
+    async () => {
+      const h = await startInstanceWorker({ channel: channelFixtureUrl('builtins'), channelType: 'builtins' });
+      await waitFor(() => h.notices.some(isConnected));
+      const connected = h.notices.find(isConnected) as { meta?: { perfModules?: string[] } };
+      expect(connected.meta?.perfModules).toEqual([]);
+      // The heartbeat loads them at its first ping and answers it.
+      await waitFor(() => h.host.health().lastPongAt !== null);
+      expect(h.host.health().elu).toBeGreaterThanOrEqual(0);
+    },
+    T,
+  );
+
+  it(
     'a missing module → start() answers channel_invalid',
     async () => {
       const h = await startInstanceWorker({ channel: new URL('./does-not-exist.js', loopbackUrl) }, { start: false });

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { NotOwnerError, UnavailableError } from '../errors.js';
 import { publish } from '../telemetry.js';
 import type { LeaseStore, TickResult } from './store.js';
-import { fenceView } from '../wire/fence.js';
+import { fenceTime, fenceView } from '../wire/fence.js';
 
 /** A declared instance as stored (never credentials). */
 export interface DeclaredSpec {
@@ -285,7 +285,7 @@ export class ClusterNode {
     this.#degraded = false;
     // Renewed: the leases this node holds are valid until `sent + leaseMs` by Redis's clock.
     const deadline = sent + this.#o.leaseMs - this.#o.safetyMs;
-    this.#deadline[0] = performance.timeOrigin + deadline;
+    this.#deadline[0] = fenceTime(deadline);
     this.#armFence(deadline);
     this.#membership(r.nodes);
     const owned = new Set(r.owned);

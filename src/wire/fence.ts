@@ -1,7 +1,7 @@
 /**
  * The lease deadline a cluster node shares with its instance workers (cluster mode): one float in
- * a `SharedArrayBuffer`, an absolute time in ms on the `performance.timeOrigin +
- * performance.now()` scale (the same in every thread). The main thread moves it forward at each
+ * a `SharedArrayBuffer`, a time in ms on the process's monotonic clock (`clock.ts`, the same scale
+ * in every thread). The main thread moves it forward at each
  * lease renewal and sets it to 0 when it fences itself. A worker checks it before every poll and
  * every send: past it, the instance neither polls nor sends, so a process resumed after a pause
  * (`SIGSTOP`) does not act on a lease that may have passed to another node, whatever its threads
@@ -11,10 +11,14 @@
  *
  * @packageDocumentation
  */
+import { monotonicMs } from './clock.js';
 
 /** Now, on the deadline's scale. */
-export function fenceNow(): number {
-  return performance.timeOrigin + performance.now();
+export const fenceNow: () => number = monotonicMs;
+
+/** `at`, a time on this thread's `performance.now()` scale, on the deadline's scale. */
+export function fenceTime(at: number): number {
+  return monotonicMs() + (at - performance.now());
 }
 
 /** A view of a fence buffer. */

@@ -30,9 +30,11 @@
  *
  * @packageDocumentation
  */
-import { performance } from 'node:perf_hooks';
 import { defineChannel, type ChannelContext, type ChannelHandlers, type SettingsSchema } from '../../src/channel.js';
 import { ChannelError } from '../../src/errors.js';
+
+/** Milliseconds on the monotonic clock: `performance` would load Node's perf modules in every worker (about 0.9 ms a start). */
+const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 
 /** The `inbound` setting of the loopback channel. */
 export interface LoopbackInbound {
@@ -299,7 +301,7 @@ function generate(st: State, s: NonNullable<Resolved['inbound']>): LoopbackMessa
   const due =
     s.ratePerSec === Number.POSITIVE_INFINITY
       ? s.batch
-      : Math.floor(((performance.now() - st.connectedAt) * s.ratePerSec) / 1000) - st.generatedThisConnection;
+      : Math.floor(((nowMs() - st.connectedAt) * s.ratePerSec) / 1000) - st.generatedThisConnection;
   const n = Math.min(due, s.batch, s.limit - st.generated);
   const out: LoopbackMessage[] = [];
   for (let i = 0; i < n; i++) {
@@ -336,7 +338,7 @@ const handlers: ChannelHandlers<unknown, LoopbackReceipt> = {
     }
     // Resume after the last message the runtime handled (its cursor survives worker restarts).
     if (typeof ctx.cursor === 'number' && ctx.cursor > st.seq) st.seq = ctx.cursor;
-    st.connectedAt = performance.now();
+    st.connectedAt = nowMs();
     st.generatedThisConnection = 0;
     ctx.logger.info('loopback connected', { connects });
     return { loopback: true, connects };

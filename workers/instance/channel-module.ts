@@ -5,6 +5,7 @@
  *
  * @packageDocumentation
  */
+import { monotonicMs } from '../../src/wire/clock.js';
 import { checkChannelDefinition, checkChannelHandlers, isChannelFactory, type ChannelFactory, type ChannelInstance } from '../../src/channel.js';
 import { clip, describe, get } from './util.js';
 import type { AnyChannel } from './context.js';
@@ -73,7 +74,7 @@ export class ChannelModules {
 
   async #import(url: string): Promise<Imported> {
     let mod: unknown;
-    const t0 = performance.now();
+    const t0 = monotonicMs();
     try {
       mod = await import(url);
     } catch (err) {
@@ -85,6 +86,6 @@ export class ChannelModules {
     if (issues.length > 0) {
       return { ok: false, reason: clip(`channel module ${url} is invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`) };
     }
-    return { ok: true, def, importMs: performance.now() - t0 };
+    return { ok: true, def, importMs: monotonicMs() - t0 };
   }
 }

@@ -6,6 +6,7 @@
  *
  * @packageDocumentation
  */
+import { monotonicMs } from '../../src/wire/clock.js';
 import { backoffDelay } from '../../src/wire/backoff.js';
 import { retryAfterOf } from '../../src/wire/errors.js';
 import { timerDelay } from '../../src/wire/timers.js';
@@ -35,7 +36,7 @@ export async function connectLoop(ctx: InstanceContext, firstAttempt: number, ca
   if (!channel) return;
   const { config } = ctx;
   const maxAttempts = Math.max(0, Math.floor(config.reconnect.maxAttempts));
-  const loopStart = performance.now();
+  const loopStart = monotonicMs();
   let originalReason = cause;
   let attempt = firstAttempt;
   let floorMs = retryAfterMs;
@@ -93,7 +94,7 @@ export async function connectLoop(ctx: InstanceContext, firstAttempt: number, ca
     if (attempt > 0) {
       info.attempts = attempt;
       if (originalReason !== undefined) info.reason = originalReason;
-      info.elapsedMs = Math.round(performance.now() - loopStart);
+      info.elapsedMs = Math.round(monotonicMs() - loopStart);
     }
     ctx.report(Object.keys(info).length > 0 ? { t: 'status', status: 'connected', meta: info } : { t: 'status', status: 'connected' });
     if (channel.poll) void pollLoop(ctx, channel, conn).catch(crash);

@@ -10,6 +10,7 @@
  *
  * @packageDocumentation
  */
+import { monotonicMs } from '../../src/wire/clock.js';
 import type { ChannelContext, ChannelDefinition, ChannelFactory, ChannelLogger } from '../../src/channel.js';
 import { instantiate } from './channel-module.js';
 import { TimeoutError } from '../../src/errors.js';
@@ -42,7 +43,7 @@ export interface Connection {
   opened: boolean;
   /** The attempt that made it (0: the initial connect). */
   attempt: number;
-  /** When it opened (`performance.now()`), or 0. */
+  /** When it opened (`monotonicMs()`), or 0. */
   openedAt: number;
 }
 
@@ -224,7 +225,7 @@ export class InstanceContext {
     conn.controller.abort(new Error(reason));
     this.report({ t: 'status', status: 'disconnected', reason: clip(reason) });
     // A stable connection starts the count over; one lost sooner continues it.
-    const stable = performance.now() - conn.openedAt >= this.config.reconnect.resetAfterMs;
+    const stable = monotonicMs() - conn.openedAt >= this.config.reconnect.resetAfterMs;
     const next = stable ? 1 : conn.attempt + 1;
     void (async () => {
       await this.disconnectQuietly(conn);
@@ -234,7 +235,7 @@ export class InstanceContext {
 
   /** The connection is open: senders waiting for it go on. */
   opened(conn: Connection): void {
-    conn.openedAt = performance.now();
+    conn.openedAt = monotonicMs();
     this.live = conn;
     this.sends.wake();
   }

@@ -6,6 +6,7 @@
  *
  * @packageDocumentation
  */
+import { monotonicMs } from '../../src/wire/clock.js';
 import type { ProbeOutcome } from '../../src/channel.js';
 import type { FailureClass } from '../../src/wire/errors.js';
 import type { LifecycleBody } from '../../src/wire/protocol.js';
@@ -32,7 +33,7 @@ export async function probeLoop(ctx: InstanceContext, channel: AnyChannel, conn:
   const probe = channel.probe as NonNullable<AnyChannel['probe']>;
   const signal = conn.controller.signal;
   while (!signal.aborted) {
-    const t0 = performance.now();
+    const t0 = monotonicMs();
     let outcome: ProbeOutcome;
     let reason: string | undefined;
     let cls: FailureClass | undefined;
@@ -47,7 +48,7 @@ export async function probeLoop(ctx: InstanceContext, channel: AnyChannel, conn:
     }
     // A probe that ended with its connection says nothing about the next one.
     if (signal.aborted) return;
-    const latencyMs = Math.max(0, Math.round((performance.now() - t0) * 1000) / 1000);
+    const latencyMs = Math.max(0, Math.round((monotonicMs() - t0) * 1000) / 1000);
     const notice: LifecycleBody & { t: 'probe' } = { t: 'probe', outcome, latencyMs };
     if (reason !== undefined) notice.reason = reason;
     if (cls !== undefined) notice.class = cls;

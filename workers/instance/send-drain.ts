@@ -18,6 +18,7 @@
  *
  * @packageDocumentation
  */
+import { monotonicMs } from '../../src/wire/clock.js';
 import type { ChannelContext, SendInfo } from '../../src/channel.js';
 import { TimeoutError } from '../../src/errors.js';
 import { ColumnEncoder } from '../../src/wire/columns.js';
@@ -223,7 +224,7 @@ export class SendDrain {
     this.#timer = undefined;
     if (this.#curSeq < 0 || this.#ctx.stopped) return; // idle: the next send arms it again
     const ms = this.#ctx.config.timeouts.sendMs;
-    const elapsed = performance.now() - this.#curStartedAt;
+    const elapsed = monotonicMs() - this.#curStartedAt;
     if (elapsed < ms) {
       this.#timer = setTimeout(() => this.#onTimer(), Math.ceil(ms - elapsed));
       return;
@@ -251,7 +252,7 @@ export class SendDrain {
     const ms = ctx.config.timeouts.sendMs;
     const held = this.#held;
     let sinceYield = 0;
-    let lastYield = performance.now();
+    let lastYield = monotonicMs();
     while (held.length > 0) {
       const b = held[0] as HeldBatch;
       if (b.next >= b.messages.length) {
@@ -278,7 +279,7 @@ export class SendDrain {
       const redelivery = b.redelivered?.[i] === true;
       const info: SendInfo =
         attempt === 1 && key === undefined && !redelivery ? FIRST_ATTEMPT : key === undefined ? { attempt, redelivery } : { idempotencyKey: key, attempt, redelivery };
-      const now = performance.now();
+      const now = monotonicMs();
       this.#curSeq = seq;
       this.#curEpoch = b.epoch;
       this.#curStartedAt = now;
@@ -304,7 +305,7 @@ export class SendDrain {
         sinceYield = 0;
         await nextTurn();
         if (gen !== this.#gen) return;
-        lastYield = performance.now();
+        lastYield = monotonicMs();
       }
     }
     this.#draining = false;
