@@ -1,7 +1,14 @@
 // @ts-check
 /**
  * The build's second step (after `tsc`): the instance worker and everything it imports, comlink
- * included, in one ES module, `dist/workers/instance-worker.bundle.js`, which the runtime spawns.
+ * included, in one script, `dist/workers/instance-worker.bundle.cjs`, which the thread the runtime
+ * spawns (`workers/instance-worker-script.ts`) compiles with V8's code cache and runs.
+ *
+ * The script is one function expression, `(function (require, module, exports) { … })`: its
+ * `require` is the loader's, which answers the node builtins it imports and the two shared
+ * modules below (ES modules the loader imported), and nothing else. A script, not an ES module,
+ * because Node 20 takes a code cache only for scripts (`vm.Script`); so no top-level await, and
+ * dynamic imports go through `workers/import-module.ts`.
  *
  * Why: a worker thread starts with an empty module cache, so every instance worker that starts or
  * restarts loads its modules again. Resolving, reading and linking about twenty files cost more
@@ -30,10 +37,13 @@ const EXTERNAL = new Map([
 
 await build({
   entryPoints: [resolve(root, 'workers/instance-worker.ts')],
-  outfile: resolve(root, 'dist/workers/instance-worker.bundle.js'),
+  outfile: resolve(root, 'dist/workers/instance-worker.bundle.cjs'),
   bundle: true,
   platform: 'node',
-  format: 'esm',
+  format: 'cjs',
+  // One function expression: the loader runs it with its `require` (see the header).
+  banner: { js: '(function (require, module, exports) {' },
+  footer: { js: '})' },
   target: 'node20',
   sourcemap: 'linked',
   logLevel: 'warning',

@@ -181,10 +181,18 @@ port.on('message', (message: unknown) => {
 // thread's event loop (heartbeat answers included), so it belongs under the ready timeout, not
 // under the heartbeat, which would take a slow load on a busy machine for a hang.
 // A standby worker (booted with no instance) imports the channel modules seen so far instead.
-const instance = first ? await host(first) : undefined;
-await Promise.all(preload.map((url) => modules.preload(url)));
+// (In a function, not at the top level: the runtime runs this file bundled as a script, which
+// has no top-level await; see instance-worker-script.ts.)
+async function bootWorker(): Promise<void> {
+  const instance = first ? await host(first) : undefined;
+  await Promise.all(preload.map((url) => modules.preload(url)));
+  serve(api(instance), { onStop: async () => void (await Promise.all([...contexts.values()].map((c) => c.stop()))) });
+  // Ready is posted: the boot's instance connects from the next turn on, without waiting for `start`.
+  void instance?.start();
+}
 
-const api: InstanceWorkerApi = {
+/** The control API of this worker; `instance` is the boot's own, if it has one. */
+const api = (instance: InstanceContext | undefined): InstanceWorkerApi => ({
   start: () =>
     instance ? instance.start() : Promise.resolve({ ok: false, code: 'channel_invalid', reason: 'this worker was booted without an instance (standby): host one instead' } as const),
 
@@ -213,8 +221,11 @@ const api: InstanceWorkerApi = {
     contexts.delete(iid);
     await ctx.stop();
   },
-};
+});
 
-serve(api, { onStop: async () => void (await Promise.all([...contexts.values()].map((c) => c.stop()))) });
-// Ready is posted: the boot's instance connects from the next turn on, without waiting for `start`.
-void instance?.start();
+// A failure (a boot the runtime got wrong) ends the thread before ready: a start failure.
+bootWorker().catch((err: unknown) => {
+  setImmediate(() => {
+    throw err;
+  });
+});

@@ -15,6 +15,7 @@
 import type { EventLoopUtilization, Performance } from 'node:perf_hooks';
 import { MessagePort, isMainThread, workerData as rawWorkerData } from 'node:worker_threads';
 import * as Comlink from 'comlink';
+import { importModule } from './import-module.js';
 import { AlreadyStartedError, InvalidConfigError } from '../src/errors.js';
 import {
   PROTOCOL_VERSION,
@@ -121,8 +122,8 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
   heartbeat.on('message', (message: unknown) => {
     if (!isPing(message)) return;
     if (perf !== undefined) return pong(message.seq, perf);
-    loading ??= import('node:perf_hooks').then((m) => {
-      perf = m.performance;
+    loading ??= importModule('node:perf_hooks').then((m) => {
+      perf = (m as { performance: Perf }).performance;
     });
     void loading.then(() => pong(message.seq, perf as Perf));
   });

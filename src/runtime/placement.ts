@@ -119,7 +119,7 @@ export class Placement {
         dedicated: own !== undefined,
         capacity: own ? 1 : o.placement.instancesPerWorker,
         name: own ? `threadvisor:${own.id}` : `threadvisor:group-${id}`,
-        filename: builtinUrl('instance-worker.bundle.js'),
+        filename: builtinUrl('instance-worker-script.js'),
         logger: own ? own.log : this.#log.child({ group: id }),
         heartbeat: o.heartbeat,
         readyTimeoutMs: o.readyTimeoutMs,

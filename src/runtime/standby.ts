@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import { WorkerHost } from '../worker/host.js';
 import type { InstanceWorkerApi, StandbyBoot } from '../wire/protocol.js';
 import { builtinUrl, type Resolved } from './options.js';
+import { instanceWorkerCode } from './worker-code.js';
 
 /** The pause before a replacement boots, ms. */
 export const REFILL_DELAY_MS = 20;
@@ -149,6 +150,8 @@ export class StandbyPool {
   async #boot(): Promise<void> {
     const data = new MessageChannel();
     const boot: StandbyBoot = { standby: true, data: data.port2, preload: [...this.#modules] };
+    const code = instanceWorkerCode();
+    if (code !== undefined) boot.code = code;
     let host: WorkerHost<InstanceWorkerApi>;
     try {
       host = await WorkerHost.start<InstanceWorkerApi>(
@@ -198,7 +201,7 @@ export function startStandby(opts: Resolved, log: Logger, redact: (text: string)
   if (opts.standby.workers <= 0) return undefined;
   const pool = new StandbyPool({
     workers: opts.standby.workers,
-    filename: builtinUrl('instance-worker.bundle.js'),
+    filename: builtinUrl('instance-worker-script.js'),
     logger: log.child({ standby: true }),
     heartbeat: opts.heartbeat,
     readyTimeoutMs: opts.readyTimeoutMs,

@@ -19,6 +19,7 @@ import type { ChildExit, StartContext } from '../supervisor/types.js';
 import { WorkerHost } from '../worker/host.js';
 import type { StandbyPool } from './standby.js';
 import type { InstanceBoot, InstanceWorkerApi, StartResult } from '../wire/protocol.js';
+import { instanceWorkerCode } from './worker-code.js';
 
 /** What a group needs of an instance it hosts. */
 export interface GroupMember {
@@ -307,6 +308,8 @@ export class WorkerGroup<M extends GroupMember> {
     } else {
       const data = new MessageChannel();
       const boot: InstanceBoot = { ...this.#hooks.boot(first.m), shared: !this.dedicated, data: data.port2 };
+      const code = instanceWorkerCode();
+      if (code !== undefined) boot.code = code;
       this.#o.standby?.seen(boot.channel);
       try {
         host = await WorkerHost.start<InstanceWorkerApi>(

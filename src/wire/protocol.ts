@@ -61,6 +61,8 @@ export interface InstanceBoot {
   timeouts: CallbackTimeouts;
   /** Pause after an empty poll batch, ms. */
   pollIdleMs: number;
+  /** V8's code cache of the worker script (see src/runtime/worker-code.ts), if the runtime has one; spawns only. */
+  code?: Uint8Array;
   /** The worker's end of the data channel (notices flow worker → main). */
   data: MessagePort;
   /** The last inbound cursor `onMessage` handled (given to the channel as `ctx.cursor`). */
@@ -88,6 +90,8 @@ export interface StandbyBoot {
   standby: true;
   /** The worker's end of the data channel. */
   data: MessagePort;
+  /** V8's code cache of the worker script (see src/runtime/worker-code.ts), if the runtime has one. */
+  code?: Uint8Array;
   /** URLs (href) of channel modules to import before ready. */
   preload: string[];
 }

@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import { monotonicMs } from '../../src/wire/clock.js';
+import { importModule } from '../import-module.js';
 import { checkChannelDefinition, checkChannelHandlers, isChannelFactory, type ChannelFactory, type ChannelInstance } from '../../src/channel.js';
 import { clip, describe, get } from './util.js';
 import type { AnyChannel } from './context.js';
@@ -76,7 +77,7 @@ export class ChannelModules {
     let mod: unknown;
     const t0 = monotonicMs();
     try {
-      mod = await import(url);
+      mod = await importModule(url);
     } catch (err) {
       return { ok: false, reason: clip(`channel module ${url} failed to load: ${describe(err)}`) };
     }

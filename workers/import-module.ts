@@ -1,0 +1,17 @@
+/**
+ * The worker side's dynamic `import()`. The runtime runs the instance worker bundled as a script
+ * (see `instance-worker-script.ts`), and a script compiled by `node:vm` cannot `import()` by itself:
+ * its loader, an ES module, lends it its own `import()` under {@link IMPORT_HOOK}. Run as modules
+ * (the unbundled files, `threadvisor/worker` in a user's worker), this falls back to `import()`.
+ *
+ * @packageDocumentation
+ */
+
+/** Where the script's loader puts its `import()` (a global of the worker thread). */
+export const IMPORT_HOOK = Symbol.for('threadvisor.importModule');
+
+/** `import(specifier)`, through the loader's hook when there is one. */
+export function importModule(specifier: string): Promise<unknown> {
+  const hook = (globalThis as { [IMPORT_HOOK]?: (specifier: string) => Promise<unknown> })[IMPORT_HOOK];
+  return hook === undefined ? import(specifier) : hook(specifier);
+}
