@@ -118,7 +118,8 @@ function readBoot(raw: unknown): Boot {
   }
   if (problems.length > 0) throw new TypeError(`instance worker: workerData lacks ${problems.join(', ')}`);
   if (b.standby === true) return { port: b.data as MessagePort, first: undefined, preload: b.preload as string[] };
-  const { data, ...first } = b as InstanceBoot;
+  // The code cache was the loader's (instance-worker-script.ts); no context keeps it.
+  const { data, code: _code, ...first } = b as InstanceBoot;
   return { port: data, first, preload: [] };
 }
 
