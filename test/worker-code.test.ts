@@ -1,22 +1,51 @@
 /**
- * The code cache the runtime hands every instance worker (src/runtime/worker-code.ts): made once,
- * and accepted by V8 for the script the workers run. Run after `npm run build`.
+ * The code cache the runtime hands every instance worker (src/runtime/worker-code.ts): it fits
+ * the script the workers run, lives in shared memory, and a worker booted with it runs its
+ * instance. Run after `npm run build`.
  */
 import { readFileSync } from 'node:fs';
 import { Script } from 'node:vm';
-import { describe, expect, it } from 'vitest';
-import { instanceWorkerCode } from '../src/runtime/worker-code.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { instanceWorkerCode, makeWorkerCode } from '../src/runtime/worker-code.js';
+import { harnesses, startInstanceWorker } from './helpers/instance.js';
+import { waitFor } from './helpers/fixtures.js';
 
 const script = new URL('../dist/workers/instance-worker.bundle.cjs', import.meta.url);
 
+afterEach(async () => {
+  for (const h of [...harnesses]) await h.dispose();
+});
+
 describe('the instance worker code cache', { timeout: 30_000 }, () => {
-  it('is made once per process and fits the script the workers run', () => {
-    const code = instanceWorkerCode();
+  it('fits the script the workers run, in shared memory', () => {
+    const code = makeWorkerCode(script);
     expect(code).toBeInstanceOf(Uint8Array);
-    expect(instanceWorkerCode()).toBe(code);
+    expect((code as Uint8Array).buffer).toBeInstanceOf(SharedArrayBuffer);
     const compiled = new Script(readFileSync(script, 'utf8'), { filename: script.href, cachedData: code });
     expect(compiled.cachedDataRejected).toBe(false);
     // The script is one function expression, run by the loader with its require.
     expect(typeof compiled.runInThisContext()).toBe('function');
+    expect(makeWorkerCode(new URL('./does-not-exist.cjs', script))).toBeUndefined();
+  });
+
+  it('is not made under NODE_V8_COVERAGE (code from a cache reports no branch coverage), and made once otherwise', () => {
+    const saved = process.env.NODE_V8_COVERAGE;
+    try {
+      process.env.NODE_V8_COVERAGE = '/tmp/unused';
+      expect(instanceWorkerCode()).toBeUndefined();
+      delete process.env.NODE_V8_COVERAGE;
+      const code = instanceWorkerCode();
+      expect(code).toBeInstanceOf(Uint8Array);
+      expect(instanceWorkerCode()).toBe(code);
+    } finally {
+      if (saved === undefined) delete process.env.NODE_V8_COVERAGE;
+      else process.env.NODE_V8_COVERAGE = saved;
+    }
+  });
+
+  it('a worker booted with it connects its instance and answers heartbeats', async () => {
+    const h = await startInstanceWorker({ code: makeWorkerCode(script) });
+    await waitFor(() => h.notices.some((n) => n.t === 'status' && n.status === 'connected'));
+    await waitFor(() => h.host.health().lastPongAt !== null);
   });
 });

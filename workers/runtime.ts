@@ -106,7 +106,8 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
   let lastElu: EventLoopUtilization | undefined;
   const pong = (seq: number, p: Perf): void => {
     const now = p.eventLoopUtilization();
-    // The first: the thread's whole life so far.
+    // The first covers the thread's life so far, its boot included (serve() does not read the
+    // clock: that would load perf_hooks at start).
     const utilization = lastElu === undefined ? now.utilization : p.eventLoopUtilization(now, lastElu).utilization;
     lastElu = now;
     const message: PongMessage = {
@@ -119,13 +120,20 @@ export function serve<API extends object>(api: API, opts: ServeOptions = {}): vo
     };
     heartbeat.postMessage(message);
   };
+  const pongWithout = (seq: number): void => {
+    heartbeat.postMessage({ type: 'pong', seq, elu: 0, heapUsed: process.memoryUsage().heapUsed } satisfies PongMessage);
+  };
   heartbeat.on('message', (message: unknown) => {
     if (!isPing(message)) return;
     if (perf !== undefined) return pong(message.seq, perf);
-    loading ??= importModule('node:perf_hooks').then((m) => {
-      perf = (m as { performance: Perf }).performance;
-    });
-    void loading.then(() => pong(message.seq, perf as Perf));
+    loading ??= importModule('node:perf_hooks').then(
+      (m) => {
+        perf = (m as { performance: Perf }).performance;
+      },
+      () => undefined,
+    );
+    // (Should perf_hooks ever fail to load, the pongs go on with elu 0.)
+    void loading.then(() => (perf === undefined ? pongWithout(message.seq) : pong(message.seq, perf)));
   });
 
   let stopping: Promise<void> | undefined;

@@ -15,6 +15,8 @@ import { fixtureUrl, waitFor } from './fixtures.js';
 
 /** URL of the compiled instance worker. */
 export const instanceWorkerUrl = new URL('../../dist/workers/instance-worker.js', import.meta.url);
+/** URL of what the runtime spawns: the loader that runs the instance worker bundled as a script. */
+export const instanceWorkerScriptUrl = new URL('../../dist/workers/instance-worker-script.js', import.meta.url);
 /** URL of the compiled built-in loopback channel. */
 export const loopbackUrl = new URL('../../dist/workers/channels/loopback.js', import.meta.url);
 
@@ -40,6 +42,8 @@ export interface BootOverrides {
   pollIdleMs?: number;
   /** Cluster mode's shared lease deadline (see `src/wire/fence.ts`). */
   fence?: SharedArrayBuffer;
+  /** The code cache of the worker script (see `src/runtime/worker-code.ts`); none by default. */
+  code?: Uint8Array;
 }
 
 /** A running instance worker and what it has posted so far. */
@@ -156,10 +160,12 @@ export async function startInstanceWorker(
     else invalid.push(message);
   });
   const boot: InstanceBoot = { ...bootConfig(overrides), data: port2 };
+  if (overrides.code !== undefined) boot.code = overrides.code;
   let host: WorkerHost<InstanceWorkerApi>;
   try {
     host = await WorkerHost.start<InstanceWorkerApi>({
-      filename: instanceWorkerUrl,
+      // What the runtime spawns (the bundle, run as a script), as the runtime spawns it.
+      filename: instanceWorkerScriptUrl,
       workerData: boot,
       transferList: [port2],
       logger: quiet,
