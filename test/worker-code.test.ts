@@ -1,12 +1,12 @@
 /**
  * The code cache the runtime hands every instance worker (src/runtime/worker-code.ts): it fits
- * the script the workers run, lives in shared memory, and a worker booted with it runs its
- * instance. Run after `npm run build`.
+ * the script the workers run, lives in shared memory, a worker booted with it runs its instance,
+ * and the cache of a running worker replaces the main thread's once. Run after `npm run build`.
  */
 import { readFileSync } from 'node:fs';
 import { Script } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
-import { instanceWorkerCode, makeWorkerCode } from '../src/runtime/worker-code.js';
+import { askWorkerCode, instanceWorkerCode, learnWorkerCode, makeWorkerCode } from '../src/runtime/worker-code.js';
 import { harnesses, startInstanceWorker } from './helpers/instance.js';
 import { waitFor } from './helpers/fixtures.js';
 
@@ -47,5 +47,32 @@ describe('the instance worker code cache', { timeout: 30_000 }, () => {
     const h = await startInstanceWorker({ code: makeWorkerCode(script) });
     await waitFor(() => h.notices.some((n) => n.t === 'status' && n.status === 'connected'));
     await waitFor(() => h.host.health().lastPongAt !== null);
+  });
+
+  it("a running worker's cache (its boot's functions compiled) is larger, fits the script, and replaces the main thread's once", async () => {
+    const h = await startInstanceWorker();
+    await waitFor(() => h.notices.some((n) => n.t === 'status' && n.status === 'connected'));
+    const fromWorker = await askWorkerCode(h.host);
+    expect(fromWorker?.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect((fromWorker as Uint8Array).byteLength).toBeGreaterThan((makeWorkerCode(script) as Uint8Array).byteLength);
+    expect(new Script(readFileSync(script, 'utf8'), { filename: script.href, cachedData: fromWorker }).cachedDataRejected).toBe(false);
+
+    const saved = process.env.NODE_V8_COVERAGE;
+    try {
+      delete process.env.NODE_V8_COVERAGE;
+      const before = instanceWorkerCode();
+      learnWorkerCode(h.host);
+      await waitFor(() => instanceWorkerCode() !== before);
+      const learned = instanceWorkerCode() as Uint8Array;
+      expect(learned.byteLength).toBeGreaterThan((before as Uint8Array).byteLength);
+      learnWorkerCode(h.host); // once per process: nothing more is asked
+      expect(instanceWorkerCode()).toBe(learned);
+      // A worker booted with it runs.
+      const h2 = await startInstanceWorker({ id: 'i2', code: learned });
+      await waitFor(() => h2.notices.some((n) => n.t === 'status' && n.status === 'connected'));
+    } finally {
+      if (saved === undefined) delete process.env.NODE_V8_COVERAGE;
+      else process.env.NODE_V8_COVERAGE = saved;
+    }
   });
 });

@@ -2,9 +2,10 @@
  * The thread entry the runtime spawns for instance workers. It runs the instance worker
  * (`instance-worker.ts` and everything it imports, bundled into one script by
  * `scripts/bundle-worker.mjs`) through `node:vm`, with the code cache the runtime compiled once
- * and passes in the boot (`code`): a fresh thread then skips compiling the bundle, about 1.4 ms
- * of every worker start and restart. Without a cache, or with one V8 refuses (another Node, other
- * flags), the script is compiled as usual.
+ * and passes in the boot (`code`): a fresh thread then skips compiling the bundle and the
+ * functions its boot runs. Without a cache, or with one V8 refuses (another Node, other flags),
+ * the script is compiled as usual. The worker's `codeCache` call answers the cache as this thread
+ * compiled it (see `import-module.ts` for the hooks).
  *
  * The script gets this module's `require`: the node builtins it imports and the two modules it
  * shares with channel modules (the channel contract and the error classes: one class per error),
@@ -47,6 +48,8 @@ if (!workerThreads.isMainThread && typeof bootstrap?.threadvisor === 'object') {
   const code = bootstrap.data?.code;
   const cachedData = code instanceof Uint8Array ? code : undefined;
   const script = new Script(readFileSync(SCRIPT_URL, 'utf8'), { filename: SCRIPT_URL.href, cachedData });
+  // The code cache as this thread compiled it, for the worker's `codeCache` call.
+  (globalThis as Record<symbol, unknown>)[Symbol.for('threadvisor.codeCache')] = () => script.createCachedData();
   const module = { exports: {} };
   (script.runInThisContext() as (req: typeof scriptRequire, m: typeof module, e: object) => void)(scriptRequire, module, module.exports);
 }

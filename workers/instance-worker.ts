@@ -91,6 +91,7 @@ import type { InstanceBoot, InstanceWorkerApi, Notice, StandbyBoot } from '../sr
 import { ChannelModules } from './instance/channel-module.js';
 import { InstanceContext } from './instance/context.js';
 import { installFaultHandlers } from './instance/fault.js';
+import { scriptCodeCache } from './import-module.js';
 import { describe } from './instance/util.js';
 import { serve, workerData } from './runtime.js';
 
@@ -215,6 +216,8 @@ const api = (instance: InstanceContext | undefined): InstanceWorkerApi => ({
   async preload(url) {
     if (typeof url === 'string') await modules.preload(url);
   },
+
+  codeCache: () => Promise.resolve(scriptCodeCache()),
 
   async unhost(iid) {
     const ctx = contexts.get(iid);

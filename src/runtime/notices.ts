@@ -12,6 +12,7 @@ import type { InstanceWorkerApi, LifecycleBody } from '../wire/protocol.js';
 import type { DataPlane, RuntimeCounters } from './data-plane.js';
 import { RECONNECT_EXHAUSTED, type Entry } from './entry.js';
 import { noticeSchema } from './protocol.js';
+import { learnWorkerCode } from './worker-code.js';
 import { describeIssues } from '../validate.js';
 
 /** What notice routing needs of its runtime. */
@@ -75,6 +76,7 @@ export class Notices {
         else if (n.status === 'connected') {
           server.notifyConnected(n.meta ?? {});
           this.#data.pump(entry);
+          learnWorkerCode(host);
         }
         else server.notifyDisconnected(n.reason ?? 'unknown');
         return;

@@ -230,4 +230,10 @@ export interface InstanceWorkerApi {
    * instance of it is hosted.
    */
   preload(url: string): Promise<void>;
+  /**
+   * V8's code cache of the worker script as this worker has compiled it so far (its boot and its
+   * instances' connects included), or undefined when the worker does not run as that script. The
+   * runtime asks one worker once, and boots the next workers with it (see src/runtime/worker-code.ts).
+   */
+  codeCache(): Promise<Uint8Array | undefined>;
 }
