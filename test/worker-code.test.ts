@@ -61,6 +61,18 @@ describe('the instance worker code cache', { timeout: 30_000 }, () => {
     try {
       delete process.env.NODE_V8_COVERAGE;
       const before = instanceWorkerCode();
+      // A worker that answers nothing (gone as it was asked) leaves it to the next one.
+      let asked = 0;
+      const gone = {
+        call: () => {
+          asked++;
+          return Promise.reject(new Error('worker exited'));
+        },
+      } as unknown as typeof h.host;
+      learnWorkerCode(gone);
+      await waitFor(() => asked === 1);
+      await new Promise((r) => setTimeout(r, 10));
+      expect(instanceWorkerCode()).toBe(before);
       learnWorkerCode(h.host);
       await waitFor(() => instanceWorkerCode() !== before);
       const learned = instanceWorkerCode() as Uint8Array;

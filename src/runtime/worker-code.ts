@@ -53,7 +53,10 @@ export async function askWorkerCode(host: WorkerHost<InstanceWorkerApi>): Promis
   }
 }
 
-let memo: { stamp: string; code: Uint8Array | undefined; learned: boolean; asking: boolean } | undefined;
+/** Workers asked at most, per process and script file, for their code cache (one that dies as it is asked answers nothing). */
+const MAX_ASKS = 3;
+
+let memo: { stamp: string; code: Uint8Array | undefined; learned: boolean; asking: boolean; asked: number } | undefined;
 
 /** The stamp of the script file on disk (its size and time), or undefined when it cannot be read. */
 function stampOf(url: URL): string | undefined {
@@ -68,17 +71,24 @@ function stampOf(url: URL): string | undefined {
 /**
  * Once per process (per script file): after an instance worker connected its first instance, its
  * code cache (see {@link askWorkerCode}) replaces the main thread's for the workers booted next.
- * Nothing under `NODE_V8_COVERAGE`. Never throws.
+ * A worker that answers nothing (it died as it was asked) leaves it to the next one, up to
+ * three. Nothing under `NODE_V8_COVERAGE`. Never throws.
  */
 export function learnWorkerCode(host: WorkerHost<InstanceWorkerApi>): void {
   const m = memo;
   if (m === undefined || m.learned || m.asking || process.env.NODE_V8_COVERAGE !== undefined) return;
   m.asking = true;
+  m.asked++;
   void askWorkerCode(host).then((code) => {
     m.asking = false;
+    // No answer (the worker died as it was asked, say): the next worker that connects is asked.
+    if (code === undefined) {
+      m.learned = m.asked >= MAX_ASKS;
+      return;
+    }
     m.learned = true;
     // Kept only for the file it was compiled from.
-    if (code !== undefined && memo === m && stampOf(builtinUrl('instance-worker.bundle.cjs')) === m.stamp) m.code = code;
+    if (memo === m && stampOf(builtinUrl('instance-worker.bundle.cjs')) === m.stamp) m.code = code;
   });
 }
 
@@ -88,6 +98,6 @@ export function instanceWorkerCode(): Uint8Array | undefined {
   const url = builtinUrl('instance-worker.bundle.cjs');
   const stamp = stampOf(url);
   if (stamp === undefined) return undefined;
-  if (memo?.stamp !== stamp) memo = { stamp, code: makeWorkerCode(url), learned: false, asking: false };
+  if (memo?.stamp !== stamp) memo = { stamp, code: makeWorkerCode(url), learned: false, asking: false, asked: 0 };
   return memo.code;
 }
