@@ -1,8 +1,10 @@
 /**
- * The worker side's dynamic `import()`, and its code cache. The runtime runs the instance worker bundled as a script
- * (see `instance-worker-script.ts`), and a script compiled by `node:vm` cannot `import()` by itself:
- * its loader, an ES module, lends it its own `import()` under {@link IMPORT_HOOK}. Run as modules
- * (the unbundled files, `threadvisor/worker` in a user's worker), this falls back to `import()`.
+ * The worker side's dynamic `import()`, and its code cache. The runtime runs the instance worker
+ * bundled as a script (see `instance-worker-script.ts`), and a script compiled by `node:vm` cannot
+ * `import()` by itself: its loader, an ES module, lends it its own `import()` under
+ * {@link IMPORT_HOOK}, and what makes the script's code cache under {@link CODE_CACHE_HOOK}. Run
+ * as modules (the unbundled files, `threadvisor/worker` in a user's worker), this falls back to
+ * `import()`, and there is no code cache.
  *
  * @packageDocumentation
  */

@@ -5,10 +5,10 @@
  * Made on the main thread at the first spawn, once per process: a code cache holds only for the
  * V8 version and flags that made it, which are the process's, so one made at build time would be
  * refused under other flags (`--expose-gc`, say). Once a worker has connected an instance, the
- * cache as that worker compiled the script replaces it ({@link learnWorkerCode}). It lives in a `SharedArrayBuffer`: every worker
- * reads the same bytes, none gets a copy. It is made again when the script file changes on disk
- * (V8 checks a cache against its source's length only), and not at all under `NODE_V8_COVERAGE`:
- * code compiled from a cache reports no branch coverage.
+ * cache as that worker compiled the script replaces it ({@link learnWorkerCode}). It lives in a
+ * `SharedArrayBuffer`: every worker reads the same bytes, none gets a copy. It is made again when
+ * the script file changes on disk (V8 checks a cache against its source's length only), and not
+ * at all under `NODE_V8_COVERAGE`: code compiled from a cache reports no branch coverage.
  *
  * @packageDocumentation
  */
